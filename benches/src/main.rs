@@ -1,0 +1,262 @@
+//! End-to-end ingest benchmark.
+//!
+//! `ingest-bench [EVENTS]` runs three phases, each in a child process of its
+//! own so that peak RSS is measured per phase:
+//!
+//! * `parquet`: the physical floor — NDJSON decoded by arrow-json and encoded
+//!   to one zstd Parquet file by arrow-rs alone (no Iceberg, no HTTP);
+//! * `direct`: Tributary's ingest pipeline called in process (validate,
+//!   dedup, write, commit), bodies of 5,000 events, 4 in flight;
+//! * `http`: the same bodies POSTed to a running server over loopback.
+//!
+//! It prints events/s, MiB/s, request→durable latency p50/p99 and peak RSS
+//! for each, side by side. Nothing here asserts on time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tributary_core::TableName;
+use tributary_core::config::Config;
+
+const BODY_EVENTS: usize = 5_000;
+const IN_FLIGHT: usize = 4;
+
+const CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+max_body_bytes = 67108864
+[commit]
+max_latency = "200ms"
+[[tables]]
+name = "raw.events"
+partition = ["day(event_time)"]
+dedup_key = "event_id"
+event_time = "event_time"
+fields = [
+  { name = "event_id",   type = "string",        required = true },
+  { name = "user_id",    type = "long",          required = true },
+  { name = "order_id",   type = "string",        required = true },
+  { name = "amount",     type = "decimal(12,2)", required = true },
+  { name = "currency",   type = "string",        required = true },
+  { name = "event_type", type = "string",        required = true },
+  { name = "event_time", type = "timestamptz",   required = true },
+  { name = "user_agent", type = "string" },
+]
+"#;
+
+fn bodies(events: usize) -> Vec<Bytes> {
+    let agents = [
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/140.0 Safari/537.36",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+    ];
+    let mut out = Vec::new();
+    let mut body = String::with_capacity(BODY_EVENTS * 320);
+    for i in 0..events {
+        body.push_str(&format!(
+            r#"{{"event_id":"evt-{i:012}","user_id":{},"order_id":"ord-{:09}","amount":"{}.{:02}","currency":"EUR","event_type":"purchase","event_time":"2026-11-{:02}T{:02}:{:02}:{:02}.000Z","user_agent":"{}"}}"#,
+            i % 100_000,
+            i / 3,
+            i % 997,
+            i % 100,
+            20 + i % 5,
+            i % 24,
+            i % 60,
+            (i / 60) % 60,
+            agents[i % 2]
+        ));
+        body.push('\n');
+        if (i + 1) % BODY_EVENTS == 0 {
+            out.push(Bytes::from(std::mem::take(&mut body)));
+        }
+    }
+    if !body.is_empty() {
+        out.push(Bytes::from(body));
+    }
+    out
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+/// One phase's figures, printed as a JSON line by the child.
+fn report(phase: &str, events: usize, bytes: usize, elapsed: Duration, mut lat: Vec<Duration>) {
+    lat.sort();
+    let secs = elapsed.as_secs_f64();
+    #[allow(clippy::cast_precision_loss)]
+    let v = serde_json::json!({
+        "phase": phase,
+        "events": events,
+        "seconds": secs,
+        "events_per_s": events as f64 / secs,
+        "mib_per_s": bytes as f64 / secs / 1_048_576.0,
+        "p50_ms": percentile(&lat, 0.5),
+        "p99_ms": percentile(&lat, 0.99),
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    println!("{v}");
+}
+
+fn parquet_phase(events: usize) -> anyhow::Result<()> {
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    let bodies = bodies(events);
+    let bytes: usize = bodies.iter().map(Bytes::len).sum();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("event_id", DataType::Utf8, false),
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("order_id", DataType::Utf8, false),
+        Field::new("amount", DataType::Decimal128(12, 2), false),
+        Field::new("currency", DataType::Utf8, false),
+        Field::new("event_type", DataType::Utf8, false),
+        Field::new("event_time", DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())), false),
+        Field::new("user_agent", DataType::Utf8, true),
+    ]));
+    let dir = tempfile::tempdir()?;
+    let file = std::fs::File::create(dir.path().join("baseline.parquet"))?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::try_new(1)?))
+        .build();
+    let started = Instant::now();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+    let mut lat = Vec::new();
+    for body in &bodies {
+        let t = Instant::now();
+        let mut decoder =
+            arrow_json::ReaderBuilder::new(schema.clone()).with_batch_size(BODY_EVENTS).build_decoder()?;
+        decoder.decode(body)?;
+        if let Some(batch) = decoder.flush()? {
+            writer.write(&batch)?;
+        }
+        lat.push(t.elapsed());
+    }
+    writer.close()?;
+    report("parquet", events, bytes, started.elapsed(), lat);
+    Ok(())
+}
+
+async fn pipeline_phase(events: usize, http: bool) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = Config::from_toml(CONFIG).and_then(|c| c.validate(dir.path())).map_err(anyhow::Error::msg)?;
+    let shutdown = CancellationToken::new();
+    let bodies = bodies(events);
+    let bytes: usize = bodies.iter().map(Bytes::len).sum();
+    let table = TableName::new("raw", "events");
+    let mut lat = Vec::with_capacity(bodies.len());
+    let started;
+    if http {
+        let server = tributary_server::start(&cfg, shutdown.clone()).await?;
+        let url = format!("http://{}/v1/tables/raw.events/events", server.addr);
+        let client = reqwest::Client::new();
+        started = Instant::now();
+        let mut s = futures::stream::iter(bodies.into_iter().map(|b| {
+            let req = client.post(&url).body(b);
+            async move {
+                let t = Instant::now();
+                let r = req.send().await?.error_for_status()?;
+                let _ = r.bytes().await?;
+                Ok::<_, anyhow::Error>(t.elapsed())
+            }
+        }))
+        .buffer_unordered(IN_FLIGHT);
+        while let Some(r) = s.next().await {
+            lat.push(r?);
+        }
+        let elapsed = started.elapsed();
+        shutdown.cancel();
+        server.wait().await?;
+        report("http", events, bytes, elapsed, lat);
+    } else {
+        let lake = tributary_table::Lake::open(&cfg.catalog_url, &cfg.catalog_name, &cfg.warehouse).await?;
+        let tasks = tokio_util::task::TaskTracker::new();
+        let svc = tributary_ingest::IngestService::start(
+            &lake,
+            &cfg,
+            Arc::new(tributary_core::SystemClock),
+            &shutdown,
+            &tasks,
+        )
+        .await?;
+        let ingest = svc.table(&table)?.clone();
+        started = Instant::now();
+        let mut s = futures::stream::iter(bodies.into_iter().map(|b| {
+            let ingest = ingest.clone();
+            async move {
+                let t = Instant::now();
+                ingest.ingest(b, "bench").await.context("ingest")?;
+                Ok::<_, anyhow::Error>(t.elapsed())
+            }
+        }))
+        .buffer_unordered(IN_FLIGHT);
+        while let Some(r) = s.next().await {
+            lat.push(r?);
+        }
+        let elapsed = started.elapsed();
+        shutdown.cancel();
+        tasks.close();
+        tasks.wait().await;
+        report("direct", events, bytes, elapsed, lat);
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("phase") {
+        let events: usize = args.get(3).and_then(|e| e.parse().ok()).unwrap_or(1_000_000);
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        return match args.get(2).map(String::as_str) {
+            Some("parquet") => parquet_phase(events),
+            Some("direct") => rt.block_on(pipeline_phase(events, false)),
+            Some("http") => rt.block_on(pipeline_phase(events, true)),
+            other => anyhow::bail!("unknown phase {other:?}"),
+        };
+    }
+    let events: usize = args.get(1).and_then(|e| e.parse().ok()).unwrap_or(1_000_000);
+    let exe = std::env::current_exe()?;
+    println!(
+        "ingest benchmark: {events} events of ~300 bytes, bodies of {BODY_EVENTS}, {IN_FLIGHT} in flight, {} cores",
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    println!(
+        "{:<9} {:>12} {:>9} {:>10} {:>10} {:>13}",
+        "phase", "events/s", "MiB/s", "p50 ms", "p99 ms", "peak RSS MiB"
+    );
+    let mut floor = None;
+    for phase in ["parquet", "direct", "http"] {
+        let out = std::process::Command::new(&exe).args(["phase", phase, &events.to_string()]).output()?;
+        anyhow::ensure!(out.status.success(), "phase {phase} failed: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).with_context(|| format!("phase {phase} output"))?;
+        let eps = v["events_per_s"].as_f64().unwrap_or(0.0);
+        let vs = floor.map_or(String::from("(baseline)"), |f: f64| format!("({:.0}% of baseline)", eps / f * 100.0));
+        floor.get_or_insert(eps);
+        println!(
+            "{:<9} {:>12.0} {:>9.1} {:>10.1} {:>10.1} {:>13.0}  {vs}",
+            phase,
+            eps,
+            v["mib_per_s"].as_f64().unwrap_or(0.0),
+            v["p50_ms"].as_f64().unwrap_or(0.0),
+            v["p99_ms"].as_f64().unwrap_or(0.0),
+            v["peak_rss_mib"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}

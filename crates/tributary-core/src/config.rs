@@ -1,0 +1,484 @@
+//! The TOML configuration: serde structs that mirror the file, then
+//! `validate()` into [`ValidConfig`], the only form the rest of Tributary sees.
+//!
+//! Unknown keys are refused (`deny_unknown_fields`) and every error names the
+//! key that is wrong, because a silently ignored typo in a dedup key or a
+//! partition spec costs a user data, not just time. Every key is documented in
+//! `docs/configuration.md`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::schema::{Field, FieldType, PartitionField, PartitionTransform};
+use crate::table_name::{TableName, is_identifier};
+
+/// Columns Tributary adds to every ingested table; users may not declare them.
+///
+/// The source partition and offset are `_source_partition`/`_source_offset`,
+/// not `_partition`/`_offset`: Iceberg reserves `_partition` as a metadata
+/// column, and iceberg-rust's reader resolves that name to it.
+pub const LINEAGE_COLUMNS: [&str; 5] = ["_source", "_source_partition", "_source_offset", "_ingested_at", "_schema_id"];
+
+/// The config file as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where table pointers live.
+    #[serde(default)]
+    pub catalog: CatalogConfig,
+    /// Where data and metadata files live.
+    #[serde(default)]
+    pub warehouse: WarehouseConfig,
+    /// The HTTP server.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// When buffered records become a snapshot.
+    #[serde(default)]
+    pub commit: CommitConfig,
+    /// The tables to create and ingest into.
+    #[serde(default)]
+    pub tables: Vec<TableConfig>,
+}
+
+/// `[catalog]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// `sqlite://PATH` or `postgres://...`; default: the SQLite file
+    /// `DATA_DIR/catalog.db`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Catalog name as PyIceberg's `SqlCatalog` sees it.
+    #[serde(default = "default_catalog_name")]
+    pub name: String,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self { url: None, name: default_catalog_name() }
+    }
+}
+
+fn default_catalog_name() -> String {
+    "tributary".to_owned()
+}
+
+/// `[warehouse]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarehouseConfig {
+    /// A local directory; default `DATA_DIR/warehouse`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// HTTP listen address.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Largest accepted request body, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { listen: default_listen(), max_body_bytes: default_max_body() }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+fn default_max_body() -> usize {
+    16 * 1024 * 1024
+}
+
+/// `[commit]`: a snapshot is cut when any trigger fires.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitConfig {
+    /// Rows buffered per table before a commit.
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+    /// Bytes of input buffered per table before a commit.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+    /// Longest a record waits for its commit, e.g. `"200ms"`.
+    #[serde(default = "default_max_latency")]
+    pub max_latency: String,
+    /// Target size of each Parquet data file.
+    #[serde(default = "default_file_size")]
+    pub target_file_size_bytes: usize,
+}
+
+impl Default for CommitConfig {
+    fn default() -> Self {
+        Self {
+            max_rows: default_max_rows(),
+            max_bytes: default_max_bytes(),
+            max_latency: default_max_latency(),
+            target_file_size_bytes: default_file_size(),
+        }
+    }
+}
+
+fn default_max_rows() -> usize {
+    200_000
+}
+fn default_max_bytes() -> usize {
+    64 * 1024 * 1024
+}
+fn default_max_latency() -> String {
+    "200ms".to_owned()
+}
+fn default_file_size() -> usize {
+    128 * 1024 * 1024
+}
+
+/// `[[tables]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// `namespace.table`.
+    pub name: TableName,
+    /// The columns, in order.
+    pub fields: Vec<FieldConfig>,
+    /// Partition fields such as `day(event_time)`.
+    #[serde(default)]
+    pub partition: Vec<String>,
+    /// Column whose repeated values within the window are dropped.
+    #[serde(default)]
+    pub dedup_key: Option<String>,
+    /// How long a dedup key is remembered, e.g. `"24h"`.
+    #[serde(default)]
+    pub dedup_window: Option<String>,
+    /// Column holding the event time; it must parse for a record to land.
+    #[serde(default)]
+    pub event_time: Option<String>,
+}
+
+/// One column in `fields`, or the element of a list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldConfig {
+    /// Column name (absent for a list element).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Type name: a primitive, `struct` or `list`.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Whether the value must be present and non-null.
+    #[serde(default)]
+    pub required: bool,
+    /// Children of a `struct`.
+    #[serde(default)]
+    pub fields: Vec<FieldConfig>,
+    /// Element of a `list`.
+    #[serde(default)]
+    pub element: Option<Box<FieldConfig>>,
+}
+
+/// A validated configuration with every default resolved.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    /// Catalog database URL (`sqlite://...` or `postgres://...`).
+    pub catalog_url: String,
+    /// Catalog name shared with other Iceberg clients.
+    pub catalog_name: String,
+    /// Absolute warehouse directory.
+    pub warehouse: PathBuf,
+    /// HTTP listen address.
+    pub listen: String,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Commit triggers.
+    pub commit: CommitPolicy,
+    /// Tables, in config order.
+    pub tables: Vec<TableDef>,
+}
+
+/// When buffered rows become a snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitPolicy {
+    /// Row trigger.
+    pub max_rows: usize,
+    /// Byte trigger.
+    pub max_bytes: usize,
+    /// Age trigger.
+    pub max_latency: Duration,
+    /// Target Parquet file size.
+    pub target_file_size_bytes: usize,
+}
+
+/// A validated table definition.
+#[derive(Debug, Clone)]
+pub struct TableDef {
+    /// Table name.
+    pub name: TableName,
+    /// User columns (lineage columns are added by the table layer).
+    pub fields: Vec<Field>,
+    /// Partition spec.
+    pub partition: Vec<PartitionField>,
+    /// Dedup key column and window.
+    pub dedup: Option<(String, Duration)>,
+    /// Event-time column.
+    pub event_time: Option<String>,
+}
+
+/// Default dedup window when a key is set without one.
+pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+impl Config {
+    /// Parses TOML text; errors carry the line and the offending key.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        Self::from_toml(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+    }
+
+    /// Resolves defaults against `data_dir` and checks every table.
+    pub fn validate(&self, data_dir: &Path) -> Result<ValidConfig, String> {
+        let catalog_url = match &self.catalog.url {
+            Some(u) if u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                u.clone()
+            }
+            Some(u) => {
+                return Err(format!(
+                    "catalog.url = '{u}': use 'sqlite:///path/catalog.db' or 'postgres://user@host/db'"
+                ));
+            }
+            None => format!("sqlite://{}", data_dir.join("catalog.db").display()),
+        };
+        if !is_identifier(&self.catalog.name) {
+            return Err(format!("catalog.name = '{}' must be a lowercase identifier", self.catalog.name));
+        }
+        let warehouse = self.warehouse.path.clone().unwrap_or_else(|| data_dir.join("warehouse"));
+        let max_latency = parse_duration(&self.commit.max_latency).map_err(|e| format!("commit.max_latency: {e}"))?;
+        if self.commit.max_rows == 0 || self.commit.max_bytes == 0 {
+            return Err("commit.max_rows and commit.max_bytes must be at least 1".to_owned());
+        }
+        if self.server.max_body_bytes == 0 {
+            return Err("server.max_body_bytes must be at least 1".to_owned());
+        }
+        let mut seen = HashSet::new();
+        let mut tables = Vec::with_capacity(self.tables.len());
+        for (i, t) in self.tables.iter().enumerate() {
+            let def = t.validate().map_err(|e| format!("tables[{i}] ({}): {e}", t.name))?;
+            if !seen.insert(def.name.clone()) {
+                return Err(format!("tables[{i}]: table '{}' is declared twice", def.name));
+            }
+            tables.push(def);
+        }
+        Ok(ValidConfig {
+            catalog_url,
+            catalog_name: self.catalog.name.clone(),
+            warehouse,
+            listen: self.server.listen.clone(),
+            max_body_bytes: self.server.max_body_bytes,
+            commit: CommitPolicy {
+                max_rows: self.commit.max_rows,
+                max_bytes: self.commit.max_bytes,
+                max_latency,
+                target_file_size_bytes: self.commit.target_file_size_bytes.max(1024),
+            },
+            tables,
+        })
+    }
+}
+
+impl TableConfig {
+    fn validate(&self) -> Result<TableDef, String> {
+        if self.name.namespace == "quarantine" {
+            return Err("the 'quarantine' namespace is managed by Tributary; pick another namespace".to_owned());
+        }
+        if self.fields.is_empty() {
+            return Err("'fields' is empty; declare at least one column".to_owned());
+        }
+        let fields = validate_fields(&self.fields, "fields")?;
+        let top = |name: &str| fields.iter().find(|f| f.name == name);
+        let mut partition = Vec::new();
+        for (i, p) in self.partition.iter().enumerate() {
+            let pf = PartitionField::parse(p).map_err(|e| format!("partition[{i}]: {e}"))?;
+            let col = top(&pf.column)
+                .ok_or_else(|| format!("partition[{i}] = '{p}': no top-level column '{}'", pf.column))?;
+            let ok = match pf.transform {
+                PartitionTransform::Day => {
+                    matches!(col.ty, FieldType::Date | FieldType::Timestamp | FieldType::Timestamptz)
+                }
+                PartitionTransform::Hour => matches!(col.ty, FieldType::Timestamp | FieldType::Timestamptz),
+                PartitionTransform::Identity | PartitionTransform::Bucket(_) => {
+                    !matches!(col.ty, FieldType::Struct(_) | FieldType::List(_) | FieldType::Float | FieldType::Double)
+                }
+            };
+            if !ok {
+                return Err(format!(
+                    "partition[{i}] = '{p}': cannot apply it to column '{}' of type {}",
+                    col.name, col.ty
+                ));
+            }
+            partition.push(pf);
+        }
+        let dedup = match (&self.dedup_key, &self.dedup_window) {
+            (None, None) => None,
+            (None, Some(_)) => return Err("dedup_window is set but dedup_key is not".to_owned()),
+            (Some(k), w) => {
+                let col = top(k).ok_or_else(|| format!("dedup_key = '{k}': no top-level column '{k}'"))?;
+                if !matches!(col.ty, FieldType::String | FieldType::Long | FieldType::Int) {
+                    return Err(format!(
+                        "dedup_key = '{k}': column type {} cannot be a key; use string, long or int",
+                        col.ty
+                    ));
+                }
+                let window = match w {
+                    Some(w) => parse_duration(w).map_err(|e| format!("dedup_window: {e}"))?,
+                    None => DEFAULT_DEDUP_WINDOW,
+                };
+                Some((k.clone(), window))
+            }
+        };
+        if let Some(et) = &self.event_time {
+            let col = top(et).ok_or_else(|| format!("event_time = '{et}': no top-level column '{et}'"))?;
+            if !matches!(col.ty, FieldType::Timestamp | FieldType::Timestamptz | FieldType::Date) {
+                return Err(format!("event_time = '{et}': column type {} is not a date or timestamp", col.ty));
+            }
+        }
+        Ok(TableDef { name: self.name.clone(), fields, partition, dedup, event_time: self.event_time.clone() })
+    }
+}
+
+fn validate_fields(cfg: &[FieldConfig], path: &str) -> Result<Vec<Field>, String> {
+    let mut names = HashSet::new();
+    cfg.iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let here = format!("{path}[{i}]");
+            let name = f.name.clone().ok_or_else(|| format!("{here}: 'name' is missing"))?;
+            if !is_identifier(&name) {
+                return Err(format!("{here}.name = '{name}': use lowercase letters, digits and '_'"));
+            }
+            if path == "fields" && LINEAGE_COLUMNS.contains(&name.as_str()) {
+                return Err(format!("{here}.name = '{name}' is a lineage column Tributary adds itself; rename it"));
+            }
+            if !names.insert(name.clone()) {
+                return Err(format!("{here}.name = '{name}' is declared twice"));
+            }
+            let ty = field_type(f, &here)?;
+            Ok(Field::new(name, ty, f.required))
+        })
+        .collect()
+}
+
+fn field_type(f: &FieldConfig, here: &str) -> Result<FieldType, String> {
+    match f.ty.trim().to_ascii_lowercase().as_str() {
+        "struct" => {
+            if f.fields.is_empty() {
+                return Err(format!("{here}: a struct needs 'fields'"));
+            }
+            Ok(FieldType::Struct(validate_fields(&f.fields, &format!("{here}.fields"))?))
+        }
+        "list" => {
+            let e =
+                f.element.as_ref().ok_or_else(|| format!("{here}: a list needs 'element = {{ type = \"...\" }}'"))?;
+            let ty = field_type(e, &format!("{here}.element"))?;
+            Ok(FieldType::List(Box::new(Field::new("element", ty, e.required))))
+        }
+        _ => {
+            if !f.fields.is_empty() || f.element.is_some() {
+                return Err(format!("{here}: 'fields' and 'element' only apply to struct and list"));
+            }
+            FieldType::parse_primitive(&f.ty).map_err(|e| format!("{here}.type: {e}"))
+        }
+    }
+}
+
+/// Parses `250ms`, `30s`, `15m`, `24h` or `7d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration; write e.g. 200ms, 30s, 15m, 24h, 7d"))?;
+    let secs = |k: u64| Duration::from_secs(n.saturating_mul(k));
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        _ => return Err(format!("'{s}' has unit '{unit}'; use ms, s, m, h or d")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[tables]]
+name = "raw.transactions"
+partition = ["day(event_time)"]
+dedup_key = "event_id"
+dedup_window = "1h"
+event_time = "event_time"
+fields = [
+  { name = "event_id", type = "string", required = true },
+  { name = "amount", type = "decimal(12,2)" },
+  { name = "event_time", type = "timestamptz", required = true },
+  { name = "tags", type = "list", element = { type = "string" } },
+  { name = "geo", type = "struct", fields = [{ name = "lat", type = "double" }] },
+]
+"#;
+
+    #[test]
+    fn valid_config_resolves_embedded_defaults() {
+        let v = Config::from_toml(GOOD).unwrap().validate(Path::new("/d")).unwrap();
+        assert_eq!(v.catalog_url, "sqlite:///d/catalog.db");
+        assert_eq!(v.warehouse, PathBuf::from("/d/warehouse"));
+        assert_eq!(v.tables[0].dedup, Some(("event_id".to_owned(), Duration::from_secs(3600))));
+        assert!(matches!(v.tables[0].fields[3].ty, FieldType::List(_)));
+    }
+
+    #[test]
+    fn unknown_key_error_names_the_key_and_line() {
+        let err = Config::from_toml("[server]\nlisen = \"x\"\n").unwrap_err();
+        assert!(err.contains("lisen"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_error_names_the_key() {
+        let err = Config::from_toml("[commit]\nmax_rows = \"many\"\n").unwrap_err();
+        assert!(err.contains("max_rows"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_point_at_the_table_and_key() {
+        let bad = GOOD.replace("dedup_key = \"event_id\"", "dedup_key = \"nope\"");
+        let err = Config::from_toml(&bad).unwrap().validate(Path::new("/d")).unwrap_err();
+        assert!(err.contains("tables[0]") && err.contains("dedup_key"), "{err}");
+        let bad = GOOD.replace("day(event_time)", "day(amount)");
+        let err = Config::from_toml(&bad).unwrap().validate(Path::new("/d")).unwrap_err();
+        assert!(err.contains("partition[0]"), "{err}");
+        let bad = GOOD.replace("name = \"amount\"", "name = \"_source\"");
+        let err = Config::from_toml(&bad).unwrap().validate(Path::new("/d")).unwrap_err();
+        assert!(err.contains("lineage"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("2 weeks").is_err());
+    }
+}

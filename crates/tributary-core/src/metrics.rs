@@ -1,0 +1,24 @@
+//! Every metric name Tributary emits, in one place, so dashboards and the
+//! code cannot drift apart. Labels are noted beside each name.
+
+/// Records received by an ingest endpoint. Labels: `table`.
+pub const RECORDS_RECEIVED: &str = "tributary_records_received_total";
+/// Records committed to their target table. Labels: `table`.
+pub const RECORDS_WRITTEN: &str = "tributary_records_written_total";
+/// Records sent to quarantine. Labels: `table`, `reason`.
+pub const RECORDS_QUARANTINED: &str = "tributary_records_quarantined_total";
+/// Records dropped as duplicates of the dedup key. Labels: `table`.
+pub const RECORDS_DEDUPLICATED: &str = "tributary_records_deduplicated_total";
+/// Snapshots committed. Labels: `table`.
+pub const COMMITS: &str = "tributary_commits_total";
+/// Commits refused by the catalog compare-and-swap. Labels: `table`, `outcome`
+/// (`retried` or `zombie`).
+pub const COMMIT_CONFLICTS: &str = "tributary_commit_conflicts_total";
+/// Seconds from the start of a commit to the catalog swap. Labels: `table`.
+pub const COMMIT_LATENCY: &str = "tributary_commit_latency_seconds";
+/// Id of the current snapshot. Labels: `table`.
+pub const CURRENT_SNAPSHOT: &str = "tributary_current_snapshot_id";
+/// Bytes of Parquet data written. Labels: `table`.
+pub const BYTES_WRITTEN: &str = "tributary_data_bytes_written_total";
+/// SQL queries served. Labels: `outcome` (`ok` or `error`).
+pub const QUERIES: &str = "tributary_queries_total";

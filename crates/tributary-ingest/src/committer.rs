@@ -1,0 +1,287 @@
+//! Group commit: one task per table turns many concurrent submissions into
+//! one snapshot per commit interval.
+//!
+//! Submissions arrive over a bounded channel (backpressure: a full channel
+//! makes the HTTP handler wait). The task deduplicates, buffers, and flushes
+//! when the row, byte or age trigger fires, then answers every submission in
+//! the flush with the snapshot that made it durable. Nothing is acknowledged
+//! before its commit; a failed flush answers with an error and takes its dedup
+//! keys back, so a retry is not mistaken for a duplicate.
+
+use std::time::Instant;
+
+use arrow_array::{BooleanArray, RecordBatch};
+use arrow_select::filter::filter_record_batch;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::sleep_until;
+use tokio_util::sync::CancellationToken;
+use tributary_core::config::CommitPolicy;
+use tributary_core::metrics as m;
+use tributary_core::{Clock, Positions};
+use tributary_table::{
+    Lake, LoadedTable, Outcome, PipelineStamp, commit_with_retry, last_pipeline_state, write_data_files,
+};
+
+use crate::dedup::{DedupIndex, key_at};
+use crate::error::IngestError;
+use crate::prepare::{IngestSchema, Prepared, Reject, quarantine_batch};
+
+/// Position key of the HTTP endpoint: the running count of rows it committed.
+pub const HTTP_POSITION: &str = "http";
+const MAX_COMMIT_ATTEMPTS: u32 = 10;
+
+/// The answer to one submission, sent once its rows are durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Rows committed to the table.
+    pub accepted: usize,
+    /// Records committed to the quarantine table.
+    pub quarantined: usize,
+    /// Records dropped as duplicates.
+    pub duplicates: usize,
+    /// The snapshot of the target table that holds the accepted rows.
+    pub snapshot_id: Option<i64>,
+}
+
+/// A prepared request waiting for its commit.
+#[derive(Debug)]
+pub struct Submission {
+    /// Validated rows and rejects.
+    pub prepared: Prepared,
+    /// Where the receipt goes.
+    pub reply: oneshot::Sender<Result<Receipt, IngestError>>,
+}
+
+struct Pending {
+    batch: RecordBatch,
+    rejects: Vec<Reject>,
+    duplicates: usize,
+    reply: oneshot::Sender<Result<Receipt, IngestError>>,
+}
+
+/// The committer task of one table.
+pub struct Committer {
+    lake: Lake,
+    schema: std::sync::Arc<IngestSchema>,
+    policy: CommitPolicy,
+    clock: std::sync::Arc<dyn Clock>,
+    table: LoadedTable,
+    quarantine: LoadedTable,
+    dedup: Option<DedupIndex>,
+    pipeline: String,
+    pending: Vec<Pending>,
+    pending_keys: Vec<String>,
+    pending_rows: usize,
+    pending_bytes: usize,
+}
+
+impl Committer {
+    /// A committer starting from the given table states.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        lake: Lake,
+        schema: std::sync::Arc<IngestSchema>,
+        policy: CommitPolicy,
+        clock: std::sync::Arc<dyn Clock>,
+        table: LoadedTable,
+        quarantine: LoadedTable,
+        dedup: Option<DedupIndex>,
+    ) -> Self {
+        let pipeline = format!("http:{}", schema.table);
+        Self {
+            lake,
+            schema,
+            policy,
+            clock,
+            table,
+            quarantine,
+            dedup,
+            pipeline,
+            pending: Vec::new(),
+            pending_keys: Vec::new(),
+            pending_rows: 0,
+            pending_bytes: 0,
+        }
+    }
+
+    /// Runs until `shutdown`, then drains queued submissions and flushes them.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Submission>, shutdown: CancellationToken) {
+        let mut deadline = None;
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                sub = rx.recv() => match sub {
+                    Some(sub) => {
+                        self.accept(sub);
+                        deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.policy.max_latency);
+                        if self.pending_rows >= self.policy.max_rows || self.pending_bytes >= self.policy.max_bytes {
+                            self.flush().await;
+                            deadline = None;
+                        }
+                    }
+                    None => break,
+                },
+                () = async { sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if deadline.is_some() => {
+                    self.flush().await;
+                    deadline = None;
+                }
+            }
+        }
+        rx.close();
+        while let Some(sub) = rx.recv().await {
+            self.accept(sub);
+        }
+        self.flush().await;
+        tracing::info!(table = %self.schema.table, "committer stopped");
+    }
+
+    fn accept(&mut self, sub: Submission) {
+        let Submission { prepared, reply } = sub;
+        let table = self.schema.table.to_string();
+        metrics::counter!(m::RECORDS_RECEIVED, "table" => table.clone()).increment(prepared.received as u64);
+        let mut batch = prepared.batch;
+        let mut duplicates = 0;
+        if let (Some(index), Some((col, _))) = (self.dedup.as_mut(), self.schema.dedup) {
+            let keys = batch.column(col).clone();
+            let keep: BooleanArray = (0..batch.num_rows())
+                .map(|i| {
+                    Some(match key_at(&keys, i) {
+                        Some(k) if index.insert(&k, prepared.ingested_at_us) => {
+                            self.pending_keys.push(k);
+                            true
+                        }
+                        Some(_) => false,
+                        None => true,
+                    })
+                })
+                .collect();
+            duplicates = keep.false_count();
+            if duplicates > 0 {
+                match filter_record_batch(&batch, &keep) {
+                    Ok(b) => batch = b,
+                    Err(e) => {
+                        let _ = reply.send(Err(IngestError::Internal(format!("dedup filter: {e}"))));
+                        return;
+                    }
+                }
+            }
+        }
+        self.pending_rows += batch.num_rows() + prepared.rejects.len();
+        self.pending_bytes += prepared.bytes;
+        self.pending.push(Pending { batch, rejects: prepared.rejects, duplicates, reply });
+    }
+
+    async fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let keys = std::mem::take(&mut self.pending_keys);
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
+        match self.commit_pending(&pending).await {
+            Ok(snapshot_id) => {
+                let label = self.schema.table.to_string();
+                for p in pending {
+                    let receipt = Receipt {
+                        accepted: p.batch.num_rows(),
+                        quarantined: p.rejects.len(),
+                        duplicates: p.duplicates,
+                        snapshot_id,
+                    };
+                    metrics::counter!(m::RECORDS_WRITTEN, "table" => label.clone()).increment(receipt.accepted as u64);
+                    metrics::counter!(m::RECORDS_DEDUPLICATED, "table" => label.clone())
+                        .increment(receipt.duplicates as u64);
+                    for r in &p.rejects {
+                        metrics::counter!(m::RECORDS_QUARANTINED, "table" => label.clone(), "reason" => r.rejection.kind).increment(1);
+                    }
+                    let _ = p.reply.send(Ok(receipt));
+                }
+            }
+            Err(e) => {
+                tracing::error!(table = %self.schema.table, error = %e, "flush failed; nothing acknowledged");
+                if let Some(index) = self.dedup.as_mut() {
+                    index.remove(&keys);
+                }
+                let reload = async {
+                    Ok::<_, IngestError>((
+                        self.lake.load(&self.table.name).await?,
+                        self.lake.load(&self.quarantine.name).await?,
+                    ))
+                };
+                if let Ok((t, q)) = reload.await {
+                    self.table = t;
+                    self.quarantine = q;
+                }
+                let msg = e.to_string();
+                for p in pending {
+                    let _ = p.reply.send(Err(match &e {
+                        IngestError::Superseded(t) => IngestError::Superseded(t.clone()),
+                        _ => IngestError::Internal(msg.clone()),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Writes and commits the data rows, then the rejects; returns the data
+    /// table's snapshot id.
+    async fn commit_pending(&mut self, pending: &[Pending]) -> Result<Option<i64>, IngestError> {
+        let batches: Vec<RecordBatch> = pending.iter().map(|p| p.batch.clone()).filter(|b| b.num_rows() > 0).collect();
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows > 0 {
+            self.table = self.commit_rows(self.table.clone(), &batches, rows).await?;
+        }
+        let rejects: Vec<Reject> = pending.iter().flat_map(|p| p.rejects.iter().cloned()).collect();
+        if !rejects.is_empty() {
+            let at = self.clock.now().timestamp_micros();
+            let batch = quarantine_batch(&self.schema.quarantine_arrow, &rejects, "http", at)?;
+            self.quarantine = self.commit_rows(self.quarantine.clone(), &[batch], rejects.len()).await?;
+        }
+        Ok(self.table.current_snapshot_id())
+    }
+
+    async fn commit_rows(
+        &self,
+        base: LoadedTable,
+        batches: &[RecordBatch],
+        rows: usize,
+    ) -> Result<LoadedTable, IngestError> {
+        let label = base.name.to_string();
+        let started = Instant::now();
+        let files = write_data_files(&self.lake, &base, batches, self.policy.target_file_size_bytes).await?;
+        let bytes: u64 = files.iter().map(|f| f.file_size_in_bytes()).sum();
+        let pipeline = self.pipeline.clone();
+        let stamp_for = |b: &LoadedTable| {
+            let committed = last_pipeline_state(&b.metadata, &pipeline).map(|s| s.positions).unwrap_or_default();
+            let mut positions = Positions::default();
+            positions.merge(&committed);
+            positions.advance(HTTP_POSITION, committed.get(HTTP_POSITION).unwrap_or(0) + rows as u64);
+            Some(PipelineStamp { pipeline: pipeline.clone(), positions, epoch: 0 })
+        };
+        let (outcome, conflicts) = commit_with_retry(&self.lake, base, &files, stamp_for, MAX_COMMIT_ATTEMPTS).await?;
+        if conflicts > 0 {
+            metrics::counter!(m::COMMIT_CONFLICTS, "table" => label.clone(), "outcome" => "retried")
+                .increment(u64::from(conflicts));
+        }
+        match outcome {
+            Outcome::Committed(new) => {
+                let secs = started.elapsed().as_secs_f64();
+                metrics::histogram!(m::COMMIT_LATENCY, "table" => label.clone()).record(secs);
+                metrics::counter!(m::COMMITS, "table" => label.clone()).increment(1);
+                metrics::counter!(m::BYTES_WRITTEN, "table" => label.clone()).increment(bytes);
+                #[allow(clippy::cast_precision_loss)]
+                metrics::gauge!(m::CURRENT_SNAPSHOT, "table" => label.clone())
+                    .set(new.current_snapshot_id().unwrap_or(0) as f64);
+                tracing::info!(table = %label, rows, files = files.len(), bytes, conflicts, latency_ms = secs * 1e3, snapshot_id = new.current_snapshot_id(), "committed");
+                Ok(new)
+            }
+            Outcome::Zombie(_) => {
+                metrics::counter!(m::COMMIT_CONFLICTS, "table" => label.clone(), "outcome" => "zombie").increment(1);
+                Err(IngestError::Superseded(self.schema.table.clone()))
+            }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Drops records whose dedup key was already ingested within the window.
+//!
+//! The index is derived from the table, never the other way round: at start
+//! it is rebuilt from the key column of rows ingested within the window, so a
+//! client that retries after a crash cannot create duplicates, and the index
+//! can never disagree with the data. Keys are only kept while their commit is
+//! pending or done; a failed commit takes its keys back out.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::{Array, ArrayRef};
+use futures::TryStreamExt;
+use tributary_table::iceberg::expr::Reference;
+use tributary_table::iceberg::spec::Datum;
+use tributary_table::{Lake, LoadedTable, TableError};
+
+/// Keys seen within the window, with their expiry (microseconds).
+#[derive(Debug)]
+pub struct DedupIndex {
+    window_us: i64,
+    expiry: HashMap<String, i64>,
+    order: VecDeque<(i64, String)>,
+}
+
+impl DedupIndex {
+    /// An empty index remembering keys for `window`.
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window_us: i64::try_from(window.as_micros()).unwrap_or(i64::MAX),
+            expiry: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Number of remembered keys.
+    pub fn len(&self) -> usize {
+        self.expiry.len()
+    }
+
+    /// Whether no key is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.expiry.is_empty()
+    }
+
+    /// Records `key` as seen at `at_us`; returns false if it is a duplicate.
+    pub fn insert(&mut self, key: &str, at_us: i64) -> bool {
+        self.evict(at_us);
+        if self.expiry.contains_key(key) {
+            return false;
+        }
+        let until = at_us.saturating_add(self.window_us);
+        self.expiry.insert(key.to_owned(), until);
+        self.order.push_back((until, key.to_owned()));
+        true
+    }
+
+    /// Forgets keys whose commit failed.
+    pub fn remove(&mut self, keys: &[String]) {
+        for k in keys {
+            self.expiry.remove(k);
+        }
+    }
+
+    fn evict(&mut self, now_us: i64) {
+        while let Some((until, _)) = self.order.front() {
+            if *until > now_us {
+                break;
+            }
+            if let Some((until, key)) = self.order.pop_front()
+                && self.expiry.get(&key) == Some(&until)
+            {
+                self.expiry.remove(&key);
+            }
+        }
+    }
+
+    /// Rebuilds the index from rows of `table` ingested within the window.
+    pub async fn rebuild(
+        lake: &Lake,
+        table: &LoadedTable,
+        key: &str,
+        window: Duration,
+        now_us: i64,
+    ) -> Result<Self, TableError> {
+        let mut index = Self::new(window);
+        if table.current_snapshot_id().is_none() {
+            return Ok(index);
+        }
+        let since = now_us.saturating_sub(index.window_us);
+        let scan = lake
+            .iceberg_table(table)?
+            .scan()
+            .select([key, "_ingested_at"])
+            .with_filter(Reference::new("_ingested_at").greater_than_or_equal_to(Datum::timestamptz_micros(since)))
+            .build()
+            .map_err(iceberg_err)?;
+        let mut stream = scan.to_arrow().await.map_err(iceberg_err)?;
+        while let Some(batch) = stream.try_next().await.map_err(iceberg_err)? {
+            let keys = batch.column(0);
+            let at = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+            for i in 0..batch.num_rows() {
+                if let Some(k) = key_at(keys, i)
+                    && !at.is_null(i)
+                {
+                    index.insert(&k, at.value(i));
+                }
+            }
+        }
+        tracing::info!(table = %table.name, keys = index.len(), "rebuilt dedup index from the table");
+        Ok(index)
+    }
+}
+
+fn iceberg_err(source: tributary_table::iceberg::Error) -> TableError {
+    TableError::Iceberg { op: "rebuilding dedup index", source }
+}
+
+/// The dedup key of row `i` of a string, int or long column.
+pub fn key_at(col: &ArrayRef, i: usize) -> Option<String> {
+    if col.is_null(i) {
+        return None;
+    }
+    if let Some(s) = col.as_string_opt::<i32>() {
+        return Some(s.value(i).to_owned());
+    }
+    if let Some(v) = col.as_primitive_opt::<Int64Type>() {
+        return Some(v.value(i).to_string());
+    }
+    col.as_primitive_opt::<Int32Type>().map(|v| v.value(i).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_within_the_window_are_refused() {
+        let mut d = DedupIndex::new(Duration::from_secs(10));
+        assert!(d.insert("a", 0));
+        assert!(!d.insert("a", 5_000_000));
+        assert!(d.insert("b", 5_000_000));
+        assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn keys_expire_after_the_window() {
+        let mut d = DedupIndex::new(Duration::from_secs(10));
+        assert!(d.insert("a", 0));
+        assert!(d.insert("a", 10_000_001));
+        assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn removed_keys_can_be_ingested_again() {
+        let mut d = DedupIndex::new(Duration::from_secs(10));
+        assert!(d.insert("a", 0));
+        d.remove(&["a".to_owned()]);
+        assert!(d.insert("a", 1));
+        // The stale queue entry for the first insert must not evict the new one.
+        assert!(!d.insert("a", 10_000_000));
+    }
+}

@@ -1,0 +1,48 @@
+//! The ingest pipeline's one error type.
+
+use tributary_core::{Classify, ErrorClass, TableName};
+use tributary_table::TableError;
+
+/// Errors that fail a whole ingest request (bad records never do: they go to
+/// quarantine).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// The table is not configured for ingestion.
+    #[error("table '{0}' is not configured for ingestion; declare it under [[tables]] in the config")]
+    UnknownTable(TableName),
+    /// The body cannot be split into records at all.
+    #[error("malformed request body: {0}")]
+    MalformedBody(String),
+    /// Committing the batch failed; nothing of it is visible.
+    #[error("commit failed, nothing was written: {0}")]
+    Commit(#[from] TableError),
+    /// The batch was dropped because another writer committed its input.
+    #[error("batch for '{0}' was superseded by another writer; nothing was written, retry the request")]
+    Superseded(TableName),
+    /// The pipeline is shutting down and takes no more records.
+    #[error("server is shutting down; retry against another instance")]
+    ShuttingDown,
+    /// A bug: a batch did not match its own schema.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Classify for IngestError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::UnknownTable(_) | Self::MalformedBody(_) => ErrorClass::User,
+            Self::Commit(e) => e.class(),
+            Self::Superseded(_) | Self::ShuttingDown => ErrorClass::External,
+            Self::Internal(_) => ErrorClass::Internal,
+        }
+    }
+
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Commit(e) => e.is_retryable(),
+            Self::Superseded(_) | Self::ShuttingDown => true,
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Ingestion: decode → validate → enrich → dedup → batch → write → commit.
+//!
+//! Sources (today the HTTP endpoint; Kafka and file drops later) hand raw
+//! bodies to a [`TableIngest`]; each table has one committer task that owns
+//! its write path, so concurrent requests share one snapshot per commit
+//! interval and the dedup index has a single owner.
+
+pub mod columns;
+pub mod committer;
+pub mod decode;
+pub mod dedup;
+pub mod error;
+pub mod prepare;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tributary_core::config::ValidConfig;
+use tributary_core::{Clock, TableName};
+use tributary_table::Lake;
+
+pub use committer::Receipt;
+use committer::{Committer, Submission};
+use dedup::DedupIndex;
+pub use error::IngestError;
+use prepare::{IngestSchema, prepare};
+
+/// Submissions queued per table before senders wait (backpressure).
+const QUEUE_DEPTH: usize = 64;
+
+/// The ingest side of one table.
+#[derive(Debug, Clone)]
+pub struct TableIngest {
+    schema: Arc<IngestSchema>,
+    tx: mpsc::Sender<Submission>,
+    clock: Arc<dyn Clock>,
+}
+
+impl TableIngest {
+    /// Ingests one body (NDJSON or a JSON array) and waits for its commit.
+    pub async fn ingest(&self, body: Bytes, source: &'static str) -> Result<Receipt, IngestError> {
+        let schema = self.schema.clone();
+        let now = self.clock.now().timestamp_micros();
+        let request_id = uuid::Uuid::now_v7().to_string();
+        let prepared = tokio::task::spawn_blocking(move || prepare(&schema, &body, source, &request_id, now))
+            .await
+            .map_err(|e| IngestError::Internal(format!("validation task: {e}")))??;
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Submission { prepared, reply }).await.map_err(|_| IngestError::ShuttingDown)?;
+        rx.await.map_err(|_| IngestError::ShuttingDown)?
+    }
+
+    /// The table this ingests into.
+    pub fn table(&self) -> &TableName {
+        &self.schema.table
+    }
+}
+
+/// Every configured table's ingest side.
+#[derive(Debug, Clone, Default)]
+pub struct IngestService {
+    tables: HashMap<TableName, TableIngest>,
+}
+
+impl IngestService {
+    /// Creates or evolves every configured table, rebuilds dedup state from
+    /// the tables, and starts one committer per table on `tasks`.
+    pub async fn start(
+        lake: &Lake,
+        config: &ValidConfig,
+        clock: Arc<dyn Clock>,
+        shutdown: &CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Result<Self, IngestError> {
+        let mut tables = HashMap::new();
+        for def in &config.tables {
+            let table = lake.ensure_table(def).await?;
+            let quarantine = lake.ensure_quarantine(&def.name).await?;
+            let schema = Arc::new(IngestSchema::new(def, &table, &quarantine)?);
+            let dedup = match &def.dedup {
+                Some((key, window)) => {
+                    Some(DedupIndex::rebuild(lake, &table, key, *window, clock.now().timestamp_micros()).await?)
+                }
+                None => None,
+            };
+            let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+            let committer =
+                Committer::new(lake.clone(), schema.clone(), config.commit, clock.clone(), table, quarantine, dedup);
+            tasks.spawn(committer.run(rx, shutdown.clone()));
+            tables.insert(def.name.clone(), TableIngest { schema, tx, clock: clock.clone() });
+        }
+        Ok(Self { tables })
+    }
+
+    /// The ingest side of `table`.
+    pub fn table(&self, table: &TableName) -> Result<&TableIngest, IngestError> {
+        self.tables.get(table).ok_or_else(|| IngestError::UnknownTable(table.clone()))
+    }
+}

@@ -1,0 +1,170 @@
+//! Decode → validate → enrich: turns one request body into a batch of good
+//! rows (with lineage columns) and a list of rejects, off the I/O runtime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use tributary_core::TableName;
+use tributary_core::config::{LINEAGE_COLUMNS, TableDef};
+use tributary_core::schema::Field;
+use tributary_table::LoadedTable;
+use tributary_table::iceberg::arrow::schema_to_arrow_schema;
+use tributary_table::schema::from_iceberg_schema;
+
+use crate::columns::rows_to_batch;
+use crate::decode::split_records;
+use crate::error::IngestError;
+use crate::validate::{Cell, Rejection, validate_record};
+
+/// What the pipeline needs to know about one target table.
+#[derive(Debug)]
+pub struct IngestSchema {
+    /// Target table.
+    pub table: TableName,
+    /// The table's columns in order, lineage included.
+    pub columns: Vec<Field>,
+    /// Indices of the user columns within `columns`.
+    user: Vec<usize>,
+    /// User columns, in order, for validation.
+    user_fields: Vec<Field>,
+    /// Arrow schema with Iceberg field ids.
+    pub arrow: SchemaRef,
+    /// Current Iceberg schema id, stamped into `_schema_id`.
+    pub schema_id: i32,
+    /// Event-time column name.
+    pub event_time: Option<String>,
+    /// Dedup key column index and window.
+    pub dedup: Option<(usize, Duration)>,
+    /// Arrow schema of the quarantine table.
+    pub quarantine_arrow: SchemaRef,
+}
+
+impl IngestSchema {
+    /// Derives the ingest view of a table from its loaded state.
+    pub fn new(def: &TableDef, table: &LoadedTable, quarantine: &LoadedTable) -> Result<Self, IngestError> {
+        let schema = table.metadata.current_schema();
+        let columns = from_iceberg_schema(schema);
+        let user: Vec<usize> =
+            (0..columns.len()).filter(|i| !LINEAGE_COLUMNS.contains(&columns[*i].name.as_str())).collect();
+        let user_fields = user.iter().map(|i| columns[*i].clone()).collect();
+        let arrow = |t: &LoadedTable| {
+            schema_to_arrow_schema(t.metadata.current_schema())
+                .map(Arc::new)
+                .map_err(|e| IngestError::Internal(format!("arrow schema of {}: {e}", t.name)))
+        };
+        let dedup = def.dedup.as_ref().and_then(|(k, w)| columns.iter().position(|c| &c.name == k).map(|i| (i, *w)));
+        Ok(Self {
+            table: def.name.clone(),
+            user,
+            user_fields,
+            arrow: arrow(table)?,
+            schema_id: schema.schema_id(),
+            event_time: def.event_time.clone(),
+            dedup,
+            quarantine_arrow: arrow(quarantine)?,
+            columns,
+        })
+    }
+}
+
+/// One rejected record on its way to quarantine.
+#[derive(Debug, Clone)]
+pub struct Reject {
+    /// The bytes as received.
+    pub raw: Vec<u8>,
+    /// Why.
+    pub rejection: Rejection,
+    /// Where it came from, e.g. `request 3f2…/record 17`.
+    pub position: String,
+}
+
+/// A request body after validation.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Good rows in the table's Arrow schema.
+    pub batch: RecordBatch,
+    /// Rejected records.
+    pub rejects: Vec<Reject>,
+    /// Records in the body.
+    pub received: usize,
+    /// Bytes of the body, for the commit trigger.
+    pub bytes: usize,
+    /// When the body arrived, microseconds since the epoch.
+    pub ingested_at_us: i64,
+}
+
+/// Splits, validates and enriches a body. `request_id` tags quarantine rows.
+pub fn prepare(
+    schema: &IngestSchema,
+    body: &[u8],
+    source: &str,
+    request_id: &str,
+    ingested_at_us: i64,
+) -> Result<Prepared, IngestError> {
+    let records = split_records(body)?;
+    let received = records.len();
+    let mut rows = Vec::with_capacity(records.len());
+    let mut rejects = Vec::new();
+    for (i, rec) in records.into_iter().enumerate() {
+        let checked = match &rec.value {
+            Ok(v) => validate_record(v, &schema.user_fields, schema.event_time.as_deref()),
+            Err(e) => Err(Rejection {
+                kind: "malformed_json",
+                field: None,
+                message: format!("record is not valid JSON: {e}"),
+            }),
+        };
+        match checked {
+            Ok(cells) => rows.push(enrich(schema, cells, source, ingested_at_us)),
+            Err(rejection) => rejects.push(Reject {
+                raw: rec.raw.to_vec(),
+                rejection,
+                position: format!("request {request_id} record {i}"),
+            }),
+        }
+    }
+    Ok(Prepared { batch: rows_to_batch(&schema.arrow, &rows)?, rejects, received, bytes: body.len(), ingested_at_us })
+}
+
+/// Places user cells at their column positions and fills the lineage columns.
+fn enrich(schema: &IngestSchema, user_cells: Vec<Cell>, source: &str, ingested_at_us: i64) -> Vec<Cell> {
+    let mut row = vec![Cell::Null; schema.columns.len()];
+    for (idx, cell) in schema.user.iter().zip(user_cells) {
+        row[*idx] = cell;
+    }
+    for (i, col) in schema.columns.iter().enumerate() {
+        row[i] = match col.name.as_str() {
+            "_source" => Cell::Str(source.to_owned()),
+            "_ingested_at" => Cell::Ts(ingested_at_us),
+            "_schema_id" => Cell::Int(schema.schema_id),
+            _ => continue,
+        };
+    }
+    row
+}
+
+/// Builds the quarantine batch for `rejects`.
+pub fn quarantine_batch(
+    schema: &SchemaRef,
+    rejects: &[Reject],
+    source: &str,
+    at_us: i64,
+) -> Result<RecordBatch, IngestError> {
+    let rows: Vec<Vec<Cell>> = rejects
+        .iter()
+        .map(|r| {
+            vec![
+                Cell::Bytes(r.raw.clone()),
+                Cell::Str(r.rejection.kind.to_owned()),
+                Cell::Str(r.rejection.message.clone()),
+                r.rejection.field.clone().map_or(Cell::Null, Cell::Str),
+                Cell::Str(source.to_owned()),
+                Cell::Str(r.position.clone()),
+                Cell::Ts(at_us),
+            ]
+        })
+        .collect();
+    rows_to_batch(schema, &rows)
+}

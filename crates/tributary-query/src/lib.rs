@@ -1,0 +1,86 @@
+//! SQL over the lake with DataFusion, on a runtime of its own.
+//!
+//! Queries are CPU-bound and can run for seconds; ingestion commits are
+//! latency-bound. Running DataFusion on a dedicated Tokio runtime keeps a
+//! heavy query from starving the I/O runtime that serves ingest requests and
+//! commits.
+
+pub mod catalog;
+pub mod error;
+pub mod output;
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use tributary_core::metrics as m;
+use tributary_table::Lake;
+
+use crate::catalog::LakeCatalog;
+pub use crate::error::QueryError;
+
+/// The DataFusion catalog name under which the lake's namespaces appear.
+pub const CATALOG: &str = "tributary";
+
+/// A query's full result.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    /// Output schema.
+    pub schema: SchemaRef,
+    /// Output rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Runs SQL against the lake.
+#[derive(Debug, Clone)]
+pub struct QueryEngine {
+    lake: Lake,
+    runtime: Arc<CpuRuntime>,
+}
+
+#[derive(Debug)]
+struct CpuRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for CpuRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another one panics; let it wind down
+        // in the background instead.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl QueryEngine {
+    /// An engine with `threads` worker threads of its own.
+    pub fn new(lake: Lake, threads: usize) -> std::io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("tributary-query")
+            .enable_all()
+            .build()?;
+        Ok(Self { lake, runtime: Arc::new(CpuRuntime(Some(rt))) })
+    }
+
+    /// Plans and runs `sql` on the query runtime.
+    pub async fn sql(&self, sql: &str) -> Result<QueryResult, QueryError> {
+        let lake = self.lake.clone();
+        let sql = sql.to_owned();
+        let rt = self.runtime.0.as_ref().ok_or(QueryError::ShuttingDown)?;
+        let result = rt.spawn(async move { run(&lake, &sql).await }).await.map_err(|_| QueryError::ShuttingDown)?;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!(m::QUERIES, "outcome" => outcome).increment(1);
+        result
+    }
+}
+
+async fn run(lake: &Lake, sql: &str) -> Result<QueryResult, QueryError> {
+    let config = SessionConfig::new().with_default_catalog_and_schema(CATALOG, "raw").with_information_schema(true);
+    let ctx = SessionContext::new_with_config(config);
+    ctx.register_catalog(CATALOG, Arc::new(LakeCatalog::load(lake).await?));
+    let df = ctx.sql(sql).await?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await?;
+    Ok(QueryResult { schema, batches })
+}

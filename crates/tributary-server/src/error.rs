@@ -1,0 +1,102 @@
+//! The server's error type and the one place errors become HTTP statuses.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tributary_core::{Classify, ErrorClass};
+use tributary_ingest::IngestError;
+use tributary_query::QueryError;
+use tributary_table::TableError;
+
+/// Errors from starting or running the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}; pick a free address with --http or [server] listen")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Opening or preparing the lake failed.
+    #[error(transparent)]
+    Table(#[from] TableError),
+    /// Starting ingestion failed.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    /// The HTTP server failed.
+    #[error("http server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Classify for ServerError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Bind { .. } => ErrorClass::User,
+            Self::Table(e) => e.class(),
+            Self::Ingest(e) => e.class(),
+            Self::Io(_) => ErrorClass::External,
+        }
+    }
+
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Table(e) => e.is_retryable(),
+            Self::Ingest(e) => e.is_retryable(),
+            Self::Bind { .. } | Self::Io(_) => false,
+        }
+    }
+}
+
+/// An error answered to an HTTP client: `{"error": {"message", "kind", "retryable"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    retryable: bool,
+}
+
+impl ApiError {
+    /// A 400 with `message`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, message: message.into(), retryable: false }
+    }
+
+    fn classified(e: &(impl Classify + std::fmt::Display), status: Option<StatusCode>) -> Self {
+        let status = status.unwrap_or(match (e.class(), e.is_retryable()) {
+            (ErrorClass::User, _) => StatusCode::BAD_REQUEST,
+            (_, true) => StatusCode::SERVICE_UNAVAILABLE,
+            (ErrorClass::External, false) => StatusCode::BAD_GATEWAY,
+            (ErrorClass::Internal, false) => StatusCode::INTERNAL_SERVER_ERROR,
+        });
+        Self { status, message: e.to_string(), retryable: e.is_retryable() }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        let status = match &e {
+            IngestError::UnknownTable(_) => Some(StatusCode::NOT_FOUND),
+            _ => None,
+        };
+        Self::classified(&e, status)
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        Self::classified(&e, None)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = self.status.canonical_reason().unwrap_or("error").to_lowercase().replace(' ', "_");
+        let body = json!({ "error": { "message": self.message, "kind": kind, "retryable": self.retryable } });
+        (self.status, Json(body)).into_response()
+    }
+}

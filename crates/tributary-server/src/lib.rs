@@ -1,0 +1,79 @@
+//! The `tributary serve` process: HTTP ingest, SQL and metrics over one lake.
+//!
+//! Lifecycle: one root `CancellationToken` and one `TaskTracker`. On
+//! cancellation the HTTP server stops accepting, in-flight requests finish,
+//! each table's committer drains its queue and makes its last commit, and
+//! only then does [`Server::wait`] return. Nothing is acknowledged before it
+//! is committed, so a shutdown at any moment loses nothing acknowledged.
+
+pub mod api;
+pub mod error;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tributary_core::config::ValidConfig;
+use tributary_core::{Clock, SystemClock};
+use tributary_ingest::IngestService;
+use tributary_query::QueryEngine;
+use tributary_table::Lake;
+
+pub use api::{AppState, app};
+pub use error::ServerError;
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// The bound HTTP address (useful with port 0).
+    pub addr: SocketAddr,
+    /// The lake it serves.
+    pub lake: Lake,
+    tasks: TaskTracker,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Opens the lake, prepares every table and starts serving on `config.listen`.
+pub async fn start(config: &ValidConfig, shutdown: CancellationToken) -> Result<Server, ServerError> {
+    start_with_clock(config, shutdown, Arc::new(SystemClock)).await
+}
+
+/// [`start`] with an injected clock.
+pub async fn start_with_clock(
+    config: &ValidConfig,
+    shutdown: CancellationToken,
+    clock: Arc<dyn Clock>,
+) -> Result<Server, ServerError> {
+    metrics::handle();
+    metrics::describe();
+    let lake = Lake::open(&config.catalog_url, &config.catalog_name, &config.warehouse).await?;
+    let tasks = TaskTracker::new();
+    let ingest = IngestService::start(&lake, config, clock, &shutdown, &tasks).await?;
+    let query = QueryEngine::new(lake.clone(), 2).map_err(ServerError::Io)?;
+    let state = AppState { ingest: Arc::new(ingest), query };
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| ServerError::Bind { addr: config.listen.clone(), source })?;
+    let addr = listener.local_addr()?;
+    let router = app(state, config.max_body_bytes);
+    let stop = shutdown.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await
+    });
+    tracing::info!(%addr, tables = config.tables.len(), "serving");
+    tasks.close();
+    Ok(Server { addr, lake, tasks, http })
+}
+
+impl Server {
+    /// Waits until the server has shut down and every committer has made its
+    /// last commit.
+    pub async fn wait(self) -> Result<(), ServerError> {
+        let http = self.http.await.map_err(|e| ServerError::Io(std::io::Error::other(e)));
+        self.tasks.wait().await;
+        http??;
+        Ok(())
+    }
+}

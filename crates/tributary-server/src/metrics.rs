@@ -1,0 +1,41 @@
+//! The process-wide Prometheus recorder.
+//!
+//! `metrics` has one global recorder per process; installing it lazily once
+//! lets several servers (tests, the quickstart) share it.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tributary_core::metrics as m;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The recorder's handle, installing it on first use. `None` if another
+/// recorder was installed by the embedding program.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(m::COMMIT_LATENCY.to_owned()), &buckets)
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
+        .as_ref()
+}
+
+/// Describes every metric so the exposition carries HELP lines.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(m::RECORDS_RECEIVED, "Records received by an ingest endpoint");
+    describe_counter!(m::RECORDS_WRITTEN, "Records committed to their target table");
+    describe_counter!(m::RECORDS_QUARANTINED, "Records committed to the quarantine table, by reason");
+    describe_counter!(m::RECORDS_DEDUPLICATED, "Records dropped as duplicates of the dedup key");
+    describe_counter!(m::COMMITS, "Snapshots committed");
+    describe_counter!(m::COMMIT_CONFLICTS, "Commits that lost the catalog compare-and-swap, by outcome");
+    describe_histogram!(m::COMMIT_LATENCY, Unit::Seconds, "Time from data-file write start to catalog swap");
+    describe_gauge!(m::CURRENT_SNAPSHOT, "Id of the table's current snapshot");
+    describe_counter!(m::BYTES_WRITTEN, Unit::Bytes, "Parquet bytes written");
+    describe_counter!(m::QUERIES, "SQL queries served, by outcome");
+}

@@ -1,0 +1,102 @@
+//! The table layer's one error type.
+
+use tributary_core::{Classify, ErrorClass, TableName};
+
+/// Result alias for the table layer.
+pub type Result<T, E = TableError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong between a record batch and a published snapshot.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TableError {
+    /// The table is not in the catalog.
+    #[error("table '{0}' does not exist; declare it under [[tables]] in the config")]
+    NotFound(TableName),
+    /// Another writer published a new metadata file first.
+    #[error("commit to '{table}' lost the race: the table moved on from {expected}")]
+    CommitConflict {
+        /// Table being committed.
+        table: TableName,
+        /// The metadata location this commit was based on.
+        expected: String,
+    },
+    /// The config asks for a schema change that would break existing data.
+    #[error("schema change for '{table}' refused: {reason}")]
+    BreakingSchemaChange {
+        /// Table whose schema would break.
+        table: TableName,
+        /// What is breaking and how to fix it.
+        reason: String,
+    },
+    /// The record batch does not fit the table.
+    #[error("invalid data for '{table}': {reason}")]
+    InvalidData {
+        /// Table being written.
+        table: TableName,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The catalog database failed.
+    #[error("catalog database error during {op}: {source}")]
+    Catalog {
+        /// What we were doing.
+        op: &'static str,
+        /// The driver error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// iceberg-rust failed (storage, Avro, Parquet, metadata).
+    #[error("iceberg error during {op}: {source}")]
+    Iceberg {
+        /// What we were doing.
+        op: &'static str,
+        /// The library error.
+        #[source]
+        source: iceberg::Error,
+    },
+    /// The catalog points at metadata we cannot understand.
+    #[error("corrupt table metadata for '{table}': {reason}")]
+    Corrupt {
+        /// Table concerned.
+        table: TableName,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The configuration cannot be used (bad URL, unreachable path).
+    #[error("{0}")]
+    Config(String),
+}
+
+impl TableError {
+    pub(crate) fn iceberg(op: &'static str) -> impl FnOnce(iceberg::Error) -> Self {
+        move |source| Self::Iceberg { op, source }
+    }
+
+    pub(crate) fn catalog(op: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+        move |source| Self::Catalog { op, source }
+    }
+}
+
+impl Classify for TableError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::NotFound(_) | Self::BreakingSchemaChange { .. } | Self::InvalidData { .. } | Self::Config(_) => {
+                ErrorClass::User
+            }
+            Self::CommitConflict { .. } | Self::Catalog { .. } | Self::Iceberg { .. } => ErrorClass::External,
+            Self::Corrupt { .. } => ErrorClass::Internal,
+        }
+    }
+
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::CommitConflict { .. } => true,
+            Self::Catalog { source, .. } => matches!(
+                source,
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Database(_)
+            ),
+            Self::Iceberg { source, .. } => source.retryable(),
+            _ => false,
+        }
+    }
+}

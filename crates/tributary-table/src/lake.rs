@@ -1,0 +1,227 @@
+//! The lake: a catalog store plus a warehouse, and the tables in them.
+//!
+//! [`Lake`] is the one entry point other crates use to create, evolve and load
+//! tables. Every table state is a [`LoadedTable`]: the metadata together with
+//! the location it was read from. That location is the *explicit base* a
+//! commit must name in its compare-and-swap, which is how a stale writer is
+//! caught instead of being silently rebased.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use iceberg::TableIdent;
+use iceberg::io::FileIO;
+use iceberg::spec::{FormatVersion, Schema, SortOrder, TableMetadata, TableMetadataBuilder, TableMetadataRef};
+use iceberg::table::Table;
+use tributary_core::TableName;
+use tributary_core::config::TableDef;
+use tributary_core::schema::Field;
+use uuid::Uuid;
+
+use crate::catalog::CatalogStore;
+use crate::error::{Result, TableError};
+use crate::schema::{evolve, lineage_fields, quarantine_fields, to_iceberg_schema, to_partition_spec};
+
+/// A table as read from the catalog at one instant.
+#[derive(Debug, Clone)]
+pub struct LoadedTable {
+    /// Table name.
+    pub name: TableName,
+    /// The metadata file this state was read from.
+    pub location: String,
+    /// The parsed metadata.
+    pub metadata: TableMetadataRef,
+}
+
+impl LoadedTable {
+    /// The id of the current snapshot, if any data was ever committed.
+    pub fn current_snapshot_id(&self) -> Option<i64> {
+        self.metadata.current_snapshot_id()
+    }
+}
+
+/// Catalog store + warehouse storage.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    store: CatalogStore,
+    file_io: FileIO,
+    warehouse: String,
+}
+
+impl Lake {
+    /// Opens the catalog and the local warehouse directory, creating both.
+    pub async fn open(catalog_url: &str, catalog_name: &str, warehouse: &Path) -> Result<Self> {
+        std::fs::create_dir_all(warehouse).map_err(|e| {
+            TableError::Config(format!("cannot create warehouse directory {}: {e}", warehouse.display()))
+        })?;
+        let abs = warehouse.canonicalize().map_err(|e| {
+            TableError::Config(format!("cannot resolve warehouse directory {}: {e}", warehouse.display()))
+        })?;
+        let store = CatalogStore::connect(catalog_url, catalog_name).await?;
+        Ok(Self { store, file_io: FileIO::new_with_fs(), warehouse: format!("file://{}", abs.display()) })
+    }
+
+    /// The storage every data and metadata file goes through.
+    pub fn file_io(&self) -> &FileIO {
+        &self.file_io
+    }
+
+    /// The catalog store.
+    pub fn store(&self) -> &CatalogStore {
+        &self.store
+    }
+
+    /// Warehouse root as a URL.
+    pub fn warehouse(&self) -> &str {
+        &self.warehouse
+    }
+
+    /// Creates the table of `def` (user columns plus lineage) or evolves it.
+    pub async fn ensure_table(&self, def: &TableDef) -> Result<LoadedTable> {
+        let mut fields = def.fields.clone();
+        fields.extend(lineage_fields());
+        self.ensure(&def.name, &fields, |schema| to_partition_spec(&def.partition, schema)).await
+    }
+
+    /// Creates or evolves the quarantine table for `table`'s rejects.
+    pub async fn ensure_quarantine(&self, table: &TableName) -> Result<LoadedTable> {
+        self.ensure(&table.quarantine(), &quarantine_fields(), |schema| to_partition_spec(&[], schema)).await
+    }
+
+    async fn ensure(
+        &self,
+        name: &TableName,
+        fields: &[Field],
+        spec: impl Fn(&Schema) -> Result<iceberg::spec::UnboundPartitionSpec>,
+    ) -> Result<LoadedTable> {
+        if let Some(loaded) = self.try_load(name).await? {
+            return self.evolve_to(loaded, fields).await;
+        }
+        let schema = to_iceberg_schema(fields, 0)?;
+        let location = format!("{}/{}/{}", self.warehouse, name.namespace, name.name);
+        let props = HashMap::from([("write.format.default".to_owned(), "parquet".to_owned())]);
+        let metadata = TableMetadataBuilder::new(
+            schema.clone(),
+            spec(&schema)?,
+            SortOrder::unsorted_order(),
+            location.clone(),
+            FormatVersion::V2,
+            props,
+        )
+        .and_then(|b| b.build())
+        .map_err(TableError::iceberg("creating table metadata"))?
+        .metadata;
+        let path = self.write_metadata(&location, 0, &metadata).await?;
+        if self.store.create(name, &path).await? {
+            tracing::info!(table = %name, metadata = %path, "created table");
+            return Ok(LoadedTable { name: name.clone(), location: path, metadata: Arc::new(metadata) });
+        }
+        // Another process created it first; ours is an orphan file.
+        let loaded = self.load(name).await?;
+        self.evolve_to(loaded, fields).await
+    }
+
+    async fn evolve_to(&self, loaded: LoadedTable, fields: &[Field]) -> Result<LoadedTable> {
+        let meta = &loaded.metadata;
+        let Some(schema) = evolve(&loaded.name, meta.current_schema(), fields, meta.last_column_id())? else {
+            return Ok(loaded);
+        };
+        let new = TableMetadataBuilder::new_from_metadata((**meta).clone(), Some(loaded.location.clone()))
+            .add_current_schema(schema)
+            .and_then(|b| b.build())
+            .map_err(TableError::iceberg("evolving schema"))?
+            .metadata;
+        let path = self.write_metadata(meta.location(), next_version(&loaded.location), &new).await?;
+        if !self.store.swap(&loaded.name, &loaded.location, &path).await? {
+            return Err(TableError::CommitConflict { table: loaded.name.clone(), expected: loaded.location.clone() });
+        }
+        tracing::info!(table = %loaded.name, schema_id = new.current_schema_id(), "evolved schema");
+        Ok(LoadedTable { name: loaded.name, location: path, metadata: Arc::new(new) })
+    }
+
+    /// Loads the table, or `None` if it does not exist.
+    pub async fn try_load(&self, name: &TableName) -> Result<Option<LoadedTable>> {
+        let Some(location) = self.store.load(name).await? else {
+            return Ok(None);
+        };
+        let bytes = self
+            .file_io
+            .new_input(&location)
+            .map_err(TableError::iceberg("opening metadata file"))?
+            .read()
+            .await
+            .map_err(TableError::iceberg("reading metadata file"))?;
+        let metadata: TableMetadata = serde_json::from_slice(&bytes)
+            .map_err(|e| TableError::Corrupt { table: name.clone(), reason: format!("{location}: {e}") })?;
+        Ok(Some(LoadedTable { name: name.clone(), location, metadata: Arc::new(metadata) }))
+    }
+
+    /// Loads the table; `NotFound` if it does not exist.
+    pub async fn load(&self, name: &TableName) -> Result<LoadedTable> {
+        self.try_load(name).await?.ok_or_else(|| TableError::NotFound(name.clone()))
+    }
+
+    /// Every table in the catalog.
+    pub async fn list(&self) -> Result<Vec<TableName>> {
+        self.store.list().await
+    }
+
+    /// An iceberg-rust `Table` over a loaded state, for scans. Its I/O runs
+    /// on the calling Tokio runtime (the query runtime, for SQL).
+    pub fn iceberg_table(&self, loaded: &LoadedTable) -> Result<Table> {
+        let runtime = iceberg::Runtime::try_current().map_err(TableError::iceberg("finding the runtime"))?;
+        let ident = TableIdent::from_strs([loaded.name.namespace.as_str(), loaded.name.name.as_str()])
+            .map_err(TableError::iceberg("naming table"))?;
+        Table::builder()
+            .identifier(ident)
+            .file_io(self.file_io.clone())
+            .metadata(loaded.metadata.clone())
+            .metadata_location(loaded.location.clone())
+            .readonly(true)
+            .runtime(runtime)
+            .build()
+            .map_err(TableError::iceberg("opening table"))
+    }
+
+    /// Writes a new metadata file; the name is unique, so it never overwrites.
+    pub(crate) async fn write_metadata(
+        &self,
+        table_location: &str,
+        version: u32,
+        metadata: &TableMetadata,
+    ) -> Result<String> {
+        let path = format!("{table_location}/metadata/{version:05}-{}.metadata.json", Uuid::new_v4());
+        let json =
+            serde_json::to_vec(metadata).map_err(|e| TableError::Config(format!("cannot serialise metadata: {e}")))?;
+        self.file_io
+            .new_output(&path)
+            .map_err(TableError::iceberg("creating metadata file"))?
+            .write(Bytes::from(json))
+            .await
+            .map_err(TableError::iceberg("writing metadata file"))?;
+        Ok(path)
+    }
+}
+
+/// The version number for the metadata file that follows `location`.
+pub(crate) fn next_version(location: &str) -> u32 {
+    location
+        .rsplit('/')
+        .next()
+        .and_then(|f| f.split('-').next())
+        .and_then(|v| v.parse::<u32>().ok())
+        .map_or(1, |v| v + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_version;
+
+    #[test]
+    fn metadata_versions_increase() {
+        assert_eq!(next_version("file:///w/raw/t/metadata/00007-abc.metadata.json"), 8);
+        assert_eq!(next_version("garbage"), 1);
+    }
+}

@@ -1,0 +1,73 @@
+//! Arrow record batches → Parquet data files under the table's location.
+//!
+//! Writing data files is the first half of a commit and has no visible
+//! effect: until a snapshot references them, the files are orphans that any
+//! reader ignores and maintenance deletes. So a crash here loses nothing that
+//! was acknowledged. Rows are routed to one file set per partition.
+
+use arrow_array::RecordBatch;
+use iceberg::arrow::RecordBatchPartitionSplitter;
+use iceberg::spec::{DataFile, DataFileFormat};
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::partitioning::PartitioningWriter;
+use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
+use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use uuid::Uuid;
+
+use crate::error::{Result, TableError};
+use crate::lake::{Lake, LoadedTable};
+
+/// Parquet settings: zstd level 1 compresses event JSON well at low CPU cost.
+/// iceberg-rust does not derive these from table properties, so we set them.
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default())).build()
+}
+
+/// Writes `batches` (already in the table's Arrow schema) as data files.
+///
+/// Nothing becomes visible: the caller commits the returned files.
+pub async fn write_data_files(
+    lake: &Lake,
+    table: &LoadedTable,
+    batches: &[RecordBatch],
+    target_file_size: usize,
+) -> Result<Vec<DataFile>> {
+    if batches.iter().all(|b| b.num_rows() == 0) {
+        return Ok(Vec::new());
+    }
+    let meta = &table.metadata;
+    let schema = meta.current_schema().clone();
+    let locations = DefaultLocationGenerator::new(meta).map_err(TableError::iceberg("locating data files"))?;
+    let names = DefaultFileNameGenerator::new(Uuid::now_v7().to_string(), None, DataFileFormat::Parquet);
+    let rolling = RollingFileWriterBuilder::new(
+        ParquetWriterBuilder::new(writer_properties(), schema.clone()),
+        target_file_size,
+        lake.file_io().clone(),
+        locations,
+        names,
+    );
+    let builder = DataFileWriterBuilder::new(rolling);
+    let spec = meta.default_partition_spec().clone();
+    let invalid = |e: iceberg::Error| TableError::InvalidData { table: table.name.clone(), reason: e.to_string() };
+    if spec.is_unpartitioned() {
+        let mut writer = builder.build(None).await.map_err(TableError::iceberg("opening data file"))?;
+        for b in batches {
+            writer.write(b.clone()).await.map_err(invalid)?;
+        }
+        return writer.close().await.map_err(TableError::iceberg("closing data file"));
+    }
+    let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(schema, spec)
+        .map_err(TableError::iceberg("partitioning rows"))?;
+    let mut writer = FanoutWriter::new(builder);
+    for b in batches {
+        for (key, part) in splitter.split(b).map_err(invalid)? {
+            writer.write(key, part).await.map_err(invalid)?;
+        }
+    }
+    writer.close().await.map_err(TableError::iceberg("closing data files"))
+}

@@ -1,0 +1,76 @@
+//! `check`, `serve` and `sql`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tributary_core::config::{Config, ValidConfig};
+use tributary_query::{QueryEngine, output};
+use tributary_table::Lake;
+
+use crate::OutputFormat;
+
+/// Loads and validates a config file; `data_dir` resolves embedded defaults.
+pub fn load_config(path: &Path, data_dir: &Path) -> anyhow::Result<ValidConfig> {
+    let cfg = Config::load(path).map_err(anyhow::Error::msg)?;
+    cfg.validate(data_dir).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+}
+
+pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let v = load_config(path, Path::new("./tributary-data"))?;
+    println!("{}: ok", path.display());
+    println!("  catalog   {} (name '{}')", v.catalog_url, v.catalog_name);
+    println!("  warehouse {}", v.warehouse.display());
+    println!("  listen    {}", v.listen);
+    for t in &v.tables {
+        let dedup = t.dedup.as_ref().map_or("none".to_owned(), |(k, w)| format!("{k} within {w:?}"));
+        println!(
+            "  table     {} ({} fields, {} partition fields, dedup: {dedup})",
+            t.name,
+            t.fields.len(),
+            t.partition.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn serve(path: &Path, data_dir: &Path, http: Option<String>) -> anyhow::Result<ExitCode> {
+    let mut config = load_config(path, data_dir)?;
+    if let Some(addr) = http {
+        config.listen = addr;
+    }
+    let shutdown = crate::shutdown_on_signal();
+    let server = tributary_server::start(&config, shutdown).await?;
+    eprintln!("tributary listening on http://{}", server.addr);
+    server.wait().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn sql(data_dir: &Path, config: Option<&Path>, format: OutputFormat, sql: &str) -> anyhow::Result<ExitCode> {
+    let (url, name, warehouse) = match config {
+        Some(p) => {
+            let v = load_config(p, data_dir)?;
+            (v.catalog_url, v.catalog_name, v.warehouse)
+        }
+        None => {
+            let db = data_dir.join("catalog.db");
+            anyhow::ensure!(
+                db.exists(),
+                "no lake at {}: {} does not exist; run `tributary quickstart` or pass --data-dir/--config",
+                data_dir.display(),
+                db.display()
+            );
+            (format!("sqlite://{}", db.display()), "tributary".to_owned(), data_dir.join("warehouse"))
+        }
+    };
+    let lake = Lake::open(&url, &name, &warehouse).await.context("opening the lake")?;
+    let engine = QueryEngine::new(lake, 2)?;
+    let result = engine.sql(sql).await?;
+    let text = match format {
+        OutputFormat::Table => output::to_table(&result)?,
+        OutputFormat::Csv => output::to_csv(&result)?,
+        OutputFormat::Json => output::to_json(&result)?.to_string(),
+    };
+    println!("{}", text.trim_end());
+    Ok(ExitCode::SUCCESS)
+}

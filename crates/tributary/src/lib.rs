@@ -1,0 +1,155 @@
+//! The `tributary` command line: `check`, `serve`, `sql` and `quickstart`.
+//!
+//! Each command is a thin function over the library crates, so the same code
+//! paths run under the CLI, the tests and the benchmarks.
+
+mod commands;
+mod generator;
+mod quickstart;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+/// Event-driven data lake: events in over HTTP, exactly once into Apache Iceberg.
+#[derive(Debug, Parser)]
+#[command(name = "tributary", version, about)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Query output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A boxed table.
+    Table,
+    /// `{"columns":[...],"rows":[[...]]}`.
+    Json,
+    /// CSV with a header.
+    Csv,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a config file without starting anything.
+    Check {
+        /// The TOML config.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the service: HTTP ingest, SQL and metrics.
+    Serve {
+        /// The TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Where the embedded catalog and warehouse live.
+        #[arg(long, default_value = "./tributary-data")]
+        data_dir: PathBuf,
+        /// HTTP listen address (overrides [server] listen).
+        #[arg(long)]
+        http: Option<String>,
+    },
+    /// Run one SQL statement against the lake, without a server.
+    Sql {
+        /// Where the embedded catalog and warehouse live.
+        #[arg(long, default_value = "./tributary-data")]
+        data_dir: PathBuf,
+        /// Take the catalog and warehouse from this config instead.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+        /// The statement, e.g. "SELECT count(*) FROM raw.transactions".
+        sql: String,
+    },
+    /// Create a demo lake, post events through the real HTTP path and report.
+    Quickstart {
+        /// Where the demo lake lives.
+        #[arg(long, default_value = "./tributary-data")]
+        data_dir: PathBuf,
+        /// How many events to generate.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// HTTP listen address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: String,
+        /// Exit after the report instead of serving until Ctrl-C.
+        #[arg(long)]
+        exit: bool,
+    },
+}
+
+/// Installs the tracing subscriber. Quickstart logs only warnings so its
+/// report stays readable.
+pub fn init_logging(cli: &Cli) {
+    let default = if matches!(cli.command, Command::Quickstart { .. } | Command::Sql { .. }) { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check { config } => commands::check(&config),
+        Command::Serve { config, data_dir, http } => commands::serve(&config, &data_dir, http).await,
+        Command::Sql { data_dir, config, format, sql } => {
+            commands::sql(&data_dir, config.as_deref(), format, &sql).await
+        }
+        Command::Quickstart { data_dir, events, http, exit } => {
+            quickstart::run(quickstart::Options { data_dir, events, http, exit }).await
+        }
+    }
+}
+
+/// A token cancelled by the first SIGINT or SIGTERM.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+                    let _ = ctrl_c.await;
+                    t.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown requested; flushing and committing what was acknowledged");
+        t.cancel();
+    });
+    token
+}

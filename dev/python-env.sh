@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Creates .dev/venv with the pinned Python readers used by the interop checks.
+# Idempotent: a venv whose stamp matches the pins is reused.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.dev/venv"
+PINS="pyiceberg[pyarrow,sql-sqlite]==0.12.0 pyarrow==22.0.0 sqlalchemy==2.0.44"
+if [[ -f "$VENV/.pins" && "$(cat "$VENV/.pins")" == "$PINS" ]]; then
+  exit 0
+fi
+PY="${PYTHON:-python3}"
+if ! "$PY" -m venv --help >/dev/null 2>&1; then
+  echo "python venv module missing; installing python3-venv with apt" >&2
+  apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+fi
+rm -rf "$VENV"
+"$PY" -m venv "$VENV"
+# shellcheck disable=SC2086
+"$VENV/bin/pip" install --quiet --disable-pip-version-check $PINS
+echo "$PINS" > "$VENV/.pins"

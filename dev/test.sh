@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, unit and
+# integration tests against real services, the quickstart twice, and the
+# PyIceberg interop check. Installs what is missing; safe to re-run.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+step() { printf '\n==> %s\n' "$*"; }
+
+step "python readers (pinned, .dev/venv)"
+bash dev/python-env.sh
+
+step "postgresql"
+TRIBUTARY_TEST_PG_URL="$(bash dev/postgres.sh)"
+export TRIBUTARY_TEST_PG_URL
+echo "using $TRIBUTARY_TEST_PG_URL"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test (unit + integration)"
+cargo test --workspace --locked
+
+step "quickstart twice on one lake, counts must reconcile"
+cargo build --locked --bin tributary
+LAKE="$(mktemp -d)"
+trap 'rm -rf "$LAKE"' EXIT
+for run in 1 2; do
+  target/debug/tributary quickstart --data-dir "$LAKE" --events 20000 --http 127.0.0.1:0 --exit | tee "$LAKE/report-$run.txt"
+  grep -q "reconciled: .* OK" "$LAKE/report-$run.txt"
+done
+
+step "PyIceberg reads the same lake"
+.dev/venv/bin/python dev/interop_pyiceberg.py "$LAKE" target/debug/tributary
+
+echo
+echo "all checks passed"

@@ -1,0 +1,108 @@
+//! Shared fixtures: a throwaway lake, a running server, HTTP helpers.
+
+use std::path::Path;
+
+use arrow_array::RecordBatch;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tributary_core::config::{Config, ValidConfig};
+use tributary_server::Server;
+use tributary_table::{Lake, LoadedTable};
+
+/// The quickstart's table, with a dedup key and a day partition.
+pub const TRANSACTIONS: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+max_body_bytes = 1048576
+
+[commit]
+max_latency = "20ms"
+
+[[tables]]
+name = "raw.transactions"
+partition = ["day(event_time)"]
+dedup_key = "event_id"
+event_time = "event_time"
+fields = [
+  { name = "event_id",   type = "string",        required = true },
+  { name = "user_id",    type = "long",          required = true },
+  { name = "amount",     type = "decimal(12,2)", required = true },
+  { name = "currency",   type = "string" },
+  { name = "event_time", type = "timestamptz",   required = true },
+]
+"#;
+
+pub fn config(toml: &str, dir: &Path) -> ValidConfig {
+    Config::from_toml(toml).unwrap().validate(dir).unwrap()
+}
+
+pub struct Running {
+    pub server: Server,
+    pub shutdown: CancellationToken,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+pub async fn start(cfg: &ValidConfig) -> Running {
+    let shutdown = CancellationToken::new();
+    let server = tributary_server::start(cfg, shutdown.clone()).await.unwrap();
+    let base = format!("http://{}", server.addr);
+    Running { server, shutdown, base, client: reqwest::Client::new() }
+}
+
+impl Running {
+    pub async fn post(&self, table: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let resp = self.client.post(format!("{}/v1/tables/{table}/events", self.base)).body(body).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn sql(&self, sql: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(format!("{}/v1/sql", self.base))
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        let (status, v) = self.sql(&format!("SELECT count(*) FROM {table}")).await;
+        assert_eq!(status, 200, "{v}");
+        v["rows"][0][0].as_i64().unwrap()
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.server.wait().await.unwrap();
+    }
+}
+
+/// One good event as NDJSON.
+pub fn event(id: &str, amount: &str) -> String {
+    format!(
+        r#"{{"event_id":"{id}","user_id":7,"amount":"{amount}","currency":"EUR","event_time":"2026-11-20T10:00:00Z"}}"#
+    )
+}
+
+/// Opens a fresh handle on the lake behind `cfg`.
+pub async fn open_lake(cfg: &ValidConfig) -> Lake {
+    Lake::open(&cfg.catalog_url, &cfg.catalog_name, &cfg.warehouse).await.unwrap()
+}
+
+/// Reads every row of a table state with iceberg-rust's own scan.
+pub async fn scan_all(lake: &Lake, table: &LoadedTable) -> Vec<RecordBatch> {
+    use futures::TryStreamExt;
+    if table.current_snapshot_id().is_none() {
+        return Vec::new();
+    }
+    let scan = lake.iceberg_table(table).unwrap().scan().build().unwrap();
+    scan.to_arrow().await.unwrap().try_collect().await.unwrap()
+}
+
+pub fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::num_rows).sum()
+}

@@ -1,0 +1,8 @@
+//! Integration tests: one binary, real components (SQLite files, a real
+//! PostgreSQL server, real HTTP on loopback, real Parquet and Iceberg files).
+
+mod commit_protocol;
+mod common;
+mod http_ingest;
+mod postgres_catalog;
+mod schema_evolution;
