@@ -21,11 +21,15 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# Always build the whole workspace with all targets: building one package
+# alone unifies features differently and recompiles the dependencies.
+step "cargo build (all targets)"
+cargo build --workspace --all-targets --locked
+
 step "cargo test (unit + integration)"
 cargo test --workspace --locked
 
 step "quickstart twice on one lake, counts must reconcile"
-cargo build --locked --bin tributary
 LAKE="$(mktemp -d)"
 trap 'rm -rf "$LAKE"' EXIT
 for run in 1 2; do

@@ -115,7 +115,7 @@ impl DedupIndex {
 }
 
 fn iceberg_err(source: tributary_table::iceberg::Error) -> TableError {
-    TableError::Iceberg { op: "rebuilding dedup index", source }
+    TableError::iceberg("rebuilding dedup index")(source)
 }
 
 /// The dedup key of row `i` of a string, int or long column.

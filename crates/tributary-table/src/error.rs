@@ -43,7 +43,7 @@ pub enum TableError {
         op: &'static str,
         /// The driver error.
         #[source]
-        source: sqlx::Error,
+        source: Box<sqlx::Error>,
     },
     /// iceberg-rust failed (storage, Avro, Parquet, metadata).
     #[error("iceberg error during {op}: {source}")]
@@ -52,7 +52,7 @@ pub enum TableError {
         op: &'static str,
         /// The library error.
         #[source]
-        source: iceberg::Error,
+        source: Box<iceberg::Error>,
     },
     /// The catalog points at metadata we cannot understand.
     #[error("corrupt table metadata for '{table}': {reason}")]
@@ -68,12 +68,14 @@ pub enum TableError {
 }
 
 impl TableError {
-    pub(crate) fn iceberg(op: &'static str) -> impl FnOnce(iceberg::Error) -> Self {
-        move |source| Self::Iceberg { op, source }
+    /// Wraps an iceberg-rust error with what we were doing.
+    pub fn iceberg(op: &'static str) -> impl FnOnce(iceberg::Error) -> Self {
+        move |source| Self::Iceberg { op, source: Box::new(source) }
     }
 
-    pub(crate) fn catalog(op: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
-        move |source| Self::Catalog { op, source }
+    /// Wraps a catalog database error with what we were doing.
+    pub fn catalog(op: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+        move |source| Self::Catalog { op, source: Box::new(source) }
     }
 }
 
@@ -92,7 +94,7 @@ impl Classify for TableError {
         match self {
             Self::CommitConflict { .. } => true,
             Self::Catalog { source, .. } => matches!(
-                source,
+                **source,
                 sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Database(_)
             ),
             Self::Iceberg { source, .. } => source.retryable(),
