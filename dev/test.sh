@@ -29,6 +29,16 @@ cargo build --workspace --all-targets --locked
 step "cargo test (unit + integration)"
 cargo test --workspace --locked
 
+step "tributary check: a good config passes, a typo is named"
+target/debug/tributary check --config examples/ecommerce.toml
+BAD="$(mktemp)"
+sed 's/^max_latency/max_latenzy/' examples/ecommerce.toml > "$BAD"
+if target/debug/tributary check --config "$BAD" 2> "$BAD.err"; then
+  echo "check accepted an unknown key" >&2; exit 1
+fi
+grep -q "max_latenzy" "$BAD.err" && grep -q "line" "$BAD.err" && cat "$BAD.err"
+rm -f "$BAD" "$BAD.err"
+
 step "quickstart twice on one lake, counts must reconcile"
 LAKE="$(mktemp -d)"
 trap 'rm -rf "$LAKE"' EXIT

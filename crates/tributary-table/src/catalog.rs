@@ -6,6 +6,10 @@
 //! write that publishes data is [`CatalogStore::swap`], a compare-and-swap of
 //! `metadata_location`: exactly one of several racing writers wins it.
 //!
+//! New catalogs get the JDBC catalog's "v1" schema (with `iceberg_type`, so
+//! views can share the table); a "v0" catalog created by another client
+//! without that column is used as it is.
+//!
 //! SQLite and PostgreSQL share one code path through sqlx's `Any` driver.
 //! Queries use `$N` placeholders in ascending order of first use, which both
 //! drivers bind positionally.
@@ -26,6 +30,7 @@ const SCHEMA: [&str; 2] = [
         table_name VARCHAR(255) NOT NULL,
         metadata_location VARCHAR(1000),
         previous_metadata_location VARCHAR(1000),
+        iceberg_type VARCHAR(5),
         PRIMARY KEY (catalog_name, table_namespace, table_name))",
     "CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (
         catalog_name VARCHAR(255) NOT NULL,
@@ -40,7 +45,12 @@ const SCHEMA: [&str; 2] = [
 pub struct CatalogStore {
     pool: AnyPool,
     catalog: String,
+    /// Whether `iceberg_tables` has the v1 `iceberg_type` column.
+    typed: bool,
 }
+
+/// Matches tables (not views) in a v1 catalog; rows from v0 clients are NULL.
+const TABLES_ONLY: &str = " AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL)";
 
 impl CatalogStore {
     /// Connects and creates the catalog tables if they are missing.
@@ -59,7 +69,12 @@ impl CatalogStore {
         for ddl in SCHEMA {
             sqlx::query(ddl).execute(&pool).await.map_err(TableError::catalog("creating catalog tables"))?;
         }
-        Ok(Self { pool, catalog: catalog.to_owned() })
+        let typed = sqlx::query("SELECT iceberg_type FROM iceberg_tables LIMIT 0").execute(&pool).await.is_ok();
+        Ok(Self { pool, catalog: catalog.to_owned(), typed })
+    }
+
+    fn tables_only(&self) -> &'static str {
+        if self.typed { TABLES_ONLY } else { "" }
     }
 
     /// Records a namespace the way the SQL catalog does (an `exists` property).
@@ -92,15 +107,17 @@ impl CatalogStore {
 
     /// The current metadata location of a table, if it exists.
     pub async fn load(&self, table: &TableName) -> Result<Option<String>> {
-        let row = sqlx::query(
-            "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3",
-        )
-        .bind(&self.catalog)
-        .bind(&table.namespace)
-        .bind(&table.name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(TableError::catalog("loading table"))?;
+        let sql = format!(
+            "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3{}",
+            self.tables_only()
+        );
+        let row = sqlx::query(&sql)
+            .bind(&self.catalog)
+            .bind(&table.namespace)
+            .bind(&table.name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(TableError::catalog("loading table"))?;
         row.map(|r| r.try_get::<Option<String>, _>(0))
             .transpose()
             .map_err(TableError::catalog("loading table"))
@@ -110,15 +127,18 @@ impl CatalogStore {
     /// Registers a new table. Returns false if it already exists.
     pub async fn create(&self, table: &TableName, metadata_location: &str) -> Result<bool> {
         self.create_namespace(&table.namespace).await?;
-        let r = sqlx::query(
-            "INSERT INTO iceberg_tables (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location) VALUES ($1, $2, $3, $4, NULL)",
-        )
-        .bind(&self.catalog)
-        .bind(&table.namespace)
-        .bind(&table.name)
-        .bind(metadata_location)
-        .execute(&self.pool)
-        .await;
+        let sql = if self.typed {
+            "INSERT INTO iceberg_tables (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location, iceberg_type) VALUES ($1, $2, $3, $4, NULL, 'TABLE')"
+        } else {
+            "INSERT INTO iceberg_tables (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location) VALUES ($1, $2, $3, $4, NULL)"
+        };
+        let r = sqlx::query(sql)
+            .bind(&self.catalog)
+            .bind(&table.namespace)
+            .bind(&table.name)
+            .bind(metadata_location)
+            .execute(&self.pool)
+            .await;
         match r {
             Ok(_) => Ok(true),
             Err(e) if is_unique_violation(&e) => Ok(false),
@@ -146,13 +166,15 @@ impl CatalogStore {
 
     /// Every table of this catalog.
     pub async fn list(&self) -> Result<Vec<TableName>> {
-        let rows = sqlx::query(
-            "SELECT table_namespace, table_name FROM iceberg_tables WHERE catalog_name = $1 ORDER BY table_namespace, table_name",
-        )
-        .bind(&self.catalog)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(TableError::catalog("listing tables"))?;
+        let sql = format!(
+            "SELECT table_namespace, table_name FROM iceberg_tables WHERE catalog_name = $1{} ORDER BY table_namespace, table_name",
+            self.tables_only()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&self.catalog)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(TableError::catalog("listing tables"))?;
         rows.iter()
             .map(|r| Ok(TableName::new(r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
             .collect::<std::result::Result<_, sqlx::Error>>()
