@@ -15,6 +15,12 @@ TRIBUTARY_TEST_PG_URL="$(bash dev/postgres.sh)"
 export TRIBUTARY_TEST_PG_URL
 echo "using $TRIBUTARY_TEST_PG_URL"
 
+step "kafka broker (noida-db, pinned)"
+TRIBUTARY_TEST_KAFKA="$(bash dev/kafka.sh)"
+export TRIBUTARY_TEST_KAFKA
+trap 'bash dev/kafka.sh stop' EXIT
+echo "using $TRIBUTARY_TEST_KAFKA"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -41,7 +47,7 @@ rm -f "$BAD" "$BAD.err"
 
 step "quickstart twice on one lake, counts must reconcile"
 LAKE="$(mktemp -d)"
-trap 'rm -rf "$LAKE"' EXIT
+trap 'rm -rf "$LAKE"; bash dev/kafka.sh stop' EXIT
 for run in 1 2; do
   target/debug/tributary quickstart --data-dir "$LAKE" --events 20000 --http 127.0.0.1:0 --exit | tee "$LAKE/report-$run.txt"
   grep -q "reconciled: .* OK" "$LAKE/report-$run.txt"

@@ -4,5 +4,6 @@
 mod commit_protocol;
 mod common;
 mod http_ingest;
+mod kafka_ingest;
 mod postgres_catalog;
 mod schema_evolution;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::kafka::{KafkaConfig, KafkaDef};
 use crate::schema::{Field, FieldType, PartitionField, PartitionTransform};
 use crate::table_name::{TableName, is_identifier};
 
@@ -41,6 +42,9 @@ pub struct Config {
     /// The tables to create and ingest into.
     #[serde(default)]
     pub tables: Vec<TableConfig>,
+    /// Kafka sources.
+    #[serde(default)]
+    pub kafka: Vec<KafkaConfig>,
 }
 
 /// `[catalog]`.
@@ -202,6 +206,8 @@ pub struct ValidConfig {
     pub commit: CommitPolicy,
     /// Tables, in config order.
     pub tables: Vec<TableDef>,
+    /// Kafka sources.
+    pub kafka: Vec<KafkaDef>,
 }
 
 /// When buffered rows become a snapshot.
@@ -281,19 +287,30 @@ impl Config {
             }
             tables.push(def);
         }
+        let commit = CommitPolicy {
+            max_rows: self.commit.max_rows,
+            max_bytes: self.commit.max_bytes,
+            max_latency,
+            target_file_size_bytes: self.commit.target_file_size_bytes.max(1024),
+        };
+        let mut kafka = Vec::with_capacity(self.kafka.len());
+        let mut names = HashSet::new();
+        for (i, k) in self.kafka.iter().enumerate() {
+            let def = k.validate(&tables, commit).map_err(|e| format!("kafka[{i}] ({}): {e}", k.name))?;
+            if !names.insert(def.name.clone()) {
+                return Err(format!("kafka[{i}]: pipeline name '{}' is used twice", def.name));
+            }
+            kafka.push(def);
+        }
         Ok(ValidConfig {
             catalog_url,
             catalog_name: self.catalog.name.clone(),
             warehouse,
             listen: self.server.listen.clone(),
             max_body_bytes: self.server.max_body_bytes,
-            commit: CommitPolicy {
-                max_rows: self.commit.max_rows,
-                max_bytes: self.commit.max_bytes,
-                max_latency,
-                target_file_size_bytes: self.commit.target_file_size_bytes.max(1024),
-            },
+            commit,
             tables,
+            kafka,
         })
     }
 }
@@ -473,6 +490,23 @@ fields = [
         let bad = GOOD.replace("name = \"amount\"", "name = \"_source\"");
         let err = Config::from_toml(&bad).unwrap().validate(Path::new("/d")).unwrap_err();
         assert!(err.contains("lineage"), "{err}");
+    }
+
+    #[test]
+    fn kafka_sources_are_validated_against_tables() {
+        let ok = format!(
+            "{GOOD}\n[[kafka]]\nname = \"orders\"\nbrokers = \"127.0.0.1:9092\"\ntopics = [\"orders\"]\ngroup_id = \"g\"\ntable = \"raw.transactions\"\nkey_field = \"event_id\"\nmax_latency = \"1s\"\n"
+        );
+        let v = Config::from_toml(&ok).unwrap().validate(Path::new("/d")).unwrap();
+        assert_eq!(v.kafka[0].commit.max_latency, Duration::from_secs(1));
+        let err = Config::from_toml(&ok.replace("table = \"raw.transactions\"", "table = \"raw.nope\""))
+            .unwrap()
+            .validate(Path::new("/d"))
+            .unwrap_err();
+        assert!(err.contains("kafka[0]") && err.contains("raw.nope"), "{err}");
+        let owned = format!("{ok}properties = {{ \"enable.auto.commit\" = \"true\" }}\n");
+        let err = Config::from_toml(&owned).unwrap().validate(Path::new("/d")).unwrap_err();
+        assert!(err.contains("enable.auto.commit"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod kafka;
 pub mod metrics;
 pub mod positions;
 pub mod schema;

@@ -22,3 +22,13 @@ pub const CURRENT_SNAPSHOT: &str = "tributary_current_snapshot_id";
 pub const BYTES_WRITTEN: &str = "tributary_data_bytes_written_total";
 /// SQL queries served. Labels: `outcome` (`ok` or `error`).
 pub const QUERIES: &str = "tributary_queries_total";
+/// Consumer-group rebalances seen. Labels: `pipeline`.
+pub const KAFKA_REBALANCES: &str = "tributary_kafka_rebalances_total";
+/// High watermark minus the committed position. Labels: `pipeline`, `topic`, `partition`.
+pub const KAFKA_LAG: &str = "tributary_kafka_lag_records";
+/// Records read from Kafka. Labels: `pipeline`.
+pub const KAFKA_RECORDS: &str = "tributary_kafka_records_total";
+/// Records lost to retention before ingestion. Labels: `pipeline`, `topic`, `partition`.
+pub const KAFKA_OFFSET_GAPS: &str = "tributary_kafka_offset_gap_records_total";
+/// Seconds between now and the newest event time committed. Labels: `table`.
+pub const FRESHNESS: &str = "tributary_freshness_seconds";

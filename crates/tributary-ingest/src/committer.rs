@@ -8,28 +8,24 @@
 //! before its commit; a failed flush answers with an error and takes its dedup
 //! keys back, so a retry is not mistaken for a duplicate.
 
-use std::time::Instant;
-
 use arrow_array::{BooleanArray, RecordBatch};
 use arrow_select::filter::filter_record_batch;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
+use tributary_core::Clock;
 use tributary_core::config::CommitPolicy;
 use tributary_core::metrics as m;
-use tributary_core::{Clock, Positions};
-use tributary_table::{
-    Lake, LoadedTable, Outcome, PipelineStamp, commit_with_retry, last_pipeline_state, write_data_files,
-};
+use tributary_table::{Lake, LoadedTable, Outcome, PipelineStamp, last_pipeline_state};
 
 use crate::dedup::{DedupIndex, key_at};
 use crate::error::IngestError;
 use crate::prepare::{IngestSchema, Prepared, Reject, quarantine_batch};
+use crate::sink::write_and_commit;
 
 /// Position key of the HTTP endpoint: the running count of rows it committed.
 pub const HTTP_POSITION: &str = "http";
-const MAX_COMMIT_ATTEMPTS: u32 = 10;
 
 /// The answer to one submission, sent once its rows are durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,39 +245,16 @@ impl Committer {
         batches: &[RecordBatch],
         rows: usize,
     ) -> Result<LoadedTable, IngestError> {
-        let label = base.name.to_string();
-        let started = Instant::now();
-        let files = write_data_files(&self.lake, &base, batches, self.policy.target_file_size_bytes).await?;
-        let bytes: u64 = files.iter().map(|f| f.file_size_in_bytes()).sum();
         let pipeline = self.pipeline.clone();
         let stamp_for = |b: &LoadedTable| {
             let committed = last_pipeline_state(&b.metadata, &pipeline).map(|s| s.positions).unwrap_or_default();
-            let mut positions = Positions::default();
-            positions.merge(&committed);
+            let mut positions = committed.clone();
             positions.advance(HTTP_POSITION, committed.get(HTTP_POSITION).unwrap_or(0) + rows as u64);
             Some(PipelineStamp { pipeline: pipeline.clone(), positions, epoch: 0 })
         };
-        let (outcome, conflicts) = commit_with_retry(&self.lake, base, &files, stamp_for, MAX_COMMIT_ATTEMPTS).await?;
-        if conflicts > 0 {
-            metrics::counter!(m::COMMIT_CONFLICTS, "table" => label.clone(), "outcome" => "retried")
-                .increment(u64::from(conflicts));
-        }
-        match outcome {
-            Outcome::Committed(new) => {
-                let secs = started.elapsed().as_secs_f64();
-                metrics::histogram!(m::COMMIT_LATENCY, "table" => label.clone()).record(secs);
-                metrics::counter!(m::COMMITS, "table" => label.clone()).increment(1);
-                metrics::counter!(m::BYTES_WRITTEN, "table" => label.clone()).increment(bytes);
-                #[allow(clippy::cast_precision_loss)]
-                metrics::gauge!(m::CURRENT_SNAPSHOT, "table" => label.clone())
-                    .set(new.current_snapshot_id().unwrap_or(0) as f64);
-                tracing::info!(table = %label, rows, files = files.len(), bytes, conflicts, latency_ms = secs * 1e3, snapshot_id = new.current_snapshot_id(), "committed");
-                Ok(new)
-            }
-            Outcome::Zombie(_) => {
-                metrics::counter!(m::COMMIT_CONFLICTS, "table" => label.clone(), "outcome" => "zombie").increment(1);
-                Err(IngestError::Superseded(self.schema.table.clone()))
-            }
+        match write_and_commit(&self.lake, base, batches, self.policy.target_file_size_bytes, stamp_for).await? {
+            Outcome::Committed(new) => Ok(new),
+            Outcome::Zombie(_) => Err(IngestError::Superseded(self.schema.table.clone())),
         }
     }
 }

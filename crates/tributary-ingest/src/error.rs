@@ -20,6 +20,9 @@ pub enum IngestError {
     /// The batch was dropped because another writer committed its input.
     #[error("batch for '{0}' was superseded by another writer; nothing was written, retry the request")]
     Superseded(TableName),
+    /// A pull source (Kafka) failed or is misconfigured.
+    #[error("{0}")]
+    Source(String),
     /// The pipeline is shutting down and takes no more records.
     #[error("server is shutting down; retry against another instance")]
     ShuttingDown,
@@ -33,7 +36,7 @@ impl Classify for IngestError {
         match self {
             Self::UnknownTable(_) | Self::MalformedBody(_) => ErrorClass::User,
             Self::Commit(e) => e.class(),
-            Self::Superseded(_) | Self::ShuttingDown => ErrorClass::External,
+            Self::Superseded(_) | Self::ShuttingDown | Self::Source(_) => ErrorClass::External,
             Self::Internal(_) => ErrorClass::Internal,
         }
     }

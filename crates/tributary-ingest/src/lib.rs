@@ -11,6 +11,8 @@ pub mod decode;
 pub mod dedup;
 pub mod error;
 pub mod prepare;
+pub mod sink;
+pub mod sources;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -29,6 +31,7 @@ use committer::{Committer, Submission};
 use dedup::DedupIndex;
 pub use error::IngestError;
 use prepare::{IngestSchema, prepare};
+use sources::kafka::KafkaPipeline;
 
 /// Submissions queued per table before senders wait (backpressure).
 const QUEUE_DEPTH: usize = 64;
@@ -78,21 +81,38 @@ impl IngestService {
         tasks: &TaskTracker,
     ) -> Result<Self, IngestError> {
         let mut tables = HashMap::new();
+        let mut states = HashMap::new();
         for def in &config.tables {
             let table = lake.ensure_table(def).await?;
             let quarantine = lake.ensure_quarantine(&def.name).await?;
             let schema = Arc::new(IngestSchema::new(def, &table, &quarantine)?);
-            let dedup = match &def.dedup {
-                Some((key, window)) => {
-                    Some(DedupIndex::rebuild(lake, &table, key, *window, clock.now().timestamp_micros()).await?)
-                }
-                None => None,
-            };
+            let dedup = dedup_index(lake, &table, def, clock.as_ref()).await?;
             let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+            states.insert(def.name.clone(), (schema.clone(), table.clone(), quarantine.clone()));
             let committer =
                 Committer::new(lake.clone(), schema.clone(), config.commit, clock.clone(), table, quarantine, dedup);
             tasks.spawn(committer.run(rx, shutdown.clone()));
             tables.insert(def.name.clone(), TableIngest { schema, tx, clock: clock.clone() });
+        }
+        for k in &config.kafka {
+            let (schema, table, quarantine) =
+                states.get(&k.table).cloned().ok_or_else(|| IngestError::UnknownTable(k.table.clone()))?;
+            let def = config
+                .tables
+                .iter()
+                .find(|t| t.name == k.table)
+                .ok_or_else(|| IngestError::UnknownTable(k.table.clone()))?;
+            let dedup = dedup_index(lake, &table, def, clock.as_ref()).await?;
+            let pipeline = KafkaPipeline::new(k.clone(), lake.clone(), schema, clock.clone(), table, quarantine, dedup);
+            let token = shutdown.clone();
+            let name = k.name.clone();
+            tasks.spawn(async move {
+                if let Err(e) = pipeline.run(token.clone()).await {
+                    // The first fatal error stops the whole process, in order.
+                    tracing::error!(source = %name, error = %e, "kafka source failed; shutting down");
+                    token.cancel();
+                }
+            });
         }
         Ok(Self { tables })
     }
@@ -101,4 +121,15 @@ impl IngestService {
     pub fn table(&self, table: &TableName) -> Result<&TableIngest, IngestError> {
         self.tables.get(table).ok_or_else(|| IngestError::UnknownTable(table.clone()))
     }
+}
+
+/// The dedup index of a table with a dedup key, rebuilt from its recent rows.
+async fn dedup_index(
+    lake: &Lake,
+    table: &tributary_table::LoadedTable,
+    def: &tributary_core::config::TableDef,
+    clock: &dyn Clock,
+) -> Result<Option<DedupIndex>, IngestError> {
+    let Some((key, window)) = &def.dedup else { return Ok(None) };
+    Ok(Some(DedupIndex::rebuild(lake, table, key, *window, clock.now().timestamp_micros()).await?))
 }

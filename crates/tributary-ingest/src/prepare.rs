@@ -35,6 +35,8 @@ pub struct IngestSchema {
     pub schema_id: i32,
     /// Event-time column name.
     pub event_time: Option<String>,
+    /// Event-time column index within `columns`.
+    pub event_time_column: Option<usize>,
     /// Dedup key column index and window.
     pub dedup: Option<(usize, Duration)>,
     /// Arrow schema of the quarantine table.
@@ -62,6 +64,7 @@ impl IngestSchema {
             arrow: arrow(table)?,
             schema_id: schema.schema_id(),
             event_time: def.event_time.clone(),
+            event_time_column: def.event_time.as_ref().and_then(|e| columns.iter().position(|c| &c.name == e)),
             dedup,
             quarantine_arrow: arrow(quarantine)?,
             columns,
@@ -95,6 +98,19 @@ pub struct Prepared {
     pub ingested_at_us: i64,
 }
 
+/// Where a record came from, for the lineage columns.
+#[derive(Debug, Clone, Copy)]
+pub struct Lineage<'a> {
+    /// `_source`, e.g. `http` or `kafka`.
+    pub source: &'a str,
+    /// `_source_partition`.
+    pub partition: Option<i32>,
+    /// `_source_offset`.
+    pub offset: Option<i64>,
+    /// `_ingested_at`, microseconds since the epoch.
+    pub ingested_at_us: i64,
+}
+
 /// Splits, validates and enriches a body. `request_id` tags quarantine rows.
 pub fn prepare(
     schema: &IngestSchema,
@@ -105,19 +121,12 @@ pub fn prepare(
 ) -> Result<Prepared, IngestError> {
     let records = split_records(body)?;
     let received = records.len();
+    let lineage = Lineage { source, partition: None, offset: None, ingested_at_us };
     let mut rows = Vec::with_capacity(records.len());
     let mut rejects = Vec::new();
     for (i, rec) in records.into_iter().enumerate() {
-        let checked = match &rec.value {
-            Ok(v) => validate_record(v, &schema.user_fields, schema.event_time.as_deref()),
-            Err(e) => Err(Rejection {
-                kind: "malformed_json",
-                field: None,
-                message: format!("record is not valid JSON: {e}"),
-            }),
-        };
-        match checked {
-            Ok(cells) => rows.push(enrich(schema, cells, source, ingested_at_us)),
+        match prepare_record(schema, rec.value.as_ref(), &lineage) {
+            Ok(row) => rows.push(row),
             Err(rejection) => rejects.push(Reject {
                 raw: rec.raw.to_vec(),
                 rejection,
@@ -128,16 +137,37 @@ pub fn prepare(
     Ok(Prepared { batch: rows_to_batch(&schema.arrow, &rows)?, rejects, received, bytes: body.len(), ingested_at_us })
 }
 
+/// Validates one parsed record and returns its full row, lineage included.
+pub fn prepare_record(
+    schema: &IngestSchema,
+    value: Result<&serde_json::Value, &String>,
+    lineage: &Lineage<'_>,
+) -> Result<Vec<Cell>, Rejection> {
+    let cells = match value {
+        Ok(v) => validate_record(v, &schema.user_fields, schema.event_time.as_deref())?,
+        Err(e) => {
+            return Err(Rejection {
+                kind: "malformed_json",
+                field: None,
+                message: format!("record is not valid JSON: {e}"),
+            });
+        }
+    };
+    Ok(enrich(schema, cells, lineage))
+}
+
 /// Places user cells at their column positions and fills the lineage columns.
-fn enrich(schema: &IngestSchema, user_cells: Vec<Cell>, source: &str, ingested_at_us: i64) -> Vec<Cell> {
+fn enrich(schema: &IngestSchema, user_cells: Vec<Cell>, lineage: &Lineage<'_>) -> Vec<Cell> {
     let mut row = vec![Cell::Null; schema.columns.len()];
     for (idx, cell) in schema.user.iter().zip(user_cells) {
         row[*idx] = cell;
     }
     for (i, col) in schema.columns.iter().enumerate() {
         row[i] = match col.name.as_str() {
-            "_source" => Cell::Str(source.to_owned()),
-            "_ingested_at" => Cell::Ts(ingested_at_us),
+            "_source" => Cell::Str(lineage.source.to_owned()),
+            "_source_partition" => lineage.partition.map_or(Cell::Null, Cell::Int),
+            "_source_offset" => lineage.offset.map_or(Cell::Null, Cell::Long),
+            "_ingested_at" => Cell::Ts(lineage.ingested_at_us),
             "_schema_id" => Cell::Int(schema.schema_id),
             _ => continue,
         };

@@ -1,0 +1,428 @@
+//! Kafka source: a consumer-group member that lands its partitions in one
+//! table exactly once.
+//!
+//! Positions live in the table, not in Kafka. Every commit stamps, for each
+//! partition read, the next offset into the same snapshot as the rows
+//! (`kafka:<cluster>/<topic>/<partition>`). On start and on every rebalance
+//! the pipeline drops what it had not committed, reloads the table and seeks
+//! to those positions. Messages below a partition's committed position are
+//! skipped. At commit the protocol's zombie rule applies: if the table's
+//! position for any partition in the batch is beyond the batch's first
+//! offset, another worker already landed that input and the batch is dropped.
+//! Kafka's own group offsets are committed afterwards, for lag monitoring only.
+//!
+//! Rejected records go to the quarantine table *before* the data commit,
+//! stamped with the same positions; on replay a reject below the quarantine
+//! table's position is skipped, so quarantine is exactly-once as well.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tributary_core::kafka::{GapPolicy, KafkaDef};
+use tributary_core::metrics as m;
+use tributary_core::{Clock, Positions};
+use tributary_table::{Lake, LoadedTable, Outcome, last_pipeline_state, stamp_unless_zombie};
+
+use super::kafka_context::{Context, Shared};
+use crate::columns::rows_to_batch;
+use crate::dedup::DedupIndex;
+use crate::error::IngestError;
+use crate::prepare::{IngestSchema, Lineage, Reject, prepare_record, quarantine_batch};
+use crate::sink::write_and_commit;
+use crate::validate::{Cell, Rejection};
+
+type Tp = (String, i32);
+
+/// One `[[kafka]]` source.
+pub struct KafkaPipeline {
+    def: KafkaDef,
+    lake: Lake,
+    schema: Arc<IngestSchema>,
+    clock: Arc<dyn Clock>,
+    table: LoadedTable,
+    quarantine: LoadedTable,
+    dedup: Option<DedupIndex>,
+    pipeline: String,
+    cluster: String,
+    shared: Arc<Shared>,
+    /// Next offset to accept per partition (committed position or beyond).
+    next: HashMap<Tp, i64>,
+    /// Quarantine table's positions: rejects below them are already there.
+    quarantined_to: HashMap<Tp, i64>,
+    batch: Batch,
+}
+
+#[derive(Default)]
+struct Batch {
+    rows: Vec<Vec<Cell>>,
+    rejects: Vec<Reject>,
+    keys: Vec<String>,
+    started_at: Positions,
+    ends_at: Positions,
+    bytes: usize,
+    messages: usize,
+    max_event_us: Option<i64>,
+}
+
+impl KafkaPipeline {
+    /// A pipeline for `def`, writing through the given table states.
+    pub fn new(
+        def: KafkaDef,
+        lake: Lake,
+        schema: Arc<IngestSchema>,
+        clock: Arc<dyn Clock>,
+        table: LoadedTable,
+        quarantine: LoadedTable,
+        dedup: Option<DedupIndex>,
+    ) -> Self {
+        let pipeline = format!("kafka:{}", def.name);
+        let shared = Arc::new(Shared {
+            positions: std::sync::Mutex::new(HashMap::new()),
+            start: def.start,
+            rebalanced: false.into(),
+            pipeline: pipeline.clone(),
+        });
+        Self {
+            def,
+            lake,
+            schema,
+            clock,
+            table,
+            quarantine,
+            dedup,
+            pipeline,
+            cluster: String::new(),
+            shared,
+            next: HashMap::new(),
+            quarantined_to: HashMap::new(),
+            batch: Batch::default(),
+        }
+    }
+
+    fn consumer(&self) -> Result<StreamConsumer<Context>, IngestError> {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.def.brokers)
+            .set("group.id", &self.def.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "error");
+        for (k, v) in &self.def.properties {
+            cfg.set(k, v);
+        }
+        cfg.create_with_context(Context(self.shared.clone()))
+            .map_err(|e| IngestError::Source(format!("kafka source '{}': cannot create consumer: {e}", self.def.name)))
+    }
+
+    fn key(&self, tp: &Tp) -> String {
+        format!("kafka:{}/{}/{}", self.cluster, tp.0, tp.1)
+    }
+
+    fn parse_key(&self, key: &str) -> Option<Tp> {
+        let rest = key.strip_prefix(&format!("kafka:{}/", self.cluster))?;
+        let (topic, partition) = rest.rsplit_once('/')?;
+        Some((topic.to_owned(), partition.parse().ok()?))
+    }
+
+    /// Reloads both tables and resets every position from them.
+    async fn recover(&mut self) -> Result<(), IngestError> {
+        self.table = self.lake.load(&self.table.name).await?;
+        self.quarantine = self.lake.load(&self.quarantine.name).await?;
+        let positions =
+            |t: &LoadedTable| last_pipeline_state(&t.metadata, &self.pipeline).map(|s| s.positions).unwrap_or_default();
+        let data: HashMap<Tp, i64> = positions(&self.table)
+            .0
+            .iter()
+            .filter_map(|(k, v)| Some((self.parse_key(k)?, i64::try_from(*v).ok()?)))
+            .collect();
+        self.quarantined_to = positions(&self.quarantine)
+            .0
+            .iter()
+            .filter_map(|(k, v)| Some((self.parse_key(k)?, i64::try_from(*v).ok()?)))
+            .collect();
+        if let Some(index) = self.dedup.as_mut() {
+            index.remove(&std::mem::take(&mut self.batch.keys));
+        }
+        self.batch = Batch::default();
+        self.next = data.clone();
+        if let Ok(mut p) = self.shared.positions.lock() {
+            *p = data;
+        }
+        Ok(())
+    }
+
+    /// Seeks every assigned partition to its committed position.
+    fn seek_assigned(&self, consumer: &StreamConsumer<Context>) {
+        let Ok(assignment) = consumer.assignment() else { return };
+        for e in assignment.elements() {
+            let tp = (e.topic().to_owned(), e.partition());
+            if let Some(next) = self.next.get(&tp)
+                && let Err(err) = consumer.seek(&tp.0, tp.1, Offset::Offset(*next), Duration::from_secs(5))
+            {
+                tracing::debug!(pipeline = %self.pipeline, topic = %tp.0, partition = tp.1, error = %err, "seek after recovery failed; skipping below the position instead");
+            }
+        }
+    }
+
+    /// Runs until `shutdown`, then commits what it has read.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), IngestError> {
+        let consumer = self.consumer()?;
+        self.cluster =
+            consumer.client().fetch_cluster_id(Duration::from_secs(10)).unwrap_or_else(|| "unknown".to_owned());
+        self.recover().await?;
+        let topics: Vec<&str> = self.def.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(|e| {
+            IngestError::Source(format!("kafka source '{}': cannot subscribe to {topics:?}: {e}", self.def.name))
+        })?;
+        tracing::info!(pipeline = %self.pipeline, cluster = %self.cluster, ?topics, "kafka source started");
+        let mut deadline: Option<Instant> = None;
+        let mut lag_tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                msg = consumer.recv() => {
+                    if self.shared.rebalanced.swap(false, Ordering::SeqCst) {
+                        self.recover().await?;
+                        self.seek_assigned(&consumer);
+                        deadline = None;
+                    }
+                    match msg {
+                        Ok(msg) => {
+                            if self.accept(&msg) {
+                                deadline.get_or_insert_with(|| Instant::now() + self.def.commit.max_latency);
+                            }
+                        }
+                        Err(e) => self.on_error(&consumer, &e)?,
+                    }
+                    if self.batch.rows.len() + self.batch.rejects.len() >= self.def.commit.max_rows
+                        || self.batch.bytes >= self.def.commit.max_bytes
+                    {
+                        self.flush(&consumer).await?;
+                        deadline = None;
+                    }
+                }
+                () = async { sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
+                    self.flush(&consumer).await?;
+                    deadline = None;
+                }
+                _ = lag_tick.tick() => self.report_lag(&consumer),
+            }
+        }
+        if !self.shared.rebalanced.load(Ordering::SeqCst) {
+            self.flush(&consumer).await?;
+        }
+        tracing::info!(pipeline = %self.pipeline, "kafka source stopped");
+        Ok(())
+    }
+
+    /// Adds one message to the batch; false if it was below a position.
+    fn accept(&mut self, msg: &BorrowedMessage<'_>) -> bool {
+        let tp = (msg.topic().to_owned(), msg.partition());
+        let offset = msg.offset();
+        if self.next.get(&tp).is_some_and(|next| offset < *next) {
+            return false;
+        }
+        self.next.insert(tp.clone(), offset + 1);
+        let key = self.key(&tp);
+        if self.batch.started_at.get(&key).is_none() {
+            self.batch.started_at.advance(key.clone(), u64::try_from(offset).unwrap_or(0));
+        }
+        self.batch.ends_at.advance(key, u64::try_from(offset + 1).unwrap_or(0));
+        self.batch.messages += 1;
+        metrics::counter!(m::KAFKA_RECORDS, "pipeline" => self.pipeline.clone()).increment(1);
+        let payload = msg.payload().unwrap_or_default();
+        self.batch.bytes += payload.len();
+        let mut value = serde_json::from_slice::<serde_json::Value>(payload).map_err(|e| e.to_string());
+        if let (Some(field), Ok(serde_json::Value::Object(obj)), Some(k)) = (&self.def.key_field, &mut value, msg.key())
+            && obj.get(field).is_none_or(serde_json::Value::is_null)
+        {
+            obj.insert(field.clone(), serde_json::Value::String(String::from_utf8_lossy(k).into_owned()));
+        }
+        let now = self.clock.now().timestamp_micros();
+        let lineage = Lineage { source: "kafka", partition: Some(tp.1), offset: Some(offset), ingested_at_us: now };
+        match prepare_record(&self.schema, value.as_ref(), &lineage) {
+            Ok(row) => self.add_row(row, now),
+            Err(rejection) => {
+                if self.quarantined_to.get(&tp).is_none_or(|q| offset >= *q) {
+                    let position = format!("{}/{}@{}", tp.0, tp.1, offset);
+                    self.batch.rejects.push(Reject { raw: payload.to_vec(), rejection, position });
+                }
+            }
+        }
+        true
+    }
+
+    fn add_row(&mut self, row: Vec<Cell>, now_us: i64) {
+        if let (Some(index), Some((col, _))) = (self.dedup.as_mut(), self.schema.dedup) {
+            let key = match &row[col] {
+                Cell::Str(s) => Some(s.clone()),
+                Cell::Long(v) => Some(v.to_string()),
+                Cell::Int(v) => Some(v.to_string()),
+                _ => None,
+            };
+            if let Some(k) = key {
+                if !index.insert(&k, now_us) {
+                    metrics::counter!(m::RECORDS_DEDUPLICATED, "table" => self.schema.table.to_string()).increment(1);
+                    return;
+                }
+                self.batch.keys.push(k);
+            }
+        }
+        if let Some(col) = self.schema.event_time_column
+            && let Cell::Ts(t) = row[col]
+        {
+            self.batch.max_event_us = Some(self.batch.max_event_us.map_or(t, |m| m.max(t)));
+        }
+        self.batch.rows.push(row);
+    }
+
+    fn on_error(&mut self, consumer: &StreamConsumer<Context>, e: &KafkaError) -> Result<(), IngestError> {
+        let gap = matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
+        );
+        if !gap {
+            tracing::warn!(pipeline = %self.pipeline, error = %e, "kafka consumer error; librdkafka retries");
+            return Ok(());
+        }
+        let Ok(assignment) = consumer.assignment() else { return Ok(()) };
+        for el in assignment.elements() {
+            let tp = (el.topic().to_owned(), el.partition());
+            let Ok((low, _high)) = consumer.fetch_watermarks(&tp.0, tp.1, Duration::from_secs(5)) else { continue };
+            let pos = self.next.get(&tp).copied().unwrap_or(0);
+            if pos >= low {
+                continue;
+            }
+            let what = format!(
+                "partition {}/{}: offsets {pos}..{low} were deleted by retention before they were ingested",
+                tp.0, tp.1
+            );
+            if self.def.on_offset_gap == GapPolicy::Fail {
+                return Err(IngestError::Source(format!(
+                    "kafka source '{}': {what}; set on_offset_gap = \"continue\" to skip them (they are counted and quarantined)",
+                    self.def.name
+                )));
+            }
+            tracing::error!(pipeline = %self.pipeline, topic = %tp.0, partition = tp.1, from = pos, to = low, "offset gap; continuing");
+            metrics::counter!(m::KAFKA_OFFSET_GAPS, "pipeline" => self.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
+                .increment(u64::try_from(low - pos).unwrap_or(0));
+            let key = self.key(&tp);
+            if self.batch.started_at.get(&key).is_none() {
+                self.batch.started_at.advance(key.clone(), u64::try_from(pos).unwrap_or(0));
+            }
+            self.batch.ends_at.advance(key, u64::try_from(low).unwrap_or(0));
+            self.batch.rejects.push(Reject {
+                raw: Vec::new(),
+                rejection: Rejection { kind: "offset_gap", field: None, message: what },
+                position: format!("{}/{}@{pos}", tp.0, tp.1),
+            });
+            self.next.insert(tp.clone(), low);
+            let _ = consumer.seek(&tp.0, tp.1, Offset::Offset(low), Duration::from_secs(5));
+        }
+        Ok(())
+    }
+
+    /// Commits the batch: rejects first, then rows with the positions.
+    async fn flush(&mut self, consumer: &StreamConsumer<Context>) -> Result<(), IngestError> {
+        if self.batch.messages == 0 && self.batch.rejects.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let label = self.schema.table.to_string();
+        let pipeline = self.pipeline.clone();
+        let stamp = |b: &LoadedTable| stamp_unless_zombie(&b.metadata, &pipeline, &batch.started_at, &batch.ends_at, 0);
+        if !batch.rejects.is_empty() {
+            let at = self.clock.now().timestamp_micros();
+            let q = quarantine_batch(&self.schema.quarantine_arrow, &batch.rejects, "kafka", at)?;
+            match write_and_commit(
+                &self.lake,
+                self.quarantine.clone(),
+                &[q],
+                self.def.commit.target_file_size_bytes,
+                &stamp,
+            )
+            .await?
+            {
+                Outcome::Committed(t) => self.quarantine = t,
+                Outcome::Zombie(_) => return self.drop_zombie(consumer, batch.keys).await,
+            }
+            for r in &batch.rejects {
+                metrics::counter!(m::RECORDS_QUARANTINED, "table" => label.clone(), "reason" => r.rejection.kind)
+                    .increment(1);
+            }
+        }
+        let rows = rows_to_batch(&self.schema.arrow, &batch.rows)?;
+        match write_and_commit(&self.lake, self.table.clone(), &[rows], self.def.commit.target_file_size_bytes, &stamp)
+            .await?
+        {
+            Outcome::Committed(t) => self.table = t,
+            Outcome::Zombie(_) => return self.drop_zombie(consumer, batch.keys).await,
+        }
+        metrics::counter!(m::RECORDS_WRITTEN, "table" => label.clone()).increment(batch.rows.len() as u64);
+        if let Some(t) = batch.max_event_us {
+            #[allow(clippy::cast_precision_loss)]
+            let lag = (self.clock.now().timestamp_micros() - t) as f64 / 1e6;
+            metrics::gauge!(m::FRESHNESS, "table" => label).set(lag);
+        }
+        let committed =
+            last_pipeline_state(&self.table.metadata, &self.pipeline).map(|s| s.positions).unwrap_or_default();
+        let mut tpl = TopicPartitionList::new();
+        let mut cache = HashMap::new();
+        for (k, v) in &committed.0 {
+            if let (Some(tp), Ok(off)) = (self.parse_key(k), i64::try_from(*v)) {
+                let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(off));
+                cache.insert(tp, off);
+            }
+        }
+        for (tp, off) in &cache {
+            let q = self.quarantined_to.entry(tp.clone()).or_insert(*off);
+            *q = (*q).max(*off);
+        }
+        if let Ok(mut p) = self.shared.positions.lock() {
+            *p = cache;
+        }
+        // Only for lag monitoring: the table stays the authority.
+        if tpl.count() > 0
+            && let Err(e) = consumer.commit(&tpl, CommitMode::Async)
+        {
+            tracing::debug!(pipeline = %self.pipeline, error = %e, "kafka offset commit failed (monitoring only)");
+        }
+        Ok(())
+    }
+
+    async fn drop_zombie(&mut self, consumer: &StreamConsumer<Context>, keys: Vec<String>) -> Result<(), IngestError> {
+        tracing::warn!(pipeline = %self.pipeline, "another worker committed this input; dropping the batch and re-seeking");
+        if let Some(index) = self.dedup.as_mut() {
+            index.remove(&keys);
+        }
+        self.recover().await?;
+        self.seek_assigned(consumer);
+        Ok(())
+    }
+
+    fn report_lag(&self, consumer: &StreamConsumer<Context>) {
+        let Ok(assignment) = consumer.assignment() else { return };
+        let committed = self.shared.positions.lock().map(|p| p.clone()).unwrap_or_default();
+        for el in assignment.elements() {
+            let tp = (el.topic().to_owned(), el.partition());
+            if let Ok((low, high)) = consumer.fetch_watermarks(&tp.0, tp.1, Duration::from_secs(1)) {
+                let pos = committed.get(&tp).copied().unwrap_or(low);
+                #[allow(clippy::cast_precision_loss)]
+                metrics::gauge!(m::KAFKA_LAG, "pipeline" => self.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
+                    .set((high - pos).max(0) as f64);
+            }
+        }
+    }
+}

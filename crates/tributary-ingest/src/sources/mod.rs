@@ -1,0 +1,4 @@
+//! Sources that pull records in (HTTP pushes through [`crate::TableIngest`]).
+
+pub mod kafka;
+mod kafka_context;

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Starts the test Kafka broker (noida-db, pinned, from PyPI) on 127.0.0.1 and
+# prints its bootstrap address; `kafka.sh stop` stops it. Idempotent.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PORT="${TRIBUTARY_KAFKA_PORT:-19092}"
+DIR="$ROOT/.dev/noida"
+PIDFILE="$DIR/pid"
+if [[ "${1:-start}" == "stop" ]]; then
+  if [[ -f "$PIDFILE" ]]; then kill "$(cat "$PIDFILE")" 2>/dev/null || true; rm -f "$PIDFILE"; fi
+  exit 0
+fi
+bash "$ROOT/dev/python-env.sh"
+if [[ ! -x "$ROOT/.dev/venv/bin/noida-db" ]] && ! "$ROOT/.dev/venv/bin/python" -c 'import noida_db' 2>/dev/null; then
+  "$ROOT/.dev/venv/bin/pip" install --quiet --disable-pip-version-check noida-db==0.2.3 >&2
+fi
+BIN="$("$ROOT/.dev/venv/bin/python" -c 'from importlib.resources import files;print(files("noida_db")/"noida-db")')"
+mkdir -p "$DIR"
+if [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+  echo "127.0.0.1:$PORT"; exit 0
+fi
+# Run the binary itself, not the Python wrapper: killing the wrapper would
+# leave the broker running.
+nohup "$BIN" start --only kafka --host 127.0.0.1 --kafka-port "$PORT" --data-dir "$DIR/data" > "$DIR/broker.log" 2>&1 &
+echo $! > "$PIDFILE"
+for _ in $(seq 1 100); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then echo "127.0.0.1:$PORT"; exit 0; fi
+  sleep 0.1
+done
+echo "kafka broker did not start; see $DIR/broker.log" >&2
+exit 1
