@@ -11,9 +11,6 @@ if [[ "${1:-start}" == "stop" ]]; then
   exit 0
 fi
 bash "$ROOT/dev/python-env.sh"
-if [[ ! -x "$ROOT/.dev/venv/bin/noida-db" ]] && ! "$ROOT/.dev/venv/bin/python" -c 'import noida_db' 2>/dev/null; then
-  "$ROOT/.dev/venv/bin/pip" install --quiet --disable-pip-version-check noida-db==0.2.3 >&2
-fi
 BIN="$("$ROOT/.dev/venv/bin/python" -c 'from importlib.resources import files;print(files("noida_db")/"noida-db")')"
 mkdir -p "$DIR"
 if [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then

@@ -4,7 +4,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.dev/venv"
-PINS="pyiceberg[pyarrow,sql-sqlite]==0.12.0 pyarrow==22.0.0 sqlalchemy==2.0.44"
+PINS="pyiceberg[pyarrow,sql-sqlite]==0.12.0 pyarrow==22.0.0 sqlalchemy==2.0.44 confluent-kafka==2.12.1 noida-db==0.2.3"
 if [[ -f "$VENV/.pins" && "$(cat "$VENV/.pins")" == "$PINS" ]]; then
   exit 0
 fi

@@ -53,6 +53,9 @@ for run in 1 2; do
   grep -q "reconciled: .* OK" "$LAKE/report-$run.txt"
 done
 
+step "chaos (short): kills, rebalances and a zombie pause; every record exactly once"
+.dev/venv/bin/python dev/chaos.py target/debug/tributary --events 20000 --kills 5 --broker-restarts 0
+
 step "PyIceberg reads the same lake"
 .dev/venv/bin/python dev/interop_pyiceberg.py "$LAKE" target/debug/tributary
 

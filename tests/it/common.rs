@@ -1,4 +1,5 @@
 //! Shared fixtures: a throwaway lake, a running server, HTTP helpers.
+#![allow(dead_code)]
 
 use std::path::Path;
 

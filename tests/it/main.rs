@@ -5,5 +5,6 @@ mod commit_protocol;
 mod common;
 mod http_ingest;
 mod kafka_ingest;
+mod kafka_util;
 mod postgres_catalog;
 mod schema_evolution;

@@ -138,9 +138,11 @@ pub async fn commit(
         .map_err(TableError::iceberg("building snapshot metadata"))?
         .metadata;
     let path = lake.write_metadata(meta.location(), next_version(&base.location), &new_meta).await?;
+    fail::fail_point!("table::before_catalog_swap", |_| Err(TableError::Injected("table::before_catalog_swap")));
     if !lake.store().swap(&base.name, &base.location, &path).await? {
         return Err(TableError::CommitConflict { table: base.name.clone(), expected: base.location.clone() });
     }
+    fail::fail_point!("table::after_catalog_swap", |_| Err(TableError::Injected("table::after_catalog_swap")));
     Ok(LoadedTable { name: base.name.clone(), location: path, metadata: new_meta.into() })
 }
 

@@ -65,6 +65,9 @@ pub enum TableError {
     /// The configuration cannot be used (bad URL, unreachable path).
     #[error("{0}")]
     Config(String),
+    /// A failpoint simulated a crash at this instant (tests only).
+    #[error("failpoint {0} fired")]
+    Injected(&'static str),
 }
 
 impl TableError {
@@ -86,7 +89,7 @@ impl Classify for TableError {
                 ErrorClass::User
             }
             Self::CommitConflict { .. } | Self::Catalog { .. } | Self::Iceberg { .. } => ErrorClass::External,
-            Self::Corrupt { .. } => ErrorClass::Internal,
+            Self::Corrupt { .. } | Self::Injected(_) => ErrorClass::Internal,
         }
     }
 

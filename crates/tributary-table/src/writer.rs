@@ -37,6 +37,18 @@ pub async fn write_data_files(
     batches: &[RecordBatch],
     target_file_size: usize,
 ) -> Result<Vec<DataFile>> {
+    fail::fail_point!("table::before_data_write", |_| Err(TableError::Injected("table::before_data_write")));
+    let files = write(lake, table, batches, target_file_size).await?;
+    fail::fail_point!("table::after_data_write", |_| Err(TableError::Injected("table::after_data_write")));
+    Ok(files)
+}
+
+async fn write(
+    lake: &Lake,
+    table: &LoadedTable,
+    batches: &[RecordBatch],
+    target_file_size: usize,
+) -> Result<Vec<DataFile>> {
     if batches.iter().all(|b| b.num_rows() == 0) {
         return Ok(Vec::new());
     }

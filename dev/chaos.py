@@ -1,0 +1,291 @@
+"""Chaos harness: the outside oracle for exactly-once Kafka ingestion.
+
+Produces uniquely identified events to a multi-partition topic while 1-3
+`tributary serve` workers in one consumer group ingest them, and meanwhile:
+SIGKILLs workers at random, starts and stops workers (rebalances), SIGSTOPs a
+worker past its session timeout and resumes it (the zombie case), and
+restarts the broker. At the end it waits for the table to settle and compares
+it with the producer's ledger. Exit status 1 on any missing or duplicated id.
+
+Usage: chaos.py BINARY [--events N] [--kills K] [--partitions P] [--seed S]
+The broker is managed with dev/kafka.sh (TRIBUTARY_KAFKA_PORT is honoured).
+"""
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CONFIG = """
+[server]
+listen = "127.0.0.1:0"
+
+[commit]
+max_latency = "300ms"
+
+# No dedup key: duplicates must be visible to the oracle, not hidden.
+[[tables]]
+name = "raw.events"
+fields = [
+  {{ name = "event_id", type = "string", required = true }},
+  {{ name = "seq",      type = "long",   required = true }},
+]
+
+[[kafka]]
+name = "chaos"
+brokers = "{brokers}"
+topics = ["{topic}"]
+group_id = "{group}"
+table = "raw.events"
+properties = {{ "group.instance.id" = "{instance}", "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500", "receive.message.max.bytes" = "2147483647", "reconnect.backoff.max.ms" = "1000", "max.poll.interval.ms" = "10000" }}
+"""
+
+
+def kafka(cmd=None):
+    args = ["bash", os.path.join(ROOT, "dev", "kafka.sh")] + ([cmd] if cmd else [])
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
+
+
+class Workers:
+    SLOTS = 3
+
+    def __init__(self, binary, configs, data_dir, log_dir):
+        self.binary, self.configs, self.data_dir, self.log_dir = binary, configs, data_dir, log_dir
+        self.procs = []
+        self.started = 0
+
+    def start(self):
+        # Each worker slot has a static group membership (group.instance.id):
+        # a replacement takes over its dead predecessor's place at once.
+        used = {p.slot for p in self.alive()}
+        free = [i for i in range(self.SLOTS) if i not in used]
+        if not free:
+            return
+        slot = free[0]
+        self.started += 1
+        log = open(os.path.join(self.log_dir, f"worker-{self.started}.log"), "w")
+        p = subprocess.Popen(
+            [self.binary, "--log-format", "json", "serve", "--config", self.configs[slot],
+             "--data-dir", self.data_dir, "--http", "127.0.0.1:0"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        p.born = time.time()
+        p.slot = slot
+        self.procs.append(p)
+
+    def alive(self):
+        self.procs = [p for p in self.procs if p.poll() is None]
+        return self.procs
+
+    def signal(self, sig):
+        # Hit workers that have had time to join the group and commit.
+        alive = [p for p in self.alive() if time.time() - p.born > 3]
+        if not alive:
+            return None
+        p = random.choice(alive)
+        p.send_signal(sig)
+        return p
+
+    def stop_all(self):
+        for p in self.alive():
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def sql(binary, config, data_dir, query):
+    out = subprocess.run([binary, "sql", "--config", config, "--data-dir", data_dir, "--format", "json", query],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["rows"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("binary")
+    ap.add_argument("--events", type=int, default=20_000)
+    ap.add_argument("--kills", type=int, default=5)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--rate", type=int, default=2_000, help="events per second")
+    ap.add_argument("--seed", type=int, default=int(time.time()))
+    ap.add_argument("--broker-restarts", type=int, default=1)
+    args = ap.parse_args()
+    random.seed(args.seed)
+
+    brokers = kafka()
+    work = tempfile.mkdtemp(prefix="tributary-chaos-")
+    topic = f"chaos-{args.seed}-{os.getpid()}"
+    configs = []
+    for slot in range(Workers.SLOTS):
+        configs.append(os.path.join(work, f"chaos-w{slot}.toml"))
+        with open(configs[-1], "w") as f:
+            f.write(CONFIG.format(brokers=brokers, topic=topic, group=f"g-{topic}", instance=f"w{slot}"))
+    config = configs[0]
+    admin = AdminClient({"bootstrap.servers": brokers})
+    admin.create_topics([NewTopic(topic, num_partitions=args.partitions, replication_factor=1)])[topic].result(30)
+    print(f"chaos: seed {args.seed}, {args.events} events, topic {topic} x{args.partitions}, work dir {work}")
+
+    ledger = {}
+    delivered = set()
+    produced = threading.Event()
+
+    def on_delivery(err, msg):
+        if err is None:
+            delivered.add(json.loads(msg.value())["event_id"])
+
+    def producer():
+        # Not idempotent: the test broker forgets producer ids when it
+        # restarts. A retried send may land twice; the oracle compares the
+        # table with what is really in the topic, record by record.
+        p = Producer({"bootstrap.servers": brokers, "linger.ms": 5, "acks": "all",
+                      "message.timeout.ms": 120000})
+        interval = 1.0 / args.rate
+        t0 = time.time()
+        for i in range(args.events):
+            part = i % args.partitions
+            eid = f"e-{i}"
+            ledger[eid] = part
+            while True:
+                try:
+                    p.produce(topic, key=eid, value=json.dumps({"event_id": eid, "seq": i}), partition=part,
+                              on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    p.poll(0.1)
+            p.poll(0)
+            lag = t0 + i * interval - time.time()
+            if lag > 0:
+                time.sleep(lag)
+        remaining = p.flush(120)
+        if remaining:
+            print(f"producer: {remaining} messages not delivered", file=sys.stderr)
+        produced.set()
+
+    workers = Workers(args.binary, configs, os.path.join(work, "lake"), work)
+    workers.start()
+    time.sleep(2)  # create the tables before others race to
+    prod = threading.Thread(target=producer, daemon=True)
+    prod.start()
+
+    stats = {"kills": 0, "starts": 1, "graceful_stops": 0, "zombies": 0, "broker_restarts": 0}
+    broker_restart_at = args.kills // 2
+    while not produced.is_set() or stats["kills"] < args.kills:
+        time.sleep(random.uniform(0.5, 2.0))
+        action = random.random()
+        if stats["kills"] == broker_restart_at and stats["broker_restarts"] < args.broker_restarts:
+            kafka("stop")
+            time.sleep(1)
+            kafka()
+            stats["broker_restarts"] += 1
+            print("chaos: broker restarted")
+        if action < 0.45 and stats["kills"] < args.kills:
+            if workers.signal(signal.SIGKILL):
+                stats["kills"] += 1
+        elif action < 0.6 and stats["zombies"] < max(1, args.kills // 5):
+            p = workers.signal(signal.SIGSTOP)
+            if p:
+                if len(workers.alive()) < 2:
+                    workers.start()
+                    stats["starts"] += 1
+                time.sleep(8)  # past session.timeout.ms: its partitions move
+                p.send_signal(signal.SIGCONT)
+                stats["zombies"] += 1
+        elif action < 0.75 and len(workers.alive()) > 1:
+            workers.signal(signal.SIGTERM)
+            stats["graceful_stops"] += 1
+        if len(workers.alive()) < random.randint(1, 3):
+            workers.start()
+            stats["starts"] += 1
+
+    prod.join()
+    if not workers.alive():
+        workers.start()
+        stats["starts"] += 1
+    data = os.path.join(work, "lake")
+    total, last, stable_since = 0, -1, time.time()
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        try:
+            total = sql(args.binary, config, data, "SELECT count(*) FROM raw.events")[0][0]
+        except subprocess.CalledProcessError:
+            total = -1
+        if total != last:
+            last, stable_since = total, time.time()
+        if total >= args.events and time.time() - stable_since > 3:
+            break
+        time.sleep(1)
+    workers.stop_all()
+
+    topic_records = read_topic(brokers, topic, args.partitions)
+    table_rows = sql(args.binary, config, data, "SELECT _source_partition, _source_offset, event_id FROM raw.events")
+    table_records = {}
+    duplicated = 0
+    for part, off, eid in table_rows:
+        if (part, off) in table_records:
+            duplicated += 1
+        table_records[(part, off)] = eid
+    missing = len(set(topic_records) - set(table_records))
+    unexpected = len(set(table_records) - set(topic_records))
+    wrong = sum(1 for k, eid in table_records.items() if k in topic_records and topic_records[k] != eid)
+    in_topic = set(topic_records.values())
+    ids_missing = len(in_topic - set(table_records.values()))
+    broker_lost = len(delivered - in_topic)
+    producer_dups = len(topic_records) - len(set(topic_records.values()))
+    per_part_table, per_part_topic = {}, {}
+    for (part, _), _ in table_records.items():
+        per_part_table[part] = per_part_table.get(part, 0) + 1
+    for (part, _), _ in topic_records.items():
+        per_part_topic[part] = per_part_topic.get(part, 0) + 1
+    snapshots = sql(args.binary, config, data, 'SELECT count(*) FROM raw."events$snapshots"')[0][0]
+    print("chaos oracle:")
+    print(f"  produced ids            {len(ledger)}, acknowledged {len(delivered)}, records in topic {len(topic_records)}")
+    print(f"  producer-side           retried duplicates {producer_dups}, acknowledged but lost by the broker {broker_lost}")
+    print(f"  rows in table           {len(table_rows)}")
+    print(f"  missing records         {missing}   (ids missing {ids_missing})")
+    print(f"  duplicated records      {duplicated}")
+    print(f"  unexpected/mismatched   {unexpected}/{wrong}")
+    print(f"  per partition           table {dict(sorted(per_part_table.items()))}  topic {dict(sorted(per_part_topic.items()))}")
+    print(f"  snapshots               {snapshots}")
+    print(f"  kills {stats['kills']}, worker starts {stats['starts']}, graceful stops {stats['graceful_stops']}, "
+          f"zombie pauses {stats['zombies']}, broker restarts {stats['broker_restarts']}")
+    ok = missing == 0 and duplicated == 0 and unexpected == 0 and wrong == 0 and ids_missing == 0
+    print("chaos: OK, every record exactly once" if ok else f"chaos: FAILED (logs in {work})")
+    sys.exit(0 if ok else 1)
+
+
+def read_topic(brokers, topic, partitions):
+    """Every committed record of the topic: (partition, offset) -> event_id."""
+    c = Consumer({"bootstrap.servers": brokers, "group.id": f"oracle-{topic}", "enable.auto.commit": False,
+                  "isolation.level": "read_committed", "receive.message.max.bytes": 2147483647})
+    out = {}
+    for part in range(partitions):
+        low, high = c.get_watermark_offsets(TopicPartition(topic, part), timeout=30)
+        c.assign([TopicPartition(topic, part, low)])
+        pos = low
+        while pos < high:
+            msg = c.poll(5)
+            if msg is None:
+                continue
+            if msg.error():
+                raise RuntimeError(msg.error())
+            out[(part, msg.offset())] = json.loads(msg.value())["event_id"]
+            pos = msg.offset() + 1
+    c.close()
+    return out
+
+
+if __name__ == "__main__":
+    main()
