@@ -194,7 +194,7 @@ def main():
         if action < 0.45 and stats["kills"] < args.kills:
             if workers.signal(signal.SIGKILL):
                 stats["kills"] += 1
-        elif action < 0.6 and stats["zombies"] < max(1, args.kills // 5):
+        elif (action < 0.6 or (stats["zombies"] == 0 and stats["kills"] >= 2)) and stats["zombies"] < max(1, args.kills // 5):
             p = workers.signal(signal.SIGSTOP)
             if p:
                 if len(workers.alive()) < 2:
@@ -211,7 +211,10 @@ def main():
             stats["starts"] += 1
 
     prod.join()
-    if not workers.alive():
+    # Fill every slot: a static member that died holds its partitions until
+    # a worker with the same group.instance.id comes back (the test broker
+    # does not expire it), so the final drain needs all slots.
+    while len(workers.alive()) < Workers.SLOTS:
         workers.start()
         stats["starts"] += 1
     data = os.path.join(work, "lake")
