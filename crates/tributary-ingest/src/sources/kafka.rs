@@ -141,11 +141,13 @@ impl KafkaPipeline {
         self.quarantine = self.lake.load(&self.quarantine.name).await?;
         let positions =
             |t: &LoadedTable| last_pipeline_state(&t.metadata, &self.pipeline).map(|s| s.positions).unwrap_or_default();
-        let data: HashMap<Tp, i64> = positions(&self.table)
-            .0
-            .iter()
-            .filter_map(|(k, v)| Some((self.parse_key(k)?, i64::try_from(*v).ok()?)))
-            .collect();
+        let table_positions = positions(&self.table);
+        let data: HashMap<Tp, i64> =
+            table_positions.0.iter().filter_map(|(k, v)| Some((self.parse_key(k)?, i64::try_from(*v).ok()?))).collect();
+        if data.is_empty() && !table_positions.0.is_empty() {
+            tracing::error!(pipeline = %self.pipeline, cluster = %self.cluster, recorded = ?table_positions.0.keys().collect::<Vec<_>>(),
+                "the table holds positions for another Kafka cluster id; partitions start from the `start` policy");
+        }
         self.quarantined_to = positions(&self.quarantine)
             .0
             .iter()
@@ -168,18 +170,47 @@ impl KafkaPipeline {
         for e in assignment.elements() {
             let tp = (e.topic().to_owned(), e.partition());
             if let Some(next) = self.next.get(&tp)
-                && let Err(err) = consumer.seek(&tp.0, tp.1, Offset::Offset(*next), Duration::from_secs(5))
+                && let Err(err) = consumer.seek(&tp.0, tp.1, Offset::Offset(*next), Duration::from_millis(200))
             {
                 tracing::debug!(pipeline = %self.pipeline, topic = %tp.0, partition = tp.1, error = %err, "seek after recovery failed; skipping below the position instead");
             }
         }
     }
 
+    /// The cluster id, which keys every position. Retried until the broker
+    /// answers: a wrong or missing id would orphan the committed positions.
+    async fn cluster_id(
+        &self,
+        consumer: &Arc<StreamConsumer<Context>>,
+        shutdown: &CancellationToken,
+    ) -> Result<String, IngestError> {
+        for attempt in 1..=24 {
+            let c = consumer.clone();
+            let id = tokio::task::spawn_blocking(move || c.client().fetch_cluster_id(Duration::from_secs(5)))
+                .await
+                .map_err(|e| IngestError::Internal(format!("cluster id task: {e}")))?;
+            if let Some(id) = id.filter(|id| !id.is_empty()) {
+                return Ok(id);
+            }
+            if shutdown.is_cancelled() {
+                break;
+            }
+            tracing::warn!(pipeline = %self.pipeline, attempt, brokers = %self.def.brokers, "kafka cluster id not available yet; retrying");
+        }
+        Err(IngestError::Source(format!(
+            "kafka source '{}': cannot read the cluster id from {}; check that the brokers are reachable",
+            self.def.name, self.def.brokers
+        )))
+    }
+
     /// Runs until `shutdown`, then commits what it has read.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), IngestError> {
-        let consumer = self.consumer()?;
-        self.cluster =
-            consumer.client().fetch_cluster_id(Duration::from_secs(10)).unwrap_or_else(|| "unknown".to_owned());
+        let consumer = Arc::new(self.consumer()?);
+        self.cluster = match self.cluster_id(&consumer, &shutdown).await {
+            Ok(id) => id,
+            Err(_) if shutdown.is_cancelled() => return Ok(()),
+            Err(e) => return Err(e),
+        };
         self.recover().await?;
         let topics: Vec<&str> = self.def.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|e| {
@@ -204,7 +235,7 @@ impl KafkaPipeline {
                                 deadline.get_or_insert_with(|| Instant::now() + self.def.commit.max_latency);
                             }
                         }
-                        Err(e) => self.on_error(&consumer, &e)?,
+                        Err(e) => self.on_error(&consumer, &e).await?,
                     }
                     if self.batch.rows.len() + self.batch.rejects.len() >= self.def.commit.max_rows
                         || self.batch.bytes >= self.def.commit.max_bytes
@@ -217,7 +248,7 @@ impl KafkaPipeline {
                     self.flush(&consumer).await?;
                     deadline = None;
                 }
-                _ = lag_tick.tick() => self.report_lag(&consumer),
+                _ = lag_tick.tick() => self.report_lag(&consumer).await,
             }
         }
         if !self.shared.rebalanced.load(Ordering::SeqCst) {
@@ -288,7 +319,7 @@ impl KafkaPipeline {
         self.batch.rows.push(row);
     }
 
-    fn on_error(&mut self, consumer: &StreamConsumer<Context>, e: &KafkaError) -> Result<(), IngestError> {
+    async fn on_error(&mut self, consumer: &Arc<StreamConsumer<Context>>, e: &KafkaError) -> Result<(), IngestError> {
         let gap = matches!(
             e.rdkafka_error_code(),
             Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
@@ -297,10 +328,7 @@ impl KafkaPipeline {
             tracing::warn!(pipeline = %self.pipeline, error = %e, "kafka consumer error; librdkafka retries");
             return Ok(());
         }
-        let Ok(assignment) = consumer.assignment() else { return Ok(()) };
-        for el in assignment.elements() {
-            let tp = (el.topic().to_owned(), el.partition());
-            let Ok((low, _high)) = consumer.fetch_watermarks(&tp.0, tp.1, Duration::from_secs(5)) else { continue };
+        for (tp, (low, _high)) in watermarks(consumer).await {
             let pos = self.next.get(&tp).copied().unwrap_or(0);
             if pos >= low {
                 continue;
@@ -329,7 +357,7 @@ impl KafkaPipeline {
                 position: format!("{}/{}@{pos}", tp.0, tp.1),
             });
             self.next.insert(tp.clone(), low);
-            let _ = consumer.seek(&tp.0, tp.1, Offset::Offset(low), Duration::from_secs(5));
+            let _ = consumer.seek(&tp.0, tp.1, Offset::Offset(low), Duration::from_millis(200));
         }
         Ok(())
     }
@@ -412,17 +440,32 @@ impl KafkaPipeline {
         Ok(())
     }
 
-    fn report_lag(&self, consumer: &StreamConsumer<Context>) {
-        let Ok(assignment) = consumer.assignment() else { return };
+    async fn report_lag(&self, consumer: &Arc<StreamConsumer<Context>>) {
         let committed = self.shared.positions.lock().map(|p| p.clone()).unwrap_or_default();
-        for el in assignment.elements() {
-            let tp = (el.topic().to_owned(), el.partition());
-            if let Ok((low, high)) = consumer.fetch_watermarks(&tp.0, tp.1, Duration::from_secs(1)) {
-                let pos = committed.get(&tp).copied().unwrap_or(low);
-                #[allow(clippy::cast_precision_loss)]
-                metrics::gauge!(m::KAFKA_LAG, "pipeline" => self.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
-                    .set((high - pos).max(0) as f64);
-            }
+        for (tp, (low, high)) in watermarks(consumer).await {
+            let pos = committed.get(&tp).copied().unwrap_or(low);
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!(m::KAFKA_LAG, "pipeline" => self.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
+                .set((high - pos).max(0) as f64);
         }
     }
+}
+
+/// Low and high watermarks of every assigned partition, fetched off the
+/// async runtime (librdkafka blocks for the round trip).
+async fn watermarks(consumer: &Arc<StreamConsumer<Context>>) -> Vec<(Tp, (i64, i64))> {
+    let c = consumer.clone();
+    tokio::task::spawn_blocking(move || {
+        let Ok(assignment) = c.assignment() else { return Vec::new() };
+        assignment
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                let w = c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2)).ok()?;
+                Some(((e.topic().to_owned(), e.partition()), w))
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
 }
