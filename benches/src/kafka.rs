@@ -19,11 +19,15 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
+use tributary_benches::{peak_rss_mib, quantile};
 use tributary_core::TableName;
 use tributary_core::config::Config;
 use tributary_table::{Lake, last_pipeline_state};
 
 const PARTITIONS: i32 = 4;
+
+/// When the table's committed positions changed: (time µs, next offset per partition).
+type Observations = Arc<Mutex<Vec<(i64, HashMap<i32, i64>)>>>;
 
 fn config(brokers: &str, topic: &str) -> String {
     format!(
@@ -68,23 +72,6 @@ fn payload(i: u64) -> String {
 
 fn now_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(0))
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 async fn create_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
@@ -247,7 +234,7 @@ async fn freshness(brokers: &str, topic: &str, events: u64, rate: u64) -> anyhow
     let dir = tempfile::tempdir()?;
     let (lake, shutdown, tasks) = start_pipeline(brokers, topic, dir.path()).await?;
     tokio::time::sleep(Duration::from_secs(3)).await; // group join
-    let seen: Arc<Mutex<Vec<(i64, HashMap<i32, i64>)>>> = Arc::default();
+    let seen: Observations = Arc::default();
     let stop = CancellationToken::new();
     let poller = {
         let (lake, seen, stop) = (lake.clone(), seen.clone(), stop.clone());
@@ -294,7 +281,7 @@ async fn freshness(brokers: &str, topic: &str, events: u64, rate: u64) -> anyhow
     delays.sort_by(f64::total_cmp);
     println!(
         "{}",
-        serde_json::json!({"phase": "freshness", "rate": rate, "events": delays.len(), "p50_ms": pct(&delays, 0.5), "p99_ms": pct(&delays, 0.99), "max_ms": pct(&delays, 1.0), "peak_rss_mib": peak_rss_mib()})
+        serde_json::json!({"phase": "freshness", "rate": rate, "events": delays.len(), "p50_ms": quantile(&delays, 0.5), "p99_ms": quantile(&delays, 0.99), "max_ms": quantile(&delays, 1.0), "peak_rss_mib": peak_rss_mib()})
     );
     shutdown.cancel();
     tasks.close();

@@ -19,6 +19,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tributary_benches::{peak_rss_mib, quantile, sorted_ms};
 use tributary_core::TableName;
 use tributary_core::config::Config;
 
@@ -79,27 +80,9 @@ fn bodies(events: usize) -> Vec<Bytes> {
     out
 }
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e3
-}
-
 /// One phase's figures, printed as a JSON line by the child.
-fn report(phase: &str, events: usize, bytes: usize, elapsed: Duration, mut lat: Vec<Duration>) {
-    lat.sort();
+fn report(phase: &str, events: usize, bytes: usize, elapsed: Duration, lat: Vec<Duration>) {
+    let lat = sorted_ms(lat);
     let secs = elapsed.as_secs_f64();
     #[allow(clippy::cast_precision_loss)]
     let v = serde_json::json!({
@@ -108,8 +91,8 @@ fn report(phase: &str, events: usize, bytes: usize, elapsed: Duration, mut lat: 
         "seconds": secs,
         "events_per_s": events as f64 / secs,
         "mib_per_s": bytes as f64 / secs / 1_048_576.0,
-        "p50_ms": percentile(&lat, 0.5),
-        "p99_ms": percentile(&lat, 0.99),
+        "p50_ms": quantile(&lat, 0.5),
+        "p99_ms": quantile(&lat, 0.99),
         "peak_rss_mib": peak_rss_mib(),
     });
     println!("{v}");
