@@ -95,6 +95,8 @@ class Workers:
             return None
         p = random.choice(alive)
         p.send_signal(sig)
+        if sig == signal.SIGKILL:
+            p.wait(timeout=10)  # its slot is free only once it is gone
         return p
 
     def stop_all(self):

@@ -7,7 +7,14 @@ PORT="${TRIBUTARY_KAFKA_PORT:-19092}"
 DIR="$ROOT/.dev/noida"
 PIDFILE="$DIR/pid"
 if [[ "${1:-start}" == "stop" ]]; then
-  if [[ -f "$PIDFILE" ]]; then kill "$(cat "$PIDFILE")" 2>/dev/null || true; rm -f "$PIDFILE"; fi
+  if [[ -f "$PIDFILE" ]]; then
+    PID="$(cat "$PIDFILE")"
+    kill "$PID" 2>/dev/null || true
+    # The broker holds a lock on its data dir until it has exited.
+    for _ in $(seq 1 150); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$PID" 2>/dev/null || true
+    rm -f "$PIDFILE"
+  fi
   exit 0
 fi
 bash "$ROOT/dev/python-env.sh"

@@ -32,3 +32,6 @@ pub const KAFKA_RECORDS: &str = "tributary_kafka_records_total";
 pub const KAFKA_OFFSET_GAPS: &str = "tributary_kafka_offset_gap_records_total";
 /// Seconds between now and the newest event time committed. Labels: `table`.
 pub const FRESHNESS: &str = "tributary_freshness_seconds";
+/// 1 while a partition's high watermark is below the committed position (the
+/// broker lost committed records). Labels: `pipeline`, `topic`, `partition`.
+pub const KAFKA_TRUNCATED: &str = "tributary_kafka_partition_truncated";
