@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-/// Event-driven data lake: events in over HTTP, exactly once into Apache Iceberg.
+/// Event-driven data lake: events from HTTP and Kafka, exactly once into Apache Iceberg.
 #[derive(Debug, Parser)]
 #[command(name = "tributary", version, about)]
 pub struct Cli {
