@@ -27,11 +27,12 @@ async fn crash_and_recover(point: &str, action: &str) {
 
     fail::cfg(point, action).unwrap();
     let srv = start(&cfg).await;
-    // The pipeline's error is fatal: the server shuts itself down.
-    tokio::time::timeout(Duration::from_secs(60), srv.server.wait())
+    // The pipeline's error is fatal: the server shuts itself down and says why.
+    let err = tokio::time::timeout(Duration::from_secs(60), srv.server.wait())
         .await
         .unwrap_or_else(|_| panic!("{point}: the failpoint never fired"))
-        .unwrap();
+        .expect_err("a crashed pipeline must fail the server");
+    assert!(err.to_string().contains(point), "{point}: {err}");
     fail::remove(point);
 
     let srv = start(&cfg).await;

@@ -68,6 +68,8 @@ impl TableIngest {
 #[derive(Debug, Clone, Default)]
 pub struct IngestService {
     tables: HashMap<TableName, TableIngest>,
+    /// The error that stopped the process, if a source failed.
+    fatal: Arc<std::sync::OnceLock<String>>,
 }
 
 impl IngestService {
@@ -82,6 +84,7 @@ impl IngestService {
     ) -> Result<Self, IngestError> {
         let mut tables = HashMap::new();
         let mut states = HashMap::new();
+        let fatal: Arc<std::sync::OnceLock<String>> = Arc::default();
         for def in &config.tables {
             let table = lake.ensure_table(def).await?;
             let quarantine = lake.ensure_quarantine(&def.name).await?;
@@ -106,15 +109,22 @@ impl IngestService {
             let pipeline = KafkaPipeline::new(k.clone(), lake.clone(), schema, clock.clone(), table, quarantine, dedup);
             let token = shutdown.clone();
             let name = k.name.clone();
+            let fatal = fatal.clone();
             tasks.spawn(async move {
                 if let Err(e) = pipeline.run(token.clone()).await {
                     // The first fatal error stops the whole process, in order.
                     tracing::error!(source = %name, error = %e, "kafka source failed; shutting down");
+                    let _ = fatal.set(format!("kafka source '{name}': {e}"));
                     token.cancel();
                 }
             });
         }
-        Ok(Self { tables })
+        Ok(Self { tables, fatal })
+    }
+
+    /// The error that made a source stop the process, if any.
+    pub fn fatal_error(&self) -> Option<&str> {
+        self.fatal.get().map(String::as_str)
     }
 
     /// The ingest side of `table`.

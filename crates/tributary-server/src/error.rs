@@ -31,6 +31,9 @@ pub enum ServerError {
     /// The HTTP server failed.
     #[error("http server failed: {0}")]
     Io(#[from] std::io::Error),
+    /// A source failed and stopped the process.
+    #[error("stopped because {0}")]
+    Fatal(String),
 }
 
 impl Classify for ServerError {
@@ -39,7 +42,7 @@ impl Classify for ServerError {
             Self::Bind { .. } => ErrorClass::User,
             Self::Table(e) => e.class(),
             Self::Ingest(e) => e.class(),
-            Self::Io(_) => ErrorClass::External,
+            Self::Io(_) | Self::Fatal(_) => ErrorClass::External,
         }
     }
 
@@ -47,7 +50,7 @@ impl Classify for ServerError {
         match self {
             Self::Table(e) => e.is_retryable(),
             Self::Ingest(e) => e.is_retryable(),
-            Self::Bind { .. } | Self::Io(_) => false,
+            Self::Bind { .. } | Self::Io(_) | Self::Fatal(_) => false,
         }
     }
 }

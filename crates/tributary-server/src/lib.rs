@@ -31,6 +31,7 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The lake it serves.
     pub lake: Lake,
+    ingest: Arc<IngestService>,
     tasks: TaskTracker,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -52,7 +53,8 @@ pub async fn start_with_clock(
     let tasks = TaskTracker::new();
     let ingest = IngestService::start(&lake, config, clock, &shutdown, &tasks).await?;
     let query = QueryEngine::new(lake.clone(), 2).map_err(ServerError::Io)?;
-    let state = AppState { ingest: Arc::new(ingest), query };
+    let ingest = Arc::new(ingest);
+    let state = AppState { ingest: ingest.clone(), query };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| ServerError::Bind { addr: config.listen.clone(), source })?;
@@ -64,16 +66,19 @@ pub async fn start_with_clock(
     });
     tracing::info!(%addr, tables = config.tables.len(), "serving");
     tasks.close();
-    Ok(Server { addr, lake, tasks, http })
+    Ok(Server { addr, lake, ingest, tasks, http })
 }
 
 impl Server {
     /// Waits until the server has shut down and every committer has made its
-    /// last commit.
+    /// last commit. Fails if a source stopped the process.
     pub async fn wait(self) -> Result<(), ServerError> {
         let http = self.http.await.map_err(|e| ServerError::Io(std::io::Error::other(e)));
         self.tasks.wait().await;
         http??;
-        Ok(())
+        match self.ingest.fatal_error() {
+            Some(e) => Err(ServerError::Fatal(e.to_owned())),
+            None => Ok(()),
+        }
     }
 }
