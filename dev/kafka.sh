@@ -14,6 +14,7 @@ if [[ "${1:-start}" == "stop" ]]; then
     for _ in $(seq 1 150); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$PID" 2>/dev/null || true
     rm -f "$PIDFILE"
+    for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || break; sleep 0.1; done
   fi
   exit 0
 fi
