@@ -21,7 +21,7 @@ use tributary_table::{Lake, LoadedTable, Outcome, PipelineStamp, last_pipeline_s
 
 use crate::dedup::{DedupIndex, key_at};
 use crate::error::IngestError;
-use crate::prepare::{IngestSchema, Prepared, Reject, quarantine_batch};
+use crate::prepare::{IngestSchema, Prepared, PreparedTable, Reject, quarantine_batch};
 use crate::sink::write_and_commit;
 
 /// Position key of the HTTP endpoint: the running count of rows it committed.
@@ -73,17 +73,9 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// A committer starting from the given table states.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        lake: Lake,
-        schema: std::sync::Arc<IngestSchema>,
-        policy: CommitPolicy,
-        clock: std::sync::Arc<dyn Clock>,
-        table: LoadedTable,
-        quarantine: LoadedTable,
-        dedup: Option<DedupIndex>,
-    ) -> Self {
+    /// A committer starting from a prepared table.
+    pub fn new(lake: Lake, prepared: PreparedTable, policy: CommitPolicy, clock: std::sync::Arc<dyn Clock>) -> Self {
+        let PreparedTable { schema, table, quarantine, dedup } = prepared;
         let pipeline = format!("http:{}", schema.table);
         Self {
             lake,

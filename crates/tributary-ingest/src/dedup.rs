@@ -18,7 +18,7 @@ use tributary_table::iceberg::spec::Datum;
 use tributary_table::{Lake, LoadedTable, TableError};
 
 /// Keys seen within the window, with their expiry (microseconds).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DedupIndex {
     window_us: i64,
     expiry: HashMap<String, i64>,

@@ -30,7 +30,7 @@ pub use committer::Receipt;
 use committer::{Committer, Submission};
 use dedup::DedupIndex;
 pub use error::IngestError;
-use prepare::{IngestSchema, prepare};
+use prepare::{IngestSchema, PreparedTable, prepare};
 use sources::kafka::KafkaPipeline;
 
 /// Submissions queued per table before senders wait (backpressure).
@@ -90,23 +90,16 @@ impl IngestService {
             let quarantine = lake.ensure_quarantine(&def.name).await?;
             let schema = Arc::new(IngestSchema::new(def, &table, &quarantine)?);
             let dedup = dedup_index(lake, &table, def, clock.as_ref()).await?;
+            let prepared = PreparedTable { schema: schema.clone(), table, quarantine, dedup };
             let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-            states.insert(def.name.clone(), (schema.clone(), table.clone(), quarantine.clone()));
-            let committer =
-                Committer::new(lake.clone(), schema.clone(), config.commit, clock.clone(), table, quarantine, dedup);
+            let committer = Committer::new(lake.clone(), prepared.clone(), config.commit, clock.clone());
             tasks.spawn(committer.run(rx, shutdown.clone()));
+            states.insert(def.name.clone(), prepared);
             tables.insert(def.name.clone(), TableIngest { schema, tx, clock: clock.clone() });
         }
         for k in &config.kafka {
-            let (schema, table, quarantine) =
-                states.get(&k.table).cloned().ok_or_else(|| IngestError::UnknownTable(k.table.clone()))?;
-            let def = config
-                .tables
-                .iter()
-                .find(|t| t.name == k.table)
-                .ok_or_else(|| IngestError::UnknownTable(k.table.clone()))?;
-            let dedup = dedup_index(lake, &table, def, clock.as_ref()).await?;
-            let pipeline = KafkaPipeline::new(k.clone(), lake.clone(), schema, clock.clone(), table, quarantine, dedup);
+            let prepared = states.get(&k.table).cloned().ok_or_else(|| IngestError::UnknownTable(k.table.clone()))?;
+            let pipeline = KafkaPipeline::new(k.clone(), lake.clone(), prepared, clock.clone());
             let token = shutdown.clone();
             let name = k.name.clone();
             let fatal = fatal.clone();

@@ -72,6 +72,21 @@ impl IngestSchema {
     }
 }
 
+/// A table made ready for ingestion once at start-up: its ingest view, the
+/// states of it and its quarantine table, and its dedup index. Every source
+/// writing to the table starts from a copy, so the table is scanned once.
+#[derive(Debug, Clone)]
+pub struct PreparedTable {
+    /// Ingest view of the schema.
+    pub schema: Arc<IngestSchema>,
+    /// The target table.
+    pub table: LoadedTable,
+    /// Its quarantine table.
+    pub quarantine: LoadedTable,
+    /// Dedup index rebuilt from the table, if the table has a dedup key.
+    pub dedup: Option<crate::dedup::DedupIndex>,
+}
+
 /// One rejected record on its way to quarantine.
 #[derive(Debug, Clone)]
 pub struct Reject {

@@ -38,7 +38,7 @@ use super::kafka_context::{Context, Shared};
 use crate::columns::rows_to_batch;
 use crate::dedup::DedupIndex;
 use crate::error::IngestError;
-use crate::prepare::{IngestSchema, Lineage, Reject, prepare_record, quarantine_batch};
+use crate::prepare::{IngestSchema, Lineage, PreparedTable, Reject, prepare_record, quarantine_batch};
 use crate::sink::write_and_commit;
 use crate::validate::{Cell, Rejection};
 
@@ -61,6 +61,20 @@ pub struct KafkaPipeline {
     /// Quarantine table's positions: rejects below them are already there.
     quarantined_to: HashMap<Tp, i64>,
     batch: Batch,
+    /// `tributary_kafka_records_total` for this pipeline, registered once.
+    records_read: metrics::Counter,
+}
+
+impl Batch {
+    /// Records that `tp` was read from `first` up to (excluding) `end`.
+    fn read(&mut self, tp: &Tp, first: i64, end: i64) {
+        match self.ranges.get_mut(tp) {
+            Some(range) => range.1 = range.1.max(end),
+            None => {
+                self.ranges.insert(tp.clone(), (first, end));
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -68,25 +82,19 @@ struct Batch {
     rows: Vec<Vec<Cell>>,
     rejects: Vec<Reject>,
     keys: Vec<String>,
-    started_at: Positions,
-    ends_at: Positions,
+    /// First offset and next offset read per partition.
+    ranges: HashMap<Tp, (i64, i64)>,
     bytes: usize,
     messages: usize,
     max_event_us: Option<i64>,
 }
 
 impl KafkaPipeline {
-    /// A pipeline for `def`, writing through the given table states.
-    pub fn new(
-        def: KafkaDef,
-        lake: Lake,
-        schema: Arc<IngestSchema>,
-        clock: Arc<dyn Clock>,
-        table: LoadedTable,
-        quarantine: LoadedTable,
-        dedup: Option<DedupIndex>,
-    ) -> Self {
+    /// A pipeline for `def`, writing through a prepared table.
+    pub fn new(def: KafkaDef, lake: Lake, prepared: PreparedTable, clock: Arc<dyn Clock>) -> Self {
+        let PreparedTable { schema, table, quarantine, dedup } = prepared;
         let pipeline = format!("kafka:{}", def.name);
+        let records_read = metrics::counter!(m::KAFKA_RECORDS, "pipeline" => pipeline.clone());
         let shared = Arc::new(Shared {
             positions: std::sync::Mutex::new(HashMap::new()),
             start: def.start,
@@ -107,6 +115,7 @@ impl KafkaPipeline {
             next: HashMap::new(),
             quarantined_to: HashMap::new(),
             batch: Batch::default(),
+            records_read,
         }
     }
 
@@ -266,13 +275,9 @@ impl KafkaPipeline {
             return false;
         }
         self.next.insert(tp.clone(), offset + 1);
-        let key = self.key(&tp);
-        if self.batch.started_at.get(&key).is_none() {
-            self.batch.started_at.advance(key.clone(), u64::try_from(offset).unwrap_or(0));
-        }
-        self.batch.ends_at.advance(key, u64::try_from(offset + 1).unwrap_or(0));
+        self.batch.read(&tp, offset, offset + 1);
         self.batch.messages += 1;
-        metrics::counter!(m::KAFKA_RECORDS, "pipeline" => self.pipeline.clone()).increment(1);
+        self.records_read.increment(1);
         let payload = msg.payload().unwrap_or_default();
         self.batch.bytes += payload.len();
         let mut value = serde_json::from_slice::<serde_json::Value>(payload).map_err(|e| e.to_string());
@@ -346,11 +351,7 @@ impl KafkaPipeline {
             tracing::error!(pipeline = %self.pipeline, topic = %tp.0, partition = tp.1, from = pos, to = low, "offset gap; continuing");
             metrics::counter!(m::KAFKA_OFFSET_GAPS, "pipeline" => self.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
                 .increment(u64::try_from(low - pos).unwrap_or(0));
-            let key = self.key(&tp);
-            if self.batch.started_at.get(&key).is_none() {
-                self.batch.started_at.advance(key.clone(), u64::try_from(pos).unwrap_or(0));
-            }
-            self.batch.ends_at.advance(key, u64::try_from(low).unwrap_or(0));
+            self.batch.read(&tp, pos, low);
             self.batch.rejects.push(Reject {
                 raw: Vec::new(),
                 rejection: Rejection { kind: "offset_gap", field: None, message: what },
@@ -370,7 +371,14 @@ impl KafkaPipeline {
         let batch = std::mem::take(&mut self.batch);
         let label = self.schema.table.to_string();
         let pipeline = self.pipeline.clone();
-        let stamp = |b: &LoadedTable| stamp_unless_zombie(&b.metadata, &pipeline, &batch.started_at, &batch.ends_at, 0);
+        // Position keys are built once per batch, not per message.
+        let (mut started_at, mut ends_at) = (Positions::default(), Positions::default());
+        for (tp, (first, end)) in &batch.ranges {
+            let key = self.key(tp);
+            started_at.advance(key.clone(), u64::try_from(*first).unwrap_or(0));
+            ends_at.advance(key, u64::try_from(*end).unwrap_or(0));
+        }
+        let stamp = |b: &LoadedTable| stamp_unless_zombie(&b.metadata, &pipeline, &started_at, &ends_at, 0);
         if !batch.rejects.is_empty() {
             let at = self.clock.now().timestamp_micros();
             let q = quarantine_batch(&self.schema.quarantine_arrow, &batch.rejects, "kafka", at)?;
