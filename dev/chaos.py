@@ -248,6 +248,8 @@ def main():
     in_topic = set(topic_records.values())
     ids_missing = len(in_topic - set(table_records.values()))
     broker_lost = len(delivered - in_topic)
+    # The producer's ledger: every acknowledged id must be in the table.
+    acked_missing = len(delivered - set(table_records.values()))
     producer_dups = len(topic_records) - len(set(topic_records.values()))
     per_part_table, per_part_topic = {}, {}
     for (part, _), _ in table_records.items():
@@ -259,14 +261,15 @@ def main():
     print(f"  produced ids            {len(ledger)}, acknowledged {len(delivered)}, records in topic {len(topic_records)}")
     print(f"  producer-side           retried duplicates {producer_dups}, acknowledged but lost by the broker {broker_lost}")
     print(f"  rows in table           {len(table_rows)}")
-    print(f"  missing records         {missing}   (ids missing {ids_missing})")
+    print(f"  missing records         {missing}   (ids missing {ids_missing}, acknowledged ids missing {acked_missing})")
     print(f"  duplicated records      {duplicated}")
     print(f"  unexpected/mismatched   {unexpected}/{wrong}")
     print(f"  per partition           table {dict(sorted(per_part_table.items()))}  topic {dict(sorted(per_part_topic.items()))}")
     print(f"  snapshots               {snapshots}")
     print(f"  kills {stats['kills']}, worker starts {stats['starts']}, graceful stops {stats['graceful_stops']}, "
           f"zombie pauses {stats['zombies']}, broker restarts {stats['broker_restarts']}")
-    ok = missing == 0 and duplicated == 0 and unexpected == 0 and wrong == 0 and ids_missing == 0
+    ok = (missing == 0 and duplicated == 0 and unexpected == 0 and wrong == 0 and ids_missing == 0
+          and acked_missing == 0 and broker_lost == 0)
     print("chaos: OK, every record exactly once" if ok else f"chaos: FAILED (logs in {work})")
     sys.exit(0 if ok else 1)
 

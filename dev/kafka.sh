@@ -6,9 +6,17 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PORT="${TRIBUTARY_KAFKA_PORT:-19092}"
 DIR="$ROOT/.dev/noida"
 PIDFILE="$DIR/pid"
+noida_bin() {
+  "$ROOT/.dev/venv/bin/python" -c 'from importlib.resources import files;print(files("noida_db")/"noida-db")'
+}
 if [[ "${1:-start}" == "stop" ]]; then
   if [[ -f "$PIDFILE" ]]; then
     PID="$(cat "$PIDFILE")"
+    # noida keeps the log in memory and saves it about once a second; on a
+    # bare SIGTERM it keeps acknowledging produce requests after its final
+    # save, so records acknowledged in that window are lost and their
+    # offsets reused. `stop kafka` closes the listener and saves first.
+    "$(noida_bin)" stop kafka --data-dir "$DIR/data" >/dev/null 2>&1 || true
     kill "$PID" 2>/dev/null || true
     # The broker holds a lock on its data dir until it has exited.
     for _ in $(seq 1 150); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
@@ -19,7 +27,7 @@ if [[ "${1:-start}" == "stop" ]]; then
   exit 0
 fi
 bash "$ROOT/dev/python-env.sh"
-BIN="$("$ROOT/.dev/venv/bin/python" -c 'from importlib.resources import files;print(files("noida_db")/"noida-db")')"
+BIN="$(noida_bin)"
 mkdir -p "$DIR"
 if [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
   echo "127.0.0.1:$PORT"; exit 0

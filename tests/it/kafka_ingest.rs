@@ -2,7 +2,11 @@
 //! and exports `TRIBUTARY_TEST_KAFKA`).
 
 use crate::common::{config, start};
-use crate::kafka_util::{assert_exactly_once, create_topic, kafka_config, produce, wait_for};
+use crate::kafka_util::{assert_exactly_once, create_topic, kafka_config, kafka_config_with, produce, wait_for};
+
+/// SASL/PLAIN over plaintext: the test broker accepts any credentials, so
+/// this proves the settings reach a real SASL handshake, not authentication.
+const SASL_PLAIN: &str = r#", "security.protocol" = "sasl_plaintext", "sasl.mechanisms" = "PLAIN", "sasl.username" = "tributary", "sasl.password" = "secret""#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_lands_every_record_once_across_a_restart() {
@@ -15,7 +19,9 @@ async fn kafka_lands_every_record_once_across_a_restart() {
     wait_for(&srv, i64::try_from(good1).unwrap(), 40).await;
     srv.stop().await;
 
+    // The restarted worker authenticates with SASL: same cluster, same positions.
     let good2 = produce(&topic, "b", 1000).await;
+    let cfg = config(&kafka_config_with(&topic, &format!("g-{topic}"), SASL_PLAIN), dir.path());
     let srv = start(&cfg).await;
     wait_for(&srv, i64::try_from(good1 + good2).unwrap(), 60).await;
     assert_exactly_once(&srv, 3000, good1 + good2).await;

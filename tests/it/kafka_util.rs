@@ -56,6 +56,12 @@ pub async fn produce(topic: &str, prefix: &str, n: usize) -> usize {
 }
 
 pub fn kafka_config(topic: &str, group: &str) -> String {
+    kafka_config_with(topic, group, "")
+}
+
+/// `kafka_config` with more librdkafka properties, e.g. SASL settings, as
+/// TOML inline-table entries each starting with ", ".
+pub fn kafka_config_with(topic: &str, group: &str, extra_properties: &str) -> String {
     format!(
         r#"{TRANSACTIONS}
 [[kafka]]
@@ -65,7 +71,7 @@ topics = ["{topic}"]
 group_id = "{group}"
 table = "raw.transactions"
 max_latency = "100ms"
-properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500", "receive.message.max.bytes" = "2147483647", "topic.metadata.refresh.interval.ms" = "1000" }}
+properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500", "receive.message.max.bytes" = "2147483647", "topic.metadata.refresh.interval.ms" = "1000"{extra_properties} }}
 "#,
         brokers()
     )

@@ -18,6 +18,9 @@ pub fn load_config(path: &Path, data_dir: &Path) -> anyhow::Result<ValidConfig> 
 
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let v = load_config(path, Path::new("./tributary-data"))?;
+    for k in &v.kafka {
+        tributary_ingest::sources::kafka::check_client(k)?;
+    }
     println!("{}: ok", path.display());
     println!("  catalog   {} (name '{}')", v.catalog_url, v.catalog_name);
     println!("  warehouse {}", v.warehouse.display());
@@ -30,6 +33,9 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
             t.fields.len(),
             t.partition.len()
         );
+    }
+    for k in &v.kafka {
+        println!("  kafka     {} → {} (topics {:?}, group '{}')", k.name, k.table, k.topics, k.group_id);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -120,18 +120,9 @@ impl KafkaPipeline {
     }
 
     fn consumer(&self) -> Result<StreamConsumer<Context>, IngestError> {
-        let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", &self.def.brokers)
-            .set("group.id", &self.def.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "error");
-        for (k, v) in &self.def.properties {
-            cfg.set(k, v);
-        }
-        cfg.create_with_context(Context(self.shared.clone()))
-            .map_err(|e| IngestError::Source(format!("kafka source '{}': cannot create consumer: {e}", self.def.name)))
+        client_config(&self.def)
+            .create_with_context(Context(self.shared.clone()))
+            .map_err(|e| consumer_error(&self.def, &e))
     }
 
     fn key(&self, tp: &Tp) -> String {
@@ -467,6 +458,37 @@ impl KafkaPipeline {
     }
 }
 
+/// The consumer's librdkafka settings: the ones exactly-once depends on,
+/// then the source's pass-through `properties` (TLS, SASL, tuning), which
+/// config validation keeps from overriding the former.
+fn client_config(def: &KafkaDef) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &def.brokers)
+        .set("group.id", &def.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "error");
+    for (k, v) in &def.properties {
+        cfg.set(k, v);
+    }
+    cfg
+}
+
+fn consumer_error(def: &KafkaDef, e: &KafkaError) -> IngestError {
+    IngestError::Source(format!(
+        "kafka source '{}': cannot create the consumer: {e}; check its `properties` against librdkafka's CONFIGURATION.md",
+        def.name
+    ))
+}
+
+/// Builds the source's client without connecting, so that `tributary check`
+/// reports an unknown or invalid librdkafka property (or a TLS file that
+/// cannot be read) before anything runs.
+pub fn check_client(def: &KafkaDef) -> Result<(), IngestError> {
+    client_config(def).create::<BaseConsumer>().map(drop).map_err(|e| consumer_error(def, &e))
+}
+
 /// Low and high watermarks of every assigned partition, fetched off the
 /// async runtime (librdkafka blocks for the round trip).
 async fn watermarks(consumer: &Arc<StreamConsumer<Context>>) -> Vec<(Tp, (i64, i64))> {
@@ -484,4 +506,62 @@ async fn watermarks(consumer: &Arc<StreamConsumer<Context>>) -> Vec<(Tp, (i64, i
     })
     .await
     .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tributary_core::config::CommitPolicy;
+    use tributary_core::kafka::StartAt;
+
+    use super::*;
+
+    fn def(properties: &[(&str, &str)]) -> KafkaDef {
+        KafkaDef {
+            name: "orders".to_owned(),
+            brokers: "127.0.0.1:1".to_owned(),
+            topics: vec!["orders".to_owned()],
+            group_id: "g".to_owned(),
+            table: tributary_core::TableName::new("raw", "orders"),
+            key_field: None,
+            start: StartAt::Earliest,
+            on_offset_gap: GapPolicy::Fail,
+            commit: CommitPolicy {
+                max_rows: 1,
+                max_bytes: 1,
+                max_latency: Duration::from_secs(1),
+                target_file_size_bytes: 1,
+            },
+            properties: properties.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    #[test]
+    fn tls_and_sasl_settings_are_accepted() {
+        // Each of these needs librdkafka built with OpenSSL: without it the
+        // client refuses `ssl`/`sasl_ssl` and the SCRAM mechanisms.
+        check_client(&def(&[("security.protocol", "ssl"), ("ssl.endpoint.identification.algorithm", "https")]))
+            .unwrap();
+        for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN", "OAUTHBEARER"] {
+            let props = [
+                ("security.protocol", "sasl_ssl"),
+                ("sasl.mechanisms", mechanism),
+                ("sasl.username", "u"),
+                ("sasl.password", "p"),
+            ];
+            let props = if mechanism == "OAUTHBEARER" { &props[..2] } else { &props[..] };
+            check_client(&def(props)).unwrap_or_else(|e| panic!("{mechanism}: {e}"));
+        }
+    }
+
+    #[test]
+    fn bad_properties_are_named() {
+        let err = check_client(&def(&[("sasl.mechansims", "PLAIN")])).unwrap_err().to_string();
+        assert!(err.contains("sasl.mechansims") && err.contains("'orders'"), "{err}");
+        let err = check_client(&def(&[("security.protocol", "ssl"), ("ssl.ca.location", "/nonexistent/ca.pem")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ca.pem") || err.contains("ssl.ca.location"), "{err}");
+    }
 }
