@@ -20,40 +20,44 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
+use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tributary_core::kafka::{GapPolicy, KafkaDef};
 use tributary_core::metrics as m;
 use tributary_core::{Clock, Positions};
-use tributary_table::{Lake, LoadedTable, Outcome, last_pipeline_state, stamp_unless_zombie};
+use tributary_table::{Lake, LoadedTable, last_pipeline_state};
 
-use super::kafka_context::{Context, Shared};
-use crate::columns::rows_to_batch;
+use super::kafka_commit::{Landed, Sealed, Target, land};
+pub use super::kafka_context::check_client;
+use super::kafka_context::{Context, Shared, client_config, consumer_error};
 use crate::dedup::DedupIndex;
 use crate::error::IngestError;
-use crate::prepare::{IngestSchema, Lineage, PreparedTable, Reject, prepare_record, quarantine_batch};
-use crate::sink::write_and_commit;
+use crate::prepare::{Lineage, PreparedTable, Reject, prepare_record};
 use crate::validate::{Cell, Rejection};
 
 type Tp = (String, i32);
 
+/// The batch being landed, at most one.
+type InFlight = Option<JoinHandle<Result<Landed, IngestError>>>;
+
+fn joined(r: Result<Result<Landed, IngestError>, JoinError>) -> Result<Landed, IngestError> {
+    r.map_err(|e| IngestError::Internal(format!("kafka landing task: {e}")))?
+}
+
 /// One `[[kafka]]` source.
 pub struct KafkaPipeline {
     def: KafkaDef,
-    lake: Lake,
-    schema: Arc<IngestSchema>,
-    clock: Arc<dyn Clock>,
+    target: Arc<Target>,
     table: LoadedTable,
     quarantine: LoadedTable,
     dedup: Option<DedupIndex>,
-    pipeline: String,
     cluster: String,
     shared: Arc<Shared>,
     /// Next offset to accept per partition (committed position or beyond).
@@ -101,15 +105,13 @@ impl KafkaPipeline {
             rebalanced: false.into(),
             pipeline: pipeline.clone(),
         });
+        let target_file_size = def.commit.target_file_size_bytes;
         Self {
             def,
-            lake,
-            schema,
-            clock,
+            target: Arc::new(Target { lake, schema, pipeline, clock, target_file_size }),
             table,
             quarantine,
             dedup,
-            pipeline,
             cluster: String::new(),
             shared,
             next: HashMap::new(),
@@ -137,15 +139,16 @@ impl KafkaPipeline {
 
     /// Reloads both tables and resets every position from them.
     async fn recover(&mut self) -> Result<(), IngestError> {
-        self.table = self.lake.load(&self.table.name).await?;
-        self.quarantine = self.lake.load(&self.quarantine.name).await?;
-        let positions =
-            |t: &LoadedTable| last_pipeline_state(&t.metadata, &self.pipeline).map(|s| s.positions).unwrap_or_default();
+        self.table = self.target.lake.load(&self.table.name).await?;
+        self.quarantine = self.target.lake.load(&self.quarantine.name).await?;
+        let positions = |t: &LoadedTable| {
+            last_pipeline_state(&t.metadata, &self.target.pipeline).map(|s| s.positions).unwrap_or_default()
+        };
         let table_positions = positions(&self.table);
         let data: HashMap<Tp, i64> =
             table_positions.0.iter().filter_map(|(k, v)| Some((self.parse_key(k)?, i64::try_from(*v).ok()?))).collect();
         if data.is_empty() && !table_positions.0.is_empty() {
-            tracing::error!(pipeline = %self.pipeline, cluster = %self.cluster, recorded = ?table_positions.0.keys().collect::<Vec<_>>(),
+            tracing::error!(pipeline = %self.target.pipeline, cluster = %self.cluster, recorded = ?table_positions.0.keys().collect::<Vec<_>>(),
                 "the table holds positions for another Kafka cluster id; partitions start from the `start` policy");
         }
         self.quarantined_to = positions(&self.quarantine)
@@ -172,7 +175,7 @@ impl KafkaPipeline {
             if let Some(next) = self.next.get(&tp)
                 && let Err(err) = consumer.seek(&tp.0, tp.1, Offset::Offset(*next), Duration::from_millis(200))
             {
-                tracing::debug!(pipeline = %self.pipeline, topic = %tp.0, partition = tp.1, error = %err, "seek after recovery failed; skipping below the position instead");
+                tracing::debug!(pipeline = %self.target.pipeline, topic = %tp.0, partition = tp.1, error = %err, "seek after recovery failed; skipping below the position instead");
             }
         }
     }
@@ -195,7 +198,7 @@ impl KafkaPipeline {
             if shutdown.is_cancelled() {
                 break;
             }
-            tracing::warn!(pipeline = %self.pipeline, attempt, brokers = %self.def.brokers, "kafka cluster id not available yet; retrying");
+            tracing::warn!(pipeline = %self.target.pipeline, attempt, brokers = %self.def.brokers, "kafka cluster id not available yet; retrying");
         }
         Err(IngestError::Source(format!(
             "kafka source '{}': cannot read the cluster id from {}; check that the brokers are reachable",
@@ -216,15 +219,21 @@ impl KafkaPipeline {
         consumer.subscribe(&topics).map_err(|e| {
             IngestError::Source(format!("kafka source '{}': cannot subscribe to {topics:?}: {e}", self.def.name))
         })?;
-        tracing::info!(pipeline = %self.pipeline, cluster = %self.cluster, ?topics, "kafka source started");
+        tracing::info!(pipeline = %self.target.pipeline, cluster = %self.cluster, ?topics, "kafka source started");
         let mut deadline: Option<Instant> = None;
+        let mut in_flight: InFlight = None;
         let mut lag_tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
+                landed = async { in_flight.as_mut().expect("guarded by the branch condition").await }, if in_flight.is_some() => {
+                    in_flight = None;
+                    self.landed(&consumer, joined(landed)?).await?;
+                }
                 msg = consumer.recv() => {
                     if self.shared.rebalanced.swap(false, Ordering::SeqCst) {
+                        self.settle(&consumer, &mut in_flight).await?;
                         self.recover().await?;
                         self.seek_assigned(&consumer);
                         deadline = None;
@@ -240,21 +249,23 @@ impl KafkaPipeline {
                     if self.batch.rows.len() + self.batch.rejects.len() >= self.def.commit.max_rows
                         || self.batch.bytes >= self.def.commit.max_bytes
                     {
-                        self.flush(&consumer).await?;
+                        self.flush(&consumer, &mut in_flight).await?;
                         deadline = None;
                     }
                 }
                 () = async { sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
-                    self.flush(&consumer).await?;
+                    self.flush(&consumer, &mut in_flight).await?;
                     deadline = None;
                 }
                 _ = lag_tick.tick() => self.report_lag(&consumer).await,
             }
         }
+        self.settle(&consumer, &mut in_flight).await?;
         if !self.shared.rebalanced.load(Ordering::SeqCst) {
-            self.flush(&consumer).await?;
+            self.flush(&consumer, &mut in_flight).await?;
+            self.settle(&consumer, &mut in_flight).await?;
         }
-        tracing::info!(pipeline = %self.pipeline, "kafka source stopped");
+        tracing::info!(pipeline = %self.target.pipeline, "kafka source stopped");
         Ok(())
     }
 
@@ -277,9 +288,9 @@ impl KafkaPipeline {
         {
             obj.insert(field.clone(), serde_json::Value::String(String::from_utf8_lossy(k).into_owned()));
         }
-        let now = self.clock.now().timestamp_micros();
+        let now = self.target.clock.now().timestamp_micros();
         let lineage = Lineage { source: "kafka", partition: Some(tp.1), offset: Some(offset), ingested_at_us: now };
-        match prepare_record(&self.schema, value.as_ref(), &lineage) {
+        match prepare_record(&self.target.schema, value.as_ref(), &lineage) {
             Ok(row) => self.add_row(row, now),
             Err(rejection) => {
                 if self.quarantined_to.get(&tp).is_none_or(|q| offset >= *q) {
@@ -292,7 +303,7 @@ impl KafkaPipeline {
     }
 
     fn add_row(&mut self, row: Vec<Cell>, now_us: i64) {
-        if let (Some(index), Some((col, _))) = (self.dedup.as_mut(), self.schema.dedup) {
+        if let (Some(index), Some((col, _))) = (self.dedup.as_mut(), self.target.schema.dedup) {
             let key = match &row[col] {
                 Cell::Str(s) => Some(s.clone()),
                 Cell::Long(v) => Some(v.to_string()),
@@ -301,13 +312,14 @@ impl KafkaPipeline {
             };
             if let Some(k) = key {
                 if !index.insert(&k, now_us) {
-                    metrics::counter!(m::RECORDS_DEDUPLICATED, "table" => self.schema.table.to_string()).increment(1);
+                    metrics::counter!(m::RECORDS_DEDUPLICATED, "table" => self.target.schema.table.to_string())
+                        .increment(1);
                     return;
                 }
                 self.batch.keys.push(k);
             }
         }
-        if let Some(col) = self.schema.event_time_column
+        if let Some(col) = self.target.schema.event_time_column
             && let Cell::Ts(t) = row[col]
         {
             self.batch.max_event_us = Some(self.batch.max_event_us.map_or(t, |m| m.max(t)));
@@ -321,7 +333,7 @@ impl KafkaPipeline {
             Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
         );
         if !gap {
-            tracing::warn!(pipeline = %self.pipeline, error = %e, "kafka consumer error; librdkafka retries");
+            tracing::warn!(pipeline = %self.target.pipeline, error = %e, "kafka consumer error; librdkafka retries");
             return Ok(());
         }
         for (tp, (low, _high)) in watermarks(consumer).await {
@@ -339,8 +351,8 @@ impl KafkaPipeline {
                     self.def.name
                 )));
             }
-            tracing::error!(pipeline = %self.pipeline, topic = %tp.0, partition = tp.1, from = pos, to = low, "offset gap; continuing");
-            metrics::counter!(m::KAFKA_OFFSET_GAPS, "pipeline" => self.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
+            tracing::error!(pipeline = %self.target.pipeline, topic = %tp.0, partition = tp.1, from = pos, to = low, "offset gap; continuing");
+            metrics::counter!(m::KAFKA_OFFSET_GAPS, "pipeline" => self.target.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
                 .increment(u64::try_from(low - pos).unwrap_or(0));
             self.batch.read(&tp, pos, low);
             self.batch.rejects.push(Reject {
@@ -354,14 +366,18 @@ impl KafkaPipeline {
         Ok(())
     }
 
-    /// Commits the batch: rejects first, then rows with the positions.
-    async fn flush(&mut self, consumer: &StreamConsumer<Context>) -> Result<(), IngestError> {
+    /// Hands the batch to a landing task. The previous landing is settled
+    /// first: commits stay in order, and if it turned out to be a zombie the
+    /// batch read after it is dropped with it.
+    async fn flush(&mut self, consumer: &StreamConsumer<Context>, in_flight: &mut InFlight) -> Result<(), IngestError> {
+        if self.batch.messages == 0 && self.batch.rejects.is_empty() {
+            return Ok(());
+        }
+        self.settle(consumer, in_flight).await?;
         if self.batch.messages == 0 && self.batch.rejects.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
-        let label = self.schema.table.to_string();
-        let pipeline = self.pipeline.clone();
         // Position keys are built once per batch, not per message.
         let (mut started_at, mut ends_at) = (Positions::default(), Positions::default());
         for (tp, (first, end)) in &batch.ranges {
@@ -369,42 +385,41 @@ impl KafkaPipeline {
             started_at.advance(key.clone(), u64::try_from(*first).unwrap_or(0));
             ends_at.advance(key, u64::try_from(*end).unwrap_or(0));
         }
-        let stamp = |b: &LoadedTable| stamp_unless_zombie(&b.metadata, &pipeline, &started_at, &ends_at, 0);
-        if !batch.rejects.is_empty() {
-            let at = self.clock.now().timestamp_micros();
-            let q = quarantine_batch(&self.schema.quarantine_arrow, &batch.rejects, "kafka", at)?;
-            match write_and_commit(
-                &self.lake,
-                self.quarantine.clone(),
-                &[q],
-                self.def.commit.target_file_size_bytes,
-                &stamp,
-            )
-            .await?
-            {
-                Outcome::Committed(t) => self.quarantine = t,
-                Outcome::Zombie(_) => return self.drop_zombie(consumer, batch.keys).await,
-            }
-            for r in &batch.rejects {
-                metrics::counter!(m::RECORDS_QUARANTINED, "table" => label.clone(), "reason" => r.rejection.kind)
-                    .increment(1);
-            }
+        let sealed = Sealed {
+            rows: batch.rows,
+            rejects: batch.rejects,
+            keys: batch.keys,
+            started_at,
+            ends_at,
+            max_event_us: batch.max_event_us,
+        };
+        let landing = land(self.target.clone(), self.table.clone(), self.quarantine.clone(), sealed);
+        *in_flight = Some(tokio::spawn(landing));
+        Ok(())
+    }
+
+    /// Waits for the batch in flight, if any, and applies its outcome.
+    async fn settle(
+        &mut self,
+        consumer: &StreamConsumer<Context>,
+        in_flight: &mut InFlight,
+    ) -> Result<(), IngestError> {
+        match in_flight.take() {
+            Some(handle) => self.landed(consumer, joined(handle.await)?).await,
+            None => Ok(()),
         }
-        let rows = rows_to_batch(&self.schema.arrow, &batch.rows)?;
-        match write_and_commit(&self.lake, self.table.clone(), &[rows], self.def.commit.target_file_size_bytes, &stamp)
-            .await?
-        {
-            Outcome::Committed(t) => self.table = t,
-            Outcome::Zombie(_) => return self.drop_zombie(consumer, batch.keys).await,
-        }
-        metrics::counter!(m::RECORDS_WRITTEN, "table" => label.clone()).increment(batch.rows.len() as u64);
-        if let Some(t) = batch.max_event_us {
-            #[allow(clippy::cast_precision_loss)]
-            let lag = (self.clock.now().timestamp_micros() - t) as f64 / 1e6;
-            metrics::gauge!(m::FRESHNESS, "table" => label).set(lag);
-        }
+    }
+
+    /// Adopts the tables a landing produced, or drops the work on a zombie.
+    async fn landed(&mut self, consumer: &StreamConsumer<Context>, landed: Landed) -> Result<(), IngestError> {
+        let (table, quarantine) = match landed {
+            Landed::Committed { table, quarantine } => (table, quarantine),
+            Landed::Zombie { keys } => return self.drop_zombie(consumer, keys).await,
+        };
+        self.table = table;
+        self.quarantine = quarantine;
         let committed =
-            last_pipeline_state(&self.table.metadata, &self.pipeline).map(|s| s.positions).unwrap_or_default();
+            last_pipeline_state(&self.table.metadata, &self.target.pipeline).map(|s| s.positions).unwrap_or_default();
         let mut tpl = TopicPartitionList::new();
         let mut cache = HashMap::new();
         for (k, v) in &committed.0 {
@@ -424,13 +439,13 @@ impl KafkaPipeline {
         if tpl.count() > 0
             && let Err(e) = consumer.commit(&tpl, CommitMode::Async)
         {
-            tracing::debug!(pipeline = %self.pipeline, error = %e, "kafka offset commit failed (monitoring only)");
+            tracing::debug!(pipeline = %self.target.pipeline, error = %e, "kafka offset commit failed (monitoring only)");
         }
         Ok(())
     }
 
     async fn drop_zombie(&mut self, consumer: &StreamConsumer<Context>, keys: Vec<String>) -> Result<(), IngestError> {
-        tracing::warn!(pipeline = %self.pipeline, "another worker committed this input; dropping the batch and re-seeking");
+        tracing::warn!(pipeline = %self.target.pipeline, "another worker committed this input; dropping the batch and re-seeking");
         if let Some(index) = self.dedup.as_mut() {
             index.remove(&keys);
         }
@@ -446,47 +461,16 @@ impl KafkaPipeline {
             if high < pos {
                 // The broker lost records we had already committed (e.g. an
                 // unclean leader election) and will reuse their offsets.
-                tracing::error!(pipeline = %self.pipeline, topic = %tp.0, partition = tp.1, committed = pos, high_watermark = high,
+                tracing::error!(pipeline = %self.target.pipeline, topic = %tp.0, partition = tp.1, committed = pos, high_watermark = high,
                     "partition truncated below the committed position: records produced at reused offsets will be skipped");
-                metrics::gauge!(m::KAFKA_TRUNCATED, "pipeline" => self.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
+                metrics::gauge!(m::KAFKA_TRUNCATED, "pipeline" => self.target.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
                     .set(1.0);
             }
             #[allow(clippy::cast_precision_loss)]
-            metrics::gauge!(m::KAFKA_LAG, "pipeline" => self.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
+            metrics::gauge!(m::KAFKA_LAG, "pipeline" => self.target.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
                 .set((high - pos).max(0) as f64);
         }
     }
-}
-
-/// The consumer's librdkafka settings: the ones exactly-once depends on,
-/// then the source's pass-through `properties` (TLS, SASL, tuning), which
-/// config validation keeps from overriding the former.
-fn client_config(def: &KafkaDef) -> ClientConfig {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", &def.brokers)
-        .set("group.id", &def.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "error");
-    for (k, v) in &def.properties {
-        cfg.set(k, v);
-    }
-    cfg
-}
-
-fn consumer_error(def: &KafkaDef, e: &KafkaError) -> IngestError {
-    IngestError::Source(format!(
-        "kafka source '{}': cannot create the consumer: {e}; check its `properties` against librdkafka's CONFIGURATION.md",
-        def.name
-    ))
-}
-
-/// Builds the source's client without connecting, so that `tributary check`
-/// reports an unknown or invalid librdkafka property (or a TLS file that
-/// cannot be read) before anything runs.
-pub fn check_client(def: &KafkaDef) -> Result<(), IngestError> {
-    client_config(def).create::<BaseConsumer>().map(drop).map_err(|e| consumer_error(def, &e))
 }
 
 /// Low and high watermarks of every assigned partition, fetched off the
@@ -506,62 +490,4 @@ async fn watermarks(consumer: &Arc<StreamConsumer<Context>>) -> Vec<(Tp, (i64, i
     })
     .await
     .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use tributary_core::config::CommitPolicy;
-    use tributary_core::kafka::StartAt;
-
-    use super::*;
-
-    fn def(properties: &[(&str, &str)]) -> KafkaDef {
-        KafkaDef {
-            name: "orders".to_owned(),
-            brokers: "127.0.0.1:1".to_owned(),
-            topics: vec!["orders".to_owned()],
-            group_id: "g".to_owned(),
-            table: tributary_core::TableName::new("raw", "orders"),
-            key_field: None,
-            start: StartAt::Earliest,
-            on_offset_gap: GapPolicy::Fail,
-            commit: CommitPolicy {
-                max_rows: 1,
-                max_bytes: 1,
-                max_latency: Duration::from_secs(1),
-                target_file_size_bytes: 1,
-            },
-            properties: properties.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>(),
-        }
-    }
-
-    #[test]
-    fn tls_and_sasl_settings_are_accepted() {
-        // Each of these needs librdkafka built with OpenSSL: without it the
-        // client refuses `ssl`/`sasl_ssl` and the SCRAM mechanisms.
-        check_client(&def(&[("security.protocol", "ssl"), ("ssl.endpoint.identification.algorithm", "https")]))
-            .unwrap();
-        for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN", "OAUTHBEARER"] {
-            let props = [
-                ("security.protocol", "sasl_ssl"),
-                ("sasl.mechanisms", mechanism),
-                ("sasl.username", "u"),
-                ("sasl.password", "p"),
-            ];
-            let props = if mechanism == "OAUTHBEARER" { &props[..2] } else { &props[..] };
-            check_client(&def(props)).unwrap_or_else(|e| panic!("{mechanism}: {e}"));
-        }
-    }
-
-    #[test]
-    fn bad_properties_are_named() {
-        let err = check_client(&def(&[("sasl.mechansims", "PLAIN")])).unwrap_err().to_string();
-        assert!(err.contains("sasl.mechansims") && err.contains("'orders'"), "{err}");
-        let err = check_client(&def(&[("security.protocol", "ssl"), ("ssl.ca.location", "/nonexistent/ca.pem")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("ca.pem") || err.contains("ssl.ca.location"), "{err}");
-    }
 }

@@ -1,4 +1,5 @@
-//! The consumer context: assigns partitions at the positions the table holds.
+//! The consumer's settings and context. The context assigns partitions at
+//! the positions the table holds.
 //!
 //! librdkafka calls `rebalance` from inside `recv()`. It must not do I/O, so
 //! it assigns each partition at the position last read from the table (kept
@@ -11,12 +12,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
-use tributary_core::kafka::StartAt;
+use rdkafka::{ClientConfig, ClientContext};
+use tributary_core::kafka::{KafkaDef, StartAt};
+
+use crate::error::IngestError;
 
 /// State shared between the pipeline and librdkafka's callbacks.
 #[derive(Debug)]
@@ -71,5 +74,94 @@ impl ConsumerContext for Context {
         metrics::counter!(tributary_core::metrics::KAFKA_REBALANCES, "pipeline" => self.0.pipeline.clone())
             .increment(1);
         self.0.rebalanced.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The consumer's librdkafka settings: the ones exactly-once depends on,
+/// then the source's pass-through `properties` (TLS, SASL, tuning), which
+/// config validation keeps from overriding the former.
+pub(crate) fn client_config(def: &KafkaDef) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &def.brokers)
+        .set("group.id", &def.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "error");
+    for (k, v) in &def.properties {
+        cfg.set(k, v);
+    }
+    cfg
+}
+
+pub(crate) fn consumer_error(def: &KafkaDef, e: &KafkaError) -> IngestError {
+    IngestError::Source(format!(
+        "kafka source '{}': cannot create the consumer: {e}; check its `properties` against librdkafka's CONFIGURATION.md",
+        def.name
+    ))
+}
+
+/// Builds the source's client without connecting, so that `tributary check`
+/// reports an unknown or invalid librdkafka property (or a TLS file that
+/// cannot be read) before anything runs.
+pub fn check_client(def: &KafkaDef) -> Result<(), IngestError> {
+    client_config(def).create::<BaseConsumer>().map(drop).map_err(|e| consumer_error(def, &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tributary_core::config::CommitPolicy;
+    use tributary_core::kafka::{GapPolicy, StartAt};
+
+    use super::*;
+
+    fn def(properties: &[(&str, &str)]) -> KafkaDef {
+        KafkaDef {
+            name: "orders".to_owned(),
+            brokers: "127.0.0.1:1".to_owned(),
+            topics: vec!["orders".to_owned()],
+            group_id: "g".to_owned(),
+            table: tributary_core::TableName::new("raw", "orders"),
+            key_field: None,
+            start: StartAt::Earliest,
+            on_offset_gap: GapPolicy::Fail,
+            commit: CommitPolicy {
+                max_rows: 1,
+                max_bytes: 1,
+                max_latency: std::time::Duration::from_secs(1),
+                target_file_size_bytes: 1,
+            },
+            properties: properties.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    #[test]
+    fn tls_and_sasl_settings_are_accepted() {
+        // Each of these needs librdkafka built with OpenSSL: without it the
+        // client refuses `ssl`/`sasl_ssl` and the SCRAM mechanisms.
+        check_client(&def(&[("security.protocol", "ssl"), ("ssl.endpoint.identification.algorithm", "https")]))
+            .unwrap();
+        for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN", "OAUTHBEARER"] {
+            let props = [
+                ("security.protocol", "sasl_ssl"),
+                ("sasl.mechanisms", mechanism),
+                ("sasl.username", "u"),
+                ("sasl.password", "p"),
+            ];
+            let props = if mechanism == "OAUTHBEARER" { &props[..2] } else { &props[..] };
+            check_client(&def(props)).unwrap_or_else(|e| panic!("{mechanism}: {e}"));
+        }
+    }
+
+    #[test]
+    fn bad_properties_are_named() {
+        let err = check_client(&def(&[("sasl.mechansims", "PLAIN")])).unwrap_err().to_string();
+        assert!(err.contains("sasl.mechansims") && err.contains("'orders'"), "{err}");
+        let err = check_client(&def(&[("security.protocol", "ssl"), ("ssl.ca.location", "/nonexistent/ca.pem")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ca.pem") || err.contains("ssl.ca.location"), "{err}");
     }
 }
