@@ -184,7 +184,8 @@ def main():
 
     stats = {"kills": 0, "starts": 1, "graceful_stops": 0, "zombies": 0, "broker_restarts": 0}
     broker_restart_at = args.kills // 2
-    while not produced.is_set() or stats["kills"] < args.kills:
+    # Go on until everything is produced and every kind of fault happened.
+    while not produced.is_set() or stats["kills"] < args.kills or stats["zombies"] == 0:
         time.sleep(random.uniform(0.5, 2.0))
         action = random.random()
         if stats["kills"] == broker_restart_at and stats["broker_restarts"] < args.broker_restarts:

@@ -198,7 +198,8 @@ fn commit_latency_quantiles() -> String {
         .lines()
         .filter(|l| l.starts_with("tributary_commit_latency_seconds_bucket") && l.contains("table=\"raw.events\""))
         .filter_map(|l| {
-            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            // `le` is the last label; `table="…"` also contains `le="`.
+            let le = l.rsplit("le=\"").next()?.split('"').next()?;
             let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
             Some((le, l.rsplit(' ').next()?.parse().ok()?))
         })

@@ -51,3 +51,29 @@ async fn two_workers_in_one_group_ingest_exactly_once() {
     assert_exactly_once(&first, 4000, good1 + good2).await;
     first.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_pauses_and_resumes_without_losing_records() {
+    let topic = format!("orders-{}", uuid::Uuid::new_v4().simple());
+    create_topic(&topic).await;
+    let good = produce(&topic, "a", 3000).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Batches of 100 rows fill far faster than one lands: the source must
+    // pause its partitions while a full batch waits, then resume.
+    let toml = kafka_config(&topic, &format!("g-{topic}"))
+        .replace("name = \"orders\"", "name = \"orders_bp\"")
+        .replace("max_latency = \"100ms\"", "max_latency = \"100ms\"\nmax_rows = 100");
+    let srv = start(&config(&toml, dir.path())).await;
+    wait_for(&srv, i64::try_from(good).unwrap(), 60).await;
+    assert_exactly_once(&srv, 3000, good).await;
+    let text = srv.client.get(format!("{}/metrics", srv.base)).send().await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{pipeline=\"kafka:orders_bp\"}}")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+    };
+    assert!(value("tributary_kafka_backpressure_pauses_total") > 0.0, "{text}");
+    assert!(value("tributary_kafka_paused").abs() < f64::EPSILON, "still paused:\n{text}");
+    srv.stop().await;
+}

@@ -35,3 +35,8 @@ pub const FRESHNESS: &str = "tributary_freshness_seconds";
 /// 1 while a partition's high watermark is below the committed position (the
 /// broker lost committed records). Labels: `pipeline`, `topic`, `partition`.
 pub const KAFKA_TRUNCATED: &str = "tributary_kafka_partition_truncated";
+/// 1 while the source has paused its partitions because a full batch waits
+/// for the one being committed (backpressure). Labels: `pipeline`.
+pub const KAFKA_PAUSED: &str = "tributary_kafka_paused";
+/// Times the source paused its partitions for backpressure. Labels: `pipeline`.
+pub const KAFKA_PAUSES: &str = "tributary_kafka_backpressure_pauses_total";

@@ -47,6 +47,16 @@ type Tp = (String, i32);
 /// The batch being landed, at most one.
 type InFlight = Option<JoinHandle<Result<Landed, IngestError>>>;
 
+/// Whether the current batch waits to be sealed behind the one in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sealing {
+    No,
+    /// Its age trigger fired.
+    Due,
+    /// It is full and the partitions are paused.
+    Paused,
+}
+
 fn joined(r: Result<Result<Landed, IngestError>, JoinError>) -> Result<Landed, IngestError> {
     r.map_err(|e| IngestError::Internal(format!("kafka landing task: {e}")))?
 }
@@ -67,6 +77,9 @@ pub struct KafkaPipeline {
     batch: Batch,
     /// `tributary_kafka_records_total` for this pipeline, registered once.
     records_read: metrics::Counter,
+    /// Backpressure: 1 while paused, and how often it paused.
+    paused: metrics::Gauge,
+    pauses: metrics::Counter,
 }
 
 impl Batch {
@@ -99,6 +112,8 @@ impl KafkaPipeline {
         let PreparedTable { schema, table, quarantine, dedup } = prepared;
         let pipeline = format!("kafka:{}", def.name);
         let records_read = metrics::counter!(m::KAFKA_RECORDS, "pipeline" => pipeline.clone());
+        let paused = metrics::gauge!(m::KAFKA_PAUSED, "pipeline" => pipeline.clone());
+        let pauses = metrics::counter!(m::KAFKA_PAUSES, "pipeline" => pipeline.clone());
         let shared = Arc::new(Shared {
             positions: std::sync::Mutex::new(HashMap::new()),
             start: def.start,
@@ -118,6 +133,8 @@ impl KafkaPipeline {
             quarantined_to: HashMap::new(),
             batch: Batch::default(),
             records_read,
+            paused,
+            pauses,
         }
     }
 
@@ -222,6 +239,11 @@ impl KafkaPipeline {
         tracing::info!(pipeline = %self.target.pipeline, cluster = %self.cluster, ?topics, "kafka source started");
         let mut deadline: Option<Instant> = None;
         let mut in_flight: InFlight = None;
+        // A batch whose trigger fired while another was in flight: it is
+        // sealed as soon as that one lands. If it is full, the partitions are
+        // paused meanwhile; `recv` keeps being polled so that rebalances and
+        // errors are still served.
+        let mut sealing = Sealing::No;
         let mut lag_tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
@@ -230,13 +252,24 @@ impl KafkaPipeline {
                 landed = async { in_flight.as_mut().expect("guarded by the branch condition").await }, if in_flight.is_some() => {
                     in_flight = None;
                     self.landed(&consumer, joined(landed)?).await?;
+                    if sealing != Sealing::No {
+                        self.flush(&mut in_flight);
+                        if sealing == Sealing::Paused {
+                            self.pause(&consumer, false);
+                        }
+                        sealing = Sealing::No;
+                        deadline = None;
+                    }
                 }
                 msg = consumer.recv() => {
                     if self.shared.rebalanced.swap(false, Ordering::SeqCst) {
                         self.settle(&consumer, &mut in_flight).await?;
                         self.recover().await?;
                         self.seek_assigned(&consumer);
-                        deadline = None;
+                        if sealing == Sealing::Paused {
+                            self.pause(&consumer, false);
+                        }
+                        (deadline, sealing) = (None, Sealing::No);
                     }
                     match msg {
                         Ok(msg) => {
@@ -246,27 +279,49 @@ impl KafkaPipeline {
                         }
                         Err(e) => self.on_error(&consumer, &e).await?,
                     }
-                    if self.batch.rows.len() + self.batch.rejects.len() >= self.def.commit.max_rows
-                        || self.batch.bytes >= self.def.commit.max_bytes
-                    {
-                        self.flush(&consumer, &mut in_flight).await?;
-                        deadline = None;
+                    let full = self.batch.rows.len() + self.batch.rejects.len() >= self.def.commit.max_rows
+                        || self.batch.bytes >= self.def.commit.max_bytes;
+                    if full && sealing != Sealing::Paused {
+                        if in_flight.is_none() {
+                            self.flush(&mut in_flight);
+                            deadline = None;
+                        } else {
+                            self.pause(&consumer, true);
+                            sealing = Sealing::Paused;
+                        }
                     }
                 }
-                () = async { sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
-                    self.flush(&consumer, &mut in_flight).await?;
-                    deadline = None;
+                () = async { sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() && sealing == Sealing::No => {
+                    if in_flight.is_none() {
+                        self.flush(&mut in_flight);
+                        deadline = None;
+                    } else {
+                        sealing = Sealing::Due;
+                    }
                 }
                 _ = lag_tick.tick() => self.report_lag(&consumer).await,
             }
         }
         self.settle(&consumer, &mut in_flight).await?;
         if !self.shared.rebalanced.load(Ordering::SeqCst) {
-            self.flush(&consumer, &mut in_flight).await?;
+            self.flush(&mut in_flight);
             self.settle(&consumer, &mut in_flight).await?;
         }
         tracing::info!(pipeline = %self.target.pipeline, "kafka source stopped");
         Ok(())
+    }
+
+    /// Pauses (or resumes) fetching for every assigned partition.
+    fn pause(&self, consumer: &StreamConsumer<Context>, pause: bool) {
+        let Ok(assignment) = consumer.assignment() else { return };
+        let result = if pause { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
+        if let Err(e) = result {
+            tracing::warn!(pipeline = %self.target.pipeline, error = %e, pause, "kafka pause/resume failed");
+        }
+        self.paused.set(if pause { 1.0 } else { 0.0 });
+        if pause {
+            self.pauses.increment(1);
+        }
     }
 
     /// Adds one message to the batch; false if it was below a position.
@@ -366,16 +421,13 @@ impl KafkaPipeline {
         Ok(())
     }
 
-    /// Hands the batch to a landing task. The previous landing is settled
-    /// first: commits stay in order, and if it turned out to be a zombie the
-    /// batch read after it is dropped with it.
-    async fn flush(&mut self, consumer: &StreamConsumer<Context>, in_flight: &mut InFlight) -> Result<(), IngestError> {
+    /// Seals the batch and hands it to a landing task. The caller makes sure
+    /// no other batch is in flight, so commits stay in order and a batch
+    /// read after a zombie is dropped with it (by `landed`) before sealing.
+    fn flush(&mut self, in_flight: &mut InFlight) {
+        debug_assert!(in_flight.is_none(), "one landing at a time");
         if self.batch.messages == 0 && self.batch.rejects.is_empty() {
-            return Ok(());
-        }
-        self.settle(consumer, in_flight).await?;
-        if self.batch.messages == 0 && self.batch.rejects.is_empty() {
-            return Ok(());
+            return;
         }
         let batch = std::mem::take(&mut self.batch);
         // Position keys are built once per batch, not per message.
@@ -395,7 +447,6 @@ impl KafkaPipeline {
         };
         let landing = land(self.target.clone(), self.table.clone(), self.quarantine.clone(), sealed);
         *in_flight = Some(tokio::spawn(landing));
-        Ok(())
     }
 
     /// Waits for the batch in flight, if any, and applies its outcome.
