@@ -1,12 +1,11 @@
 //! Splits a request body into records: NDJSON (one JSON value per line) or a
 //! single JSON array.
 //!
-//! A line that is not JSON is not a request error: it becomes a quarantined
-//! record carrying its raw bytes, so one bad producer line never blocks the
-//! good ones. Only a body whose framing cannot be recovered (an unterminated
+//! A line that is not JSON is not a request error: it is validated (and
+//! quarantined) like any record, with its raw bytes, so one bad producer line
+//! never blocks the good ones. Only a body whose framing cannot be recovered (an unterminated
 //! JSON array) fails the whole request.
 
-use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::error::IngestError;
@@ -14,10 +13,8 @@ use crate::error::IngestError;
 /// One record as received.
 #[derive(Debug)]
 pub struct RawRecord<'a> {
-    /// The bytes as sent, for quarantine.
+    /// The bytes as sent: parsed by validation, kept for quarantine.
     pub raw: &'a [u8],
-    /// The parsed value, or the parser's complaint.
-    pub value: Result<Value, String>,
 }
 
 /// Splits `body` into records.
@@ -31,17 +28,14 @@ pub fn split_records(body: &[u8]) -> Result<Vec<RawRecord<'_>>, IngestError> {
         })?;
         return Ok(items
             .into_iter()
-            .map(|item| RawRecord {
-                raw: item.get().as_bytes(),
-                value: serde_json::from_str(item.get()).map_err(|e| e.to_string()),
-            })
+            .map(|item| RawRecord { raw: item.get().as_bytes() })
             .collect());
     }
     Ok(body
         .split(|b| *b == b'\n')
         .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
         .filter(|line| line.iter().any(|b| !b.is_ascii_whitespace()))
-        .map(|line| RawRecord { raw: line, value: serde_json::from_slice(line).map_err(|e| e.to_string()) })
+        .map(|line| RawRecord { raw: line })
         .collect())
 }
 
@@ -53,9 +47,8 @@ mod tests {
     fn ndjson_keeps_bad_lines_as_records() {
         let recs = split_records(b"{\"a\":1}\n\nnot json\r\n{\"a\":2}\n").unwrap();
         assert_eq!(recs.len(), 3);
-        assert!(recs[0].value.is_ok());
+        assert_eq!(recs[0].raw, b"{\"a\":1}");
         assert_eq!(recs[1].raw, b"not json");
-        assert!(recs[1].value.is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tributary_table::schema::from_iceberg_schema;
 use crate::columns::rows_to_batch;
 use crate::decode::split_records;
 use crate::error::IngestError;
-use crate::validate::{Cell, Rejection, validate_record};
+use crate::validate::{Cell, Rejection, validate_json};
 
 /// What the pipeline needs to know about one target table.
 #[derive(Debug)]
@@ -140,7 +140,7 @@ pub fn prepare(
     let mut rows = Vec::with_capacity(records.len());
     let mut rejects = Vec::new();
     for (i, rec) in records.into_iter().enumerate() {
-        match prepare_record(schema, rec.value.as_ref(), &lineage) {
+        match prepare_record(schema, rec.raw, None, &lineage) {
             Ok(row) => rows.push(row),
             Err(rejection) => rejects.push(Reject {
                 raw: rec.raw.to_vec(),
@@ -152,22 +152,15 @@ pub fn prepare(
     Ok(Prepared { batch: rows_to_batch(&schema.arrow, &rows)?, rejects, received, bytes: body.len(), ingested_at_us })
 }
 
-/// Validates one parsed record and returns its full row, lineage included.
+/// Validates one record (its JSON bytes) and returns its full row, lineage
+/// included. `fill` supplies a column the record has no value for.
 pub fn prepare_record(
     schema: &IngestSchema,
-    value: Result<&serde_json::Value, &String>,
+    bytes: &[u8],
+    fill: Option<(&str, &str)>,
     lineage: &Lineage<'_>,
 ) -> Result<Vec<Cell>, Rejection> {
-    let cells = match value {
-        Ok(v) => validate_record(v, &schema.user_fields, schema.event_time.as_deref())?,
-        Err(e) => {
-            return Err(Rejection {
-                kind: "malformed_json",
-                field: None,
-                message: format!("record is not valid JSON: {e}"),
-            });
-        }
-    };
+    let cells = validate_json(bytes, &schema.user_fields, schema.event_time.as_deref(), fill)?;
     Ok(enrich(schema, cells, lineage))
 }
 

@@ -337,15 +337,11 @@ impl KafkaPipeline {
         self.records_read.increment(1);
         let payload = msg.payload().unwrap_or_default();
         self.batch.bytes += payload.len();
-        let mut value = serde_json::from_slice::<serde_json::Value>(payload).map_err(|e| e.to_string());
-        if let (Some(field), Ok(serde_json::Value::Object(obj)), Some(k)) = (&self.def.key_field, &mut value, msg.key())
-            && obj.get(field).is_none_or(serde_json::Value::is_null)
-        {
-            obj.insert(field.clone(), serde_json::Value::String(String::from_utf8_lossy(k).into_owned()));
-        }
+        let key = msg.key().map(String::from_utf8_lossy);
+        let fill = self.def.key_field.as_deref().zip(key.as_deref());
         let now = self.target.clock.now().timestamp_micros();
         let lineage = Lineage { source: "kafka", partition: Some(tp.1), offset: Some(offset), ingested_at_us: now };
-        match prepare_record(&self.target.schema, value.as_ref(), &lineage) {
+        match prepare_record(&self.target.schema, payload, fill, &lineage) {
             Ok(row) => self.add_row(row, now),
             Err(rejection) => {
                 if self.quarantined_to.get(&tp).is_none_or(|q| offset >= *q) {
