@@ -183,12 +183,13 @@ def main():
     prod.start()
 
     stats = {"kills": 0, "starts": 1, "graceful_stops": 0, "zombies": 0, "broker_restarts": 0}
-    broker_restart_at = args.kills // 2
+    # Broker restarts are spread evenly over the kills.
+    restart_at = [args.kills * (i + 1) // (args.broker_restarts + 1) for i in range(args.broker_restarts)]
     # Go on until everything is produced and every kind of fault happened.
     while not produced.is_set() or stats["kills"] < args.kills or stats["zombies"] == 0:
         time.sleep(random.uniform(0.5, 2.0))
         action = random.random()
-        if stats["kills"] == broker_restart_at and stats["broker_restarts"] < args.broker_restarts:
+        if stats["broker_restarts"] < args.broker_restarts and stats["kills"] >= restart_at[stats["broker_restarts"]]:
             kafka("stop")
             time.sleep(1)
             kafka()

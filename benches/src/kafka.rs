@@ -24,6 +24,10 @@ use tributary_core::TableName;
 use tributary_core::config::Config;
 use tributary_table::{Lake, last_pipeline_state};
 
+/// The allocator the `tributary` binary uses, so the figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PARTITIONS: i32 = 4;
 
 /// When the table's committed positions changed: (time µs, next offset per partition).
@@ -54,7 +58,7 @@ group_id = "bench-{topic}"
 table = "raw.events"
 properties = {{ "receive.message.max.bytes" = "2147483647", "fetch.wait.max.ms" = "10" }}
 "#,
-        latency = std::env::var("BENCH_MAX_LATENCY").unwrap_or_else(|_| "500ms".to_owned())
+        latency = std::env::var("BENCH_MAX_LATENCY").unwrap_or_else(|_| "200ms".to_owned())
     )
 }
 

@@ -23,6 +23,10 @@ use tributary_benches::{peak_rss_mib, quantile, sorted_ms};
 use tributary_core::TableName;
 use tributary_core::config::Config;
 
+/// The allocator the `tributary` binary uses, so the figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BODY_EVENTS: usize = 5_000;
 const IN_FLIGHT: usize = 4;
 

@@ -26,10 +26,7 @@ pub fn split_records(body: &[u8]) -> Result<Vec<RawRecord<'_>>, IngestError> {
                 "the body starts with '[' but is not a valid JSON array ({e}); send a JSON array or NDJSON"
             ))
         })?;
-        return Ok(items
-            .into_iter()
-            .map(|item| RawRecord { raw: item.get().as_bytes() })
-            .collect());
+        return Ok(items.into_iter().map(|item| RawRecord { raw: item.get().as_bytes() }).collect());
     }
     Ok(body
         .split(|b| *b == b'\n')

@@ -233,7 +233,11 @@ fn cell(v: Value, ty: &FieldType, path: &Path<'_>) -> Result<Cell, Rejection> {
                 v => return Err(bad(&v)),
             };
             Cell::Decimal(parse_decimal(&text, *precision, *scale).map_err(|why| {
-                Rejection::at("type_mismatch", &path.to_string(), format!("field '{path}' expects {ty}: '{text}' {why}"))
+                Rejection::at(
+                    "type_mismatch",
+                    &path.to_string(),
+                    format!("field '{path}' expects {ty}: '{text}' {why}"),
+                )
             })?)
         }
         (FieldType::Date, Value::String(s)) => Cell::Date(
@@ -247,12 +251,14 @@ fn cell(v: Value, ty: &FieldType, path: &Path<'_>) -> Result<Cell, Rejection> {
             parse_timestamp(&s)
                 .ok_or_else(|| time_error(path, &s, "an RFC 3339 timestamp like 2026-11-25T08:00:00Z"))?,
         ),
-        (FieldType::Timestamp | FieldType::Timestamptz, Value::Number(n)) => Cell::Ts(
-            n.as_i64().and_then(|ms| ms.checked_mul(1000)).ok_or_else(|| bad(&Value::Number(n.clone())))?,
-        ),
-        (FieldType::Binary, Value::String(s)) => Cell::Bytes(base64::engine::general_purpose::STANDARD.decode(&s).map_err(
-            |e| Rejection::at("type_mismatch", &path.to_string(), format!("field '{path}' expects base64: {e}")),
-        )?),
+        (FieldType::Timestamp | FieldType::Timestamptz, Value::Number(n)) => {
+            Cell::Ts(n.as_i64().and_then(|ms| ms.checked_mul(1000)).ok_or_else(|| bad(&Value::Number(n.clone())))?)
+        }
+        (FieldType::Binary, Value::String(s)) => {
+            Cell::Bytes(base64::engine::general_purpose::STANDARD.decode(&s).map_err(|e| {
+                Rejection::at("type_mismatch", &path.to_string(), format!("field '{path}' expects base64: {e}"))
+            })?)
+        }
         (FieldType::Struct(children), Value::Object(mut obj)) => {
             Cell::Struct(fields_cells(children, path, |f| obj.remove(&f.name))?)
         }

@@ -2,6 +2,13 @@
 
 use clap::Parser;
 
+/// Ingest allocates many short-lived rows on one thread and frees them on
+/// another (the landing task); mimalloc handles that pattern far better
+/// than the system allocator (about a fifth of ingest CPU went to glibc's
+/// malloc/free in profiles).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = tributary::Cli::parse();
     tributary::init_logging(&cli);
