@@ -19,7 +19,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
-use tributary_benches::{peak_rss_mib, quantile};
+use tributary_benches::{cpu_seconds, peak_rss_mib, quantile};
 use tributary_core::TableName;
 use tributary_core::config::Config;
 use tributary_table::{Lake, last_pipeline_state};
@@ -142,7 +142,7 @@ fn print_phase(name: &str, events: u64, bytes: u64, secs: f64, extra: &str) {
     let (eps, mib) = (events as f64 / secs, bytes as f64 / secs / 1_048_576.0);
     println!(
         "{}",
-        serde_json::json!({"phase": name, "events_per_s": eps, "mib_per_s": mib, "seconds": secs, "peak_rss_mib": peak_rss_mib(), "extra": extra})
+        serde_json::json!({"phase": name, "events_per_s": eps, "mib_per_s": mib, "seconds": secs, "cpu_us_per_event": cpu_seconds() * 1e6 / events as f64, "peak_rss_mib": peak_rss_mib(), "extra": extra})
     );
 }
 
@@ -332,11 +332,12 @@ fn main() -> anyhow::Result<()> {
         let v = run(&["phase", phase, &brokers, &topic, &ev])?;
         let eps = v["events_per_s"].as_f64().unwrap_or(0.0);
         println!(
-            "{:<13} {:>10.0} events/s {:>7.1} MiB/s {:>10.0} events/s/core  peak RSS {:>6.0} MiB  {}",
+            "{:<13} {:>10.0} events/s {:>7.1} MiB/s {:>10.0} events/s/core {:>5.2} CPU µs/event  peak RSS {:>6.0} MiB  {}",
             v["phase"].as_str().unwrap_or(""),
             eps,
             v["mib_per_s"].as_f64().unwrap_or(0.0),
             eps / cores as f64,
+            v["cpu_us_per_event"].as_f64().unwrap_or(0.0),
             v["peak_rss_mib"].as_f64().unwrap_or(0.0),
             v["extra"].as_str().unwrap_or("")
         );

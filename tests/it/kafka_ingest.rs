@@ -1,6 +1,8 @@
 //! Kafka ingestion against a real broker process (`dev/kafka.sh` starts it
 //! and exports `TRIBUTARY_TEST_KAFKA`).
 
+use std::time::Duration;
+
 use crate::common::{config, start};
 use crate::kafka_util::{assert_exactly_once, create_topic, kafka_config, kafka_config_with, produce, wait_for};
 
@@ -76,4 +78,32 @@ async fn backpressure_pauses_and_resumes_without_losing_records() {
     assert!(value("tributary_kafka_backpressure_pauses_total") > 0.0, "{text}");
     assert!(value("tributary_kafka_paused").abs() < f64::EPSILON, "still paused:\n{text}");
     srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_static_member_stops_with_the_reason() {
+    let topic = format!("orders-{}", uuid::Uuid::new_v4().simple());
+    create_topic(&topic).await;
+    let good = produce(&topic, "a", 500).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Two workers configured with the same static member id: the broker
+    // fences one of them, whose consumer can never deliver again.
+    let toml = kafka_config_with(&topic, &format!("g-{topic}"), r#", "group.instance.id" = "worker-1""#);
+    let cfg = config(&toml, dir.path());
+    let first = start(&cfg).await;
+    wait_for(&first, i64::try_from(good).unwrap(), 10).await;
+    let second = start(&cfg).await;
+    let (a, b) = (first.shutdown.clone(), second.shutdown.clone());
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::select! {
+            r = first.server.wait() => (r, b),
+            r = second.server.wait() => (r, a),
+        }
+    })
+    .await
+    .expect("neither worker stopped after being fenced");
+    let (result, survivor) = ended;
+    let err = result.expect_err("the fenced worker must fail").to_string();
+    assert!(err.contains("fatal") && err.contains("group.instance.id"), "{err}");
+    survivor.cancel();
 }

@@ -38,4 +38,12 @@ pub fn describe() {
     describe_gauge!(m::CURRENT_SNAPSHOT, "Id of the table's current snapshot");
     describe_counter!(m::BYTES_WRITTEN, Unit::Bytes, "Parquet bytes written");
     describe_counter!(m::QUERIES, "SQL queries served, by outcome");
+    describe_counter!(m::KAFKA_RECORDS, "Records read from Kafka, by pipeline");
+    describe_gauge!(m::KAFKA_LAG, "High watermark minus the position committed in the table, per partition");
+    describe_counter!(m::KAFKA_REBALANCES, "Consumer-group rebalances seen, by pipeline");
+    describe_counter!(m::KAFKA_OFFSET_GAPS, "Records deleted by retention before they were ingested, per partition");
+    describe_gauge!(m::KAFKA_TRUNCATED, "1 while a partition's high watermark is below the committed position");
+    describe_gauge!(m::KAFKA_PAUSED, "1 while the source pauses its partitions for backpressure");
+    describe_counter!(m::KAFKA_PAUSES, "Times the source paused its partitions for backpressure");
+    describe_gauge!(m::FRESHNESS, Unit::Seconds, "Now minus the newest event time committed, per table");
 }

@@ -22,25 +22,27 @@ use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaErrorCode;
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
-use tributary_core::kafka::{GapPolicy, KafkaDef};
+use tributary_core::kafka::KafkaDef;
 use tributary_core::metrics as m;
 use tributary_core::{Clock, Positions};
 use tributary_table::{Lake, LoadedTable, last_pipeline_state};
 
-use super::kafka_commit::{Landed, Sealed, Target, land};
-pub use super::kafka_context::check_client;
-use super::kafka_context::{Context, Shared, client_config, consumer_error};
+mod commit;
+mod context;
+mod health;
+
 use crate::dedup::DedupIndex;
 use crate::error::IngestError;
 use crate::prepare::{Lineage, PreparedTable, Reject, prepare_record};
-use crate::validate::{Cell, Rejection};
+use crate::validate::Cell;
+use commit::{Landed, Sealed, Target, land};
+pub use context::check_client;
+use context::{Context, Shared, client_config, consumer_error};
 
 type Tp = (String, i32);
 
@@ -299,7 +301,10 @@ impl KafkaPipeline {
                         sealing = Sealing::Due;
                     }
                 }
-                _ = lag_tick.tick() => self.report_lag(&consumer).await,
+                _ = lag_tick.tick() => {
+                    self.check_fatal(&consumer)?;
+                    self.report_lag(&consumer).await;
+                }
             }
         }
         self.settle(&consumer, &mut in_flight).await?;
@@ -376,45 +381,6 @@ impl KafkaPipeline {
             self.batch.max_event_us = Some(self.batch.max_event_us.map_or(t, |m| m.max(t)));
         }
         self.batch.rows.push(row);
-    }
-
-    async fn on_error(&mut self, consumer: &Arc<StreamConsumer<Context>>, e: &KafkaError) -> Result<(), IngestError> {
-        let gap = matches!(
-            e.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
-        );
-        if !gap {
-            tracing::warn!(pipeline = %self.target.pipeline, error = %e, "kafka consumer error; librdkafka retries");
-            return Ok(());
-        }
-        for (tp, (low, _high)) in watermarks(consumer).await {
-            let pos = self.next.get(&tp).copied().unwrap_or(0);
-            if pos >= low {
-                continue;
-            }
-            let what = format!(
-                "partition {}/{}: offsets {pos}..{low} were deleted by retention before they were ingested",
-                tp.0, tp.1
-            );
-            if self.def.on_offset_gap == GapPolicy::Fail {
-                return Err(IngestError::Source(format!(
-                    "kafka source '{}': {what}; set on_offset_gap = \"continue\" to skip them (they are counted and quarantined)",
-                    self.def.name
-                )));
-            }
-            tracing::error!(pipeline = %self.target.pipeline, topic = %tp.0, partition = tp.1, from = pos, to = low, "offset gap; continuing");
-            metrics::counter!(m::KAFKA_OFFSET_GAPS, "pipeline" => self.target.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
-                .increment(u64::try_from(low - pos).unwrap_or(0));
-            self.batch.read(&tp, pos, low);
-            self.batch.rejects.push(Reject {
-                raw: Vec::new(),
-                rejection: Rejection { kind: "offset_gap", field: None, message: what },
-                position: format!("{}/{}@{pos}", tp.0, tp.1),
-            });
-            self.next.insert(tp.clone(), low);
-            let _ = consumer.seek(&tp.0, tp.1, Offset::Offset(low), Duration::from_millis(200));
-        }
-        Ok(())
     }
 
     /// Seals the batch and hands it to a landing task. The caller makes sure
@@ -500,41 +466,4 @@ impl KafkaPipeline {
         self.seek_assigned(consumer);
         Ok(())
     }
-
-    async fn report_lag(&self, consumer: &Arc<StreamConsumer<Context>>) {
-        let committed = self.shared.positions.lock().map(|p| p.clone()).unwrap_or_default();
-        for (tp, (low, high)) in watermarks(consumer).await {
-            let pos = committed.get(&tp).copied().unwrap_or(low);
-            if high < pos {
-                // The broker lost records we had already committed (e.g. an
-                // unclean leader election) and will reuse their offsets.
-                tracing::error!(pipeline = %self.target.pipeline, topic = %tp.0, partition = tp.1, committed = pos, high_watermark = high,
-                    "partition truncated below the committed position: records produced at reused offsets will be skipped");
-                metrics::gauge!(m::KAFKA_TRUNCATED, "pipeline" => self.target.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
-                    .set(1.0);
-            }
-            #[allow(clippy::cast_precision_loss)]
-            metrics::gauge!(m::KAFKA_LAG, "pipeline" => self.target.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
-                .set((high - pos).max(0) as f64);
-        }
-    }
-}
-
-/// Low and high watermarks of every assigned partition, fetched off the
-/// async runtime (librdkafka blocks for the round trip).
-async fn watermarks(consumer: &Arc<StreamConsumer<Context>>) -> Vec<(Tp, (i64, i64))> {
-    let c = consumer.clone();
-    tokio::task::spawn_blocking(move || {
-        let Ok(assignment) = c.assignment() else { return Vec::new() };
-        assignment
-            .elements()
-            .iter()
-            .filter_map(|e| {
-                let w = c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2)).ok()?;
-                Some(((e.topic().to_owned(), e.partition()), w))
-            })
-            .collect()
-    })
-    .await
-    .unwrap_or_default()
 }
