@@ -19,7 +19,8 @@ pub fn load_config(path: &Path, data_dir: &Path) -> anyhow::Result<ValidConfig> 
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let v = load_config(path, Path::new("./tributary-data"))?;
     for k in &v.kafka {
-        tributary_ingest::sources::kafka::check_client(k)?;
+        tributary_ingest::sources::kafka::check_client(k)
+            .map_err(|e| anyhow::anyhow!("config file {}: kafka source '{}': {e}", path.display(), k.name))?;
     }
     println!("{}: ok", path.display());
     println!("  catalog   {} (name '{}')", v.catalog_url, v.catalog_name);

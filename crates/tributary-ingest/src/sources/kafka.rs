@@ -141,9 +141,7 @@ impl KafkaPipeline {
     }
 
     fn consumer(&self) -> Result<StreamConsumer<Context>, IngestError> {
-        client_config(&self.def)
-            .create_with_context(Context(self.shared.clone()))
-            .map_err(|e| consumer_error(&self.def, &e))
+        client_config(&self.def).create_with_context(Context(self.shared.clone())).map_err(|e| consumer_error(&e))
     }
 
     fn key(&self, tp: &Tp) -> String {
@@ -220,8 +218,8 @@ impl KafkaPipeline {
             tracing::warn!(pipeline = %self.target.pipeline, attempt, brokers = %self.def.brokers, "kafka cluster id not available yet; retrying");
         }
         Err(IngestError::Source(format!(
-            "kafka source '{}': cannot read the cluster id from {}; check that the brokers are reachable",
-            self.def.name, self.def.brokers
+            "cannot read the cluster id from {}; check that the brokers are reachable",
+            self.def.brokers
         )))
     }
 
@@ -235,9 +233,7 @@ impl KafkaPipeline {
         };
         self.recover().await?;
         let topics: Vec<&str> = self.def.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics).map_err(|e| {
-            IngestError::Source(format!("kafka source '{}': cannot subscribe to {topics:?}: {e}", self.def.name))
-        })?;
+        consumer.subscribe(&topics).map_err(|e| IngestError::Source(format!("cannot subscribe to {topics:?}: {e}")))?;
         tracing::info!(pipeline = %self.target.pipeline, cluster = %self.cluster, ?topics, "kafka source started");
         let mut deadline: Option<Instant> = None;
         let mut in_flight: InFlight = None;

@@ -25,9 +25,8 @@ impl KafkaPipeline {
     pub(super) fn check_fatal(&self, consumer: &StreamConsumer<Context>) -> Result<(), IngestError> {
         match consumer.client().fatal_error() {
             Some((code, reason)) => Err(IngestError::Source(format!(
-                "kafka source '{}': the consumer hit a fatal error ({code:?}: {reason}) and cannot continue; \
+                "the consumer hit a fatal error ({code:?}: {reason}) and cannot continue; \
                  uncommitted records are read again on restart{}",
-                self.def.name,
                 if code == RDKafkaErrorCode::FencedInstanceId {
                     "; another worker uses the same group.instance.id: give each worker its own"
                 } else {
@@ -63,8 +62,7 @@ impl KafkaPipeline {
             );
             if self.def.on_offset_gap == GapPolicy::Fail {
                 return Err(IngestError::Source(format!(
-                    "kafka source '{}': {what}; set on_offset_gap = \"continue\" to skip them (they are counted and quarantined)",
-                    self.def.name
+                    "{what}; set on_offset_gap = \"continue\" to skip them (they are counted and quarantined)"
                 )));
             }
             tracing::error!(pipeline = %self.target.pipeline, topic = %tp.0, partition = tp.1, from = pos, to = low, "offset gap; continuing");
