@@ -1,6 +1,7 @@
-//! Deterministic crash tests: a failpoint makes the Kafka pipeline die at
-//! each dangerous instant of a commit, then a restarted server must land
-//! every record exactly once.
+//! Deterministic crash and zombie tests: a failpoint makes the Kafka
+//! pipeline die at each dangerous instant of a commit, then a restarted
+//! server must land every record exactly once; another stalls a commit while
+//! a second worker lands the same input, and the stalled one must drop it.
 //!
 //! A separate test binary because failpoints are process-global: each test
 //! holds a `FailScenario`, which serialises them.
@@ -66,4 +67,51 @@ async fn crash_after_the_quarantine_swap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_the_data_swap() {
     crash_and_recover("table::after_catalog_swap", "1*off->1*return").await;
+}
+
+/// A zombie commit caught in the act: worker A's first commit stalls before
+/// its catalog swap while worker B reads the same partitions from the
+/// table's positions and commits them. (B is in another consumer group, so
+/// the overlap does not depend on how fast the broker rebalances; within one
+/// group it is what a paused worker meets after its partitions moved.) When
+/// A wakes, its batch overlaps what B landed: the commit protocol must refuse
+/// it as a zombie, and A must drop it and re-read, so the table still holds
+/// every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_partitions_moved_mid_commit_drops_its_batch() {
+    let scenario = fail::FailScenario::setup();
+    let topic = format!("zombie-{}", uuid::Uuid::new_v4().simple());
+    create_topic(&topic).await;
+    let good = produce(&topic, "z", 600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let worker = |group: &str| config(&kafka_config(&topic, &format!("{group}-{topic}")), dir.path());
+
+    fail::cfg("table::stall_before_catalog_swap", "1*return(8000)").unwrap();
+    let first = start(&worker("a")).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // A has read a batch and is stuck in its commit
+    let second = start(&worker("b")).await;
+    wait_for(&second, i64::try_from(good).unwrap(), 12).await;
+    // A wakes, finds its input landed, and drops the batch.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = second.client.get(format!("{}/metrics", second.base)).send().await.unwrap().text().await.unwrap();
+        let zombies: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("tributary_commit_conflicts_total{") && l.contains("outcome=\"zombie\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if zombies >= 1.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no batch was refused as a zombie:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    fail::remove("table::stall_before_catalog_swap");
+    // Give A time to re-read after its recovery: still every record once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_exactly_once(&second, 600, good).await;
+    assert_exactly_once(&first, 600, good).await;
+    first.stop().await;
+    second.stop().await;
+    scenario.teardown();
 }

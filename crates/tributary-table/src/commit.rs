@@ -139,11 +139,25 @@ pub async fn commit(
         .metadata;
     let path = lake.write_metadata(meta.location(), next_version(&base.location), &new_meta).await?;
     fail::fail_point!("table::before_catalog_swap", |_| Err(TableError::Injected("table::before_catalog_swap")));
+    stall("table::stall_before_catalog_swap").await;
     if !lake.store().swap(&base.name, &base.location, &path).await? {
         return Err(TableError::CommitConflict { table: base.name.clone(), expected: base.location.clone() });
     }
     fail::fail_point!("table::after_catalog_swap", |_| Err(TableError::Injected("table::after_catalog_swap")));
     Ok(LoadedTable { name: base.name.clone(), location: path, metadata: new_meta.into() })
+}
+
+/// With the `failpoints` feature, `return(MS)` on `name` holds this commit
+/// for MS milliseconds without blocking the runtime (a thread sleep would
+/// stall every task): a writer that is slow at the worst moment.
+async fn stall(name: &str) {
+    let ms = (|| {
+        fail::fail_point!(name, |ms: Option<String>| ms.and_then(|m| m.parse::<u64>().ok()));
+        None
+    })();
+    if let Some(ms) = ms {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
 }
 
 /// Commits with the protocol's conflict rule.
