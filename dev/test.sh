@@ -7,6 +7,13 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 step() { printf '\n==> %s\n' "$*"; }
 
+step "build tools (the bundled librdkafka and OpenSSL build with make and perl)"
+if ! command -v make >/dev/null || ! perl -MFindBin -MIPC::Cmd -e1 2>/dev/null; then
+  SUDO=""; [[ "$(id -u)" == 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq make perl >/dev/null
+fi
+echo "make and perl present"
+
 step "python readers (pinned, .dev/venv)"
 bash dev/python-env.sh
 
