@@ -1,5 +1,5 @@
-//! Validation: a JSON value becomes a typed row of the table, or a rejection
-//! that names the field, the value and what was expected.
+//! Validation: a JSON record (its bytes) becomes a typed row of the table,
+//! or a rejection that names the field, the value and what was expected.
 //!
 //! Rules: the record is an object; every required column is present and not
 //! null; each value has the column's type (numbers for numeric columns, RFC

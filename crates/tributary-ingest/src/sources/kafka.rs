@@ -14,6 +14,11 @@
 //! Rejected records go to the quarantine table *before* the data commit,
 //! stamped with the same positions; on replay a reject below the quarantine
 //! table's position is skipped, so quarantine is exactly-once as well.
+//!
+//! A sealed batch lands in its own task (`commit`) while the next one is
+//! read; at most one is in flight. A batch that fills up while another is
+//! landing pauses the partitions until it can be sealed (backpressure), so
+//! memory stays bounded by two batches whatever the backlog.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -84,14 +84,15 @@ impl KafkaPipeline {
         let committed = self.shared.positions.lock().map(|p| p.clone()).unwrap_or_default();
         for (tp, (low, high)) in watermarks(consumer).await {
             let pos = committed.get(&tp).copied().unwrap_or(low);
-            if high < pos {
+            let truncated = high < pos;
+            if truncated {
                 // The broker lost records we had already committed (e.g. an
                 // unclean leader election) and will reuse their offsets.
                 tracing::error!(pipeline = %self.target.pipeline, topic = %tp.0, partition = tp.1, committed = pos, high_watermark = high,
                     "partition truncated below the committed position: records produced at reused offsets will be skipped");
-                metrics::gauge!(m::KAFKA_TRUNCATED, "pipeline" => self.target.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
-                    .set(1.0);
             }
+            metrics::gauge!(m::KAFKA_TRUNCATED, "pipeline" => self.target.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
+                .set(if truncated { 1.0 } else { 0.0 });
             #[allow(clippy::cast_precision_loss)]
             metrics::gauge!(m::KAFKA_LAG, "pipeline" => self.target.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
                 .set((high - pos).max(0) as f64);
