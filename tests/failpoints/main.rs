@@ -13,7 +13,7 @@ mod kafka_util;
 
 use std::time::Duration;
 
-use common::{config, start};
+use common::{config, metric, start};
 use kafka_util::{assert_exactly_once, create_topic, kafka_config, produce, wait_for};
 
 /// Produces 600 events (12 malformed), crashes the first worker at `point`
@@ -94,13 +94,8 @@ async fn a_worker_whose_partitions_moved_mid_commit_drops_its_batch() {
     // A wakes, finds its input landed, and drops the batch.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let text = second.client.get(format!("{}/metrics", second.base)).send().await.unwrap().text().await.unwrap();
-        let zombies: f64 = text
-            .lines()
-            .filter(|l| l.starts_with("tributary_commit_conflicts_total{") && l.contains("outcome=\"zombie\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        if zombies >= 1.0 {
+        let text = second.metrics().await;
+        if metric(&text, "tributary_commit_conflicts_total", &["outcome=\"zombie\""]).is_some_and(|n| n >= 1.0) {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "no batch was refused as a zombie:\n{text}");

@@ -76,10 +76,27 @@ impl Running {
         v["rows"][0][0].as_i64().unwrap()
     }
 
+    /// The Prometheus exposition text.
+    pub async fn metrics(&self) -> String {
+        self.client.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap()
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.server.wait().await.unwrap();
     }
+}
+
+/// The sum of the samples of metric `name` whose labels include every entry
+/// of `labels` (each written `key="value"`); `None` if there is none.
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let samples: Vec<f64> = text
+        .lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
 }
 
 /// One good event as NDJSON.

@@ -155,7 +155,7 @@ async fn json_array_bodies_time_travel_and_metrics() {
     assert_eq!(status, 400);
     assert!(v["error"]["message"].as_str().unwrap().contains("no snapshot 42"), "{v}");
 
-    let text = srv.client.get(format!("{}/metrics", srv.base)).send().await.unwrap().text().await.unwrap();
+    let text = srv.metrics().await;
     for name in [
         "tributary_records_received_total",
         "tributary_records_written_total",

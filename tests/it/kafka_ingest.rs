@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::common::{config, start};
+use crate::common::{config, metric, start};
 use crate::kafka_util::{assert_exactly_once, create_topic, kafka_config, kafka_config_with, produce, wait_for};
 
 /// SASL/PLAIN over plaintext: the test broker accepts any credentials, so
@@ -31,8 +31,8 @@ async fn kafka_lands_every_record_once_across_a_restart() {
         .sql("SELECT count(*) FROM quarantine.transactions WHERE error_kind = 'malformed_json' AND position LIKE '%@%'")
         .await;
     assert_eq!(v["rows"][0][0], 60);
-    let text = srv.client.get(format!("{}/metrics", srv.base)).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains("tributary_kafka_rebalances_total"), "{text}");
+    let text = srv.metrics().await;
+    assert!(metric(&text, "tributary_kafka_rebalances_total", &[]).is_some_and(|n| n >= 1.0), "{text}");
     srv.stop().await;
 }
 
@@ -68,12 +68,9 @@ async fn backpressure_pauses_and_resumes_without_losing_records() {
     let srv = start(&config(&toml, dir.path())).await;
     wait_for(&srv, i64::try_from(good).unwrap(), 60).await;
     assert_exactly_once(&srv, 3000, good).await;
-    let text = srv.client.get(format!("{}/metrics", srv.base)).send().await.unwrap().text().await.unwrap();
-    let value = |name: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(&format!("{name}{{pipeline=\"kafka:orders_bp\"}}")))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+    let text = srv.metrics().await;
+    let value = |name: &str| {
+        metric(&text, name, &["pipeline=\"kafka:orders_bp\""]).unwrap_or_else(|| panic!("{name} missing:\n{text}"))
     };
     assert!(value("tributary_kafka_backpressure_pauses_total") > 0.0, "{text}");
     assert!(value("tributary_kafka_paused").abs() < f64::EPSILON, "still paused:\n{text}");
