@@ -33,10 +33,10 @@ pub struct IngestSchema {
     pub arrow: SchemaRef,
     /// Current Iceberg schema id, stamped into `_schema_id`.
     pub schema_id: i32,
-    /// Event-time column name.
-    pub event_time: Option<String>,
-    /// Event-time column index within `columns`.
-    pub event_time_column: Option<usize>,
+    /// The lineage columns present, by index within `columns`.
+    lineage: Vec<(usize, LineageColumn)>,
+    /// Event-time column index within `user_fields`.
+    event_time: Option<usize>,
     /// Dedup key column index and window.
     pub dedup: Option<(usize, Duration)>,
     /// Arrow schema of the quarantine table.
@@ -50,24 +50,61 @@ impl IngestSchema {
         let columns = from_iceberg_schema(schema);
         let user: Vec<usize> =
             (0..columns.len()).filter(|i| !LINEAGE_COLUMNS.contains(&columns[*i].name.as_str())).collect();
-        let user_fields = user.iter().map(|i| columns[*i].clone()).collect();
+        let user_fields: Vec<Field> = user.iter().map(|i| columns[*i].clone()).collect();
         let arrow = |t: &LoadedTable| {
             schema_to_arrow_schema(t.metadata.current_schema())
                 .map(Arc::new)
                 .map_err(|e| IngestError::Internal(format!("arrow schema of {}: {e}", t.name)))
         };
         let dedup = def.dedup.as_ref().and_then(|(k, w)| columns.iter().position(|c| &c.name == k).map(|i| (i, *w)));
+        let lineage = columns.iter().enumerate().filter_map(|(i, c)| Some((i, LineageColumn::of(&c.name)?))).collect();
+        let event_time = def.event_time.as_ref().and_then(|e| user_fields.iter().position(|f: &Field| &f.name == e));
         Ok(Self {
             table: def.name.clone(),
             user,
             user_fields,
             arrow: arrow(table)?,
             schema_id: schema.schema_id(),
-            event_time: def.event_time.clone(),
-            event_time_column: def.event_time.as_ref().and_then(|e| columns.iter().position(|c| &c.name == e)),
+            lineage,
+            event_time,
             dedup,
             quarantine_arrow: arrow(quarantine)?,
             columns,
+        })
+    }
+
+    /// Index of the user column `name` among the validated fields, for
+    /// `prepare_record`'s `fill`.
+    pub fn user_field(&self, name: &str) -> Option<usize> {
+        self.user_fields.iter().position(|f| f.name == name)
+    }
+
+    /// Index of the event-time column within `columns`.
+    pub fn event_time_column(&self) -> Option<usize> {
+        self.event_time.map(|i| self.user[i])
+    }
+}
+
+/// A lineage column, resolved from its name once per schema so that rows
+/// are enriched without comparing column names.
+#[derive(Debug, Clone, Copy)]
+enum LineageColumn {
+    Source,
+    SourcePartition,
+    SourceOffset,
+    IngestedAt,
+    SchemaId,
+}
+
+impl LineageColumn {
+    fn of(name: &str) -> Option<Self> {
+        Some(match name {
+            "_source" => Self::Source,
+            "_source_partition" => Self::SourcePartition,
+            "_source_offset" => Self::SourceOffset,
+            "_ingested_at" => Self::IngestedAt,
+            "_schema_id" => Self::SchemaId,
+            _ => return None,
         })
     }
 }
@@ -153,14 +190,15 @@ pub fn prepare(
 }
 
 /// Validates one record (its JSON bytes) and returns its full row, lineage
-/// included. `fill` supplies a column the record has no value for.
+/// included. `fill` supplies a value for the user field at that index
+/// ([`IngestSchema::user_field`]) when the record has none.
 pub fn prepare_record(
     schema: &IngestSchema,
     bytes: &[u8],
-    fill: Option<(&str, &str)>,
+    fill: Option<(usize, &str)>,
     lineage: &Lineage<'_>,
 ) -> Result<Vec<Cell>, Rejection> {
-    let cells = validate_json(bytes, &schema.user_fields, schema.event_time.as_deref(), fill)?;
+    let cells = validate_json(bytes, &schema.user_fields, schema.event_time, fill)?;
     Ok(enrich(schema, cells, lineage))
 }
 
@@ -170,14 +208,13 @@ fn enrich(schema: &IngestSchema, user_cells: Vec<Cell>, lineage: &Lineage<'_>) -
     for (idx, cell) in schema.user.iter().zip(user_cells) {
         row[*idx] = cell;
     }
-    for (i, col) in schema.columns.iter().enumerate() {
-        row[i] = match col.name.as_str() {
-            "_source" => Cell::Str(lineage.source.to_owned()),
-            "_source_partition" => lineage.partition.map_or(Cell::Null, Cell::Int),
-            "_source_offset" => lineage.offset.map_or(Cell::Null, Cell::Long),
-            "_ingested_at" => Cell::Ts(lineage.ingested_at_us),
-            "_schema_id" => Cell::Int(schema.schema_id),
-            _ => continue,
+    for (i, col) in &schema.lineage {
+        row[*i] = match col {
+            LineageColumn::Source => Cell::Str(lineage.source.to_owned()),
+            LineageColumn::SourcePartition => lineage.partition.map_or(Cell::Null, Cell::Int),
+            LineageColumn::SourceOffset => lineage.offset.map_or(Cell::Null, Cell::Long),
+            LineageColumn::IngestedAt => Cell::Ts(lineage.ingested_at_us),
+            LineageColumn::SchemaId => Cell::Int(schema.schema_id),
         };
     }
     row
@@ -205,4 +242,16 @@ pub fn quarantine_batch(
         })
         .collect();
     rows_to_batch(schema, &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_lineage_column_is_filled() {
+        for name in LINEAGE_COLUMNS {
+            assert!(LineageColumn::of(name).is_some(), "lineage column {name} is never filled");
+        }
+    }
 }

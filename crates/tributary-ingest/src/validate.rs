@@ -65,9 +65,10 @@ impl Rejection {
 }
 
 /// Validates one JSON record, given as its bytes, against the user columns
-/// `fields` (lineage columns are skipped and filled by the caller).
-/// `event_time` must be present if set. `fill` names a column and a value
-/// used when the record has no value for it (a Kafka message key).
+/// `fields` (lineage columns are skipped and filled by the caller). The
+/// field at index `event_time` must be present if set. `fill` gives a field
+/// index and a value used when the record has no value for it (a Kafka
+/// message key). Indices are resolved once, when the schema is built.
 ///
 /// Only the values of the table's top-level columns are materialised; other
 /// keys are skipped without allocating. A record that is not a plain object
@@ -75,23 +76,22 @@ impl Rejection {
 pub fn validate_json(
     bytes: &[u8],
     fields: &[Field],
-    event_time: Option<&str>,
-    fill: Option<(&str, &str)>,
+    event_time: Option<usize>,
+    fill: Option<(usize, &str)>,
 ) -> Result<Vec<Cell>, Rejection> {
     let mut slots = match top_level(bytes, fields) {
         Ok(slots) => slots,
         Err(_) => slots_of(bytes, fields)?,
     };
-    let position = |name: &str| fields.iter().position(|f| f.name == name);
-    if let Some((name, value)) = fill
-        && let Some(i) = position(name)
+    if let Some((i, value)) = fill
         && slots[i].as_ref().is_none_or(Value::is_null)
     {
         slots[i] = Some(Value::String(value.to_owned()));
     }
-    if let Some(et) = event_time
-        && position(et).is_none_or(|i| slots[i].as_ref().is_none_or(Value::is_null))
+    if let Some(i) = event_time
+        && slots[i].as_ref().is_none_or(Value::is_null)
     {
+        let et = &fields[i].name;
         return Err(Rejection::at("missing_event_time", et, format!("event-time field '{et}' is missing or null")));
     }
     let mut slots = slots.into_iter();
@@ -345,8 +345,12 @@ mod tests {
 
     use super::*;
 
+    fn index(name: &str) -> usize {
+        fields().iter().position(|f| f.name == name).unwrap()
+    }
+
     fn check(v: Value, event_time: Option<&str>) -> Result<Vec<Cell>, Rejection> {
-        validate_json(v.to_string().as_bytes(), &fields(), event_time, None)
+        validate_json(v.to_string().as_bytes(), &fields(), event_time.map(index), None)
     }
 
     fn fields() -> Vec<Field> {
@@ -415,11 +419,11 @@ mod tests {
     #[test]
     fn fill_supplies_a_missing_or_null_column_only() {
         let f = fields();
-        let row = validate_json(br#"{"n":1}"#, &f, None, Some(("id", "from-key"))).unwrap();
+        let row = validate_json(br#"{"n":1}"#, &f, None, Some((index("id"), "from-key"))).unwrap();
         assert_eq!(row[0], Cell::Str("from-key".into()));
-        let row = validate_json(br#"{"id":null}"#, &f, None, Some(("id", "k"))).unwrap();
+        let row = validate_json(br#"{"id":null}"#, &f, None, Some((index("id"), "k"))).unwrap();
         assert_eq!(row[0], Cell::Str("k".into()));
-        let row = validate_json(br#"{"id":"own"}"#, &f, None, Some(("id", "k"))).unwrap();
+        let row = validate_json(br#"{"id":"own"}"#, &f, None, Some((index("id"), "k"))).unwrap();
         assert_eq!(row[0], Cell::Str("own".into()));
     }
 

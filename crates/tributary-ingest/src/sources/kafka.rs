@@ -82,8 +82,12 @@ pub struct KafkaPipeline {
     /// Quarantine table's positions: rejects below them are already there.
     quarantined_to: HashMap<Tp, i64>,
     batch: Batch,
+    /// The user field filled from the message key (`key_field`), resolved once.
+    key_fill: Option<usize>,
     /// `tributary_kafka_records_total` for this pipeline, registered once.
     records_read: metrics::Counter,
+    /// `tributary_records_deduplicated_total` for the table, registered once.
+    deduplicated: metrics::Counter,
     /// Backpressure: 1 while paused, and how often it paused.
     paused: metrics::Gauge,
     pauses: metrics::Counter,
@@ -119,6 +123,8 @@ impl KafkaPipeline {
         let PreparedTable { schema, table, quarantine, dedup } = prepared;
         let pipeline = format!("kafka:{}", def.name);
         let records_read = metrics::counter!(m::KAFKA_RECORDS, "pipeline" => pipeline.clone());
+        let deduplicated = metrics::counter!(m::RECORDS_DEDUPLICATED, "table" => schema.table.to_string());
+        let key_fill = def.key_field.as_deref().and_then(|k| schema.user_field(k));
         let paused = metrics::gauge!(m::KAFKA_PAUSED, "pipeline" => pipeline.clone());
         let pauses = metrics::counter!(m::KAFKA_PAUSES, "pipeline" => pipeline.clone());
         let shared = Arc::new(Shared {
@@ -139,7 +145,9 @@ impl KafkaPipeline {
             next: HashMap::new(),
             quarantined_to: HashMap::new(),
             batch: Batch::default(),
+            key_fill,
             records_read,
+            deduplicated,
             paused,
             pauses,
         }
@@ -159,25 +167,25 @@ impl KafkaPipeline {
         Some((topic.to_owned(), partition.parse().ok()?))
     }
 
+    /// The next offset per partition of this cluster that `table` holds.
+    fn positions(&self, table: &LoadedTable) -> HashMap<Tp, i64> {
+        let recorded =
+            last_pipeline_state(&table.metadata, &self.target.pipeline).map(|s| s.positions).unwrap_or_default();
+        let ours: HashMap<Tp, i64> =
+            recorded.0.iter().filter_map(|(k, v)| Some((self.parse_key(k)?, i64::try_from(*v).ok()?))).collect();
+        if ours.is_empty() && !recorded.0.is_empty() {
+            tracing::error!(pipeline = %self.target.pipeline, table = %table.name, cluster = %self.cluster, recorded = ?recorded.0.keys().collect::<Vec<_>>(),
+                "the table holds positions for another Kafka cluster id; partitions start from the `start` policy");
+        }
+        ours
+    }
+
     /// Reloads both tables and resets every position from them.
     async fn recover(&mut self) -> Result<(), IngestError> {
         self.table = self.target.lake.load(&self.table.name).await?;
         self.quarantine = self.target.lake.load(&self.quarantine.name).await?;
-        let positions = |t: &LoadedTable| {
-            last_pipeline_state(&t.metadata, &self.target.pipeline).map(|s| s.positions).unwrap_or_default()
-        };
-        let table_positions = positions(&self.table);
-        let data: HashMap<Tp, i64> =
-            table_positions.0.iter().filter_map(|(k, v)| Some((self.parse_key(k)?, i64::try_from(*v).ok()?))).collect();
-        if data.is_empty() && !table_positions.0.is_empty() {
-            tracing::error!(pipeline = %self.target.pipeline, cluster = %self.cluster, recorded = ?table_positions.0.keys().collect::<Vec<_>>(),
-                "the table holds positions for another Kafka cluster id; partitions start from the `start` policy");
-        }
-        self.quarantined_to = positions(&self.quarantine)
-            .0
-            .iter()
-            .filter_map(|(k, v)| Some((self.parse_key(k)?, i64::try_from(*v).ok()?)))
-            .collect();
+        let data = self.positions(&self.table);
+        self.quarantined_to = self.positions(&self.quarantine);
         if let Some(index) = self.dedup.as_mut() {
             index.remove(&std::mem::take(&mut self.batch.keys));
         }
@@ -334,17 +342,20 @@ impl KafkaPipeline {
     fn accept(&mut self, msg: &BorrowedMessage<'_>) -> bool {
         let tp = (msg.topic().to_owned(), msg.partition());
         let offset = msg.offset();
-        if self.next.get(&tp).is_some_and(|next| offset < *next) {
-            return false;
+        match self.next.get_mut(&tp) {
+            Some(next) if offset < *next => return false,
+            Some(next) => *next = offset + 1,
+            None => {
+                self.next.insert(tp.clone(), offset + 1);
+            }
         }
-        self.next.insert(tp.clone(), offset + 1);
         self.batch.read(&tp, offset, offset + 1);
         self.batch.messages += 1;
         self.records_read.increment(1);
         let payload = msg.payload().unwrap_or_default();
         self.batch.bytes += payload.len();
-        let key = msg.key().map(String::from_utf8_lossy);
-        let fill = self.def.key_field.as_deref().zip(key.as_deref());
+        let key = self.key_fill.and_then(|_| msg.key()).map(String::from_utf8_lossy);
+        let fill = self.key_fill.zip(key.as_deref());
         let now = self.target.clock.now().timestamp_micros();
         let lineage = Lineage { source: "kafka", partition: Some(tp.1), offset: Some(offset), ingested_at_us: now };
         match prepare_record(&self.target.schema, payload, fill, &lineage) {
@@ -369,14 +380,13 @@ impl KafkaPipeline {
             };
             if let Some(k) = key {
                 if !index.insert(&k, now_us) {
-                    metrics::counter!(m::RECORDS_DEDUPLICATED, "table" => self.target.schema.table.to_string())
-                        .increment(1);
+                    self.deduplicated.increment(1);
                     return;
                 }
                 self.batch.keys.push(k);
             }
         }
-        if let Some(col) = self.target.schema.event_time_column
+        if let Some(col) = self.target.schema.event_time_column()
             && let Cell::Ts(t) = row[col]
         {
             self.batch.max_event_us = Some(self.batch.max_event_us.map_or(t, |m| m.max(t)));
@@ -432,22 +442,16 @@ impl KafkaPipeline {
         };
         self.table = table;
         self.quarantine = quarantine;
-        let committed =
-            last_pipeline_state(&self.table.metadata, &self.target.pipeline).map(|s| s.positions).unwrap_or_default();
+        // `quarantined_to` keeps what recovery read: every offset read from
+        // now on lies past these positions, so raising it to them would
+        // change nothing.
+        let committed = self.positions(&self.table);
         let mut tpl = TopicPartitionList::new();
-        let mut cache = HashMap::new();
-        for (k, v) in &committed.0 {
-            if let (Some(tp), Ok(off)) = (self.parse_key(k), i64::try_from(*v)) {
-                let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(off));
-                cache.insert(tp, off);
-            }
-        }
-        for (tp, off) in &cache {
-            let q = self.quarantined_to.entry(tp.clone()).or_insert(*off);
-            *q = (*q).max(*off);
+        for ((topic, partition), off) in &committed {
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*off));
         }
         if let Ok(mut p) = self.shared.positions.lock() {
-            *p = cache;
+            *p = committed;
         }
         // Only for lag monitoring: the table stays the authority.
         if tpl.count() > 0
