@@ -82,24 +82,34 @@ impl IngestService {
         shutdown: &CancellationToken,
         tasks: &TaskTracker,
     ) -> Result<Self, IngestError> {
-        let mut tables = HashMap::new();
-        let mut states = HashMap::new();
-        let fatal: Arc<std::sync::OnceLock<String>> = Arc::default();
+        let mut prepared = Vec::with_capacity(config.tables.len());
         for def in &config.tables {
             let table = lake.ensure_table(def).await?;
             let quarantine = lake.ensure_quarantine(&def.name).await?;
             let schema = Arc::new(IngestSchema::new(def, &table, &quarantine)?);
             let dedup = dedup_index(lake, &table, def, clock.as_ref()).await?;
-            let prepared = PreparedTable { schema: schema.clone(), table, quarantine, dedup };
-            let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-            let committer = Committer::new(lake.clone(), prepared.clone(), config.commit, clock.clone());
-            tasks.spawn(committer.run(rx, shutdown.clone()));
-            states.insert(def.name.clone(), prepared);
-            tables.insert(def.name.clone(), TableIngest { schema, tx, clock: clock.clone() });
+            prepared.push(PreparedTable { schema, table, quarantine, dedup });
         }
-        for k in &config.kafka {
-            let prepared = states.get(&k.table).cloned().ok_or_else(|| IngestError::UnknownTable(k.table.clone()))?;
-            let pipeline = KafkaPipeline::new(k.clone(), lake.clone(), prepared, clock.clone());
+        // Kafka sources start from copies; each HTTP committer then takes
+        // its table's original, so a table without Kafka is never copied.
+        let pipelines = config
+            .kafka
+            .iter()
+            .map(|k| {
+                let table = prepared.iter().find(|p| p.schema.table == k.table);
+                let table = table.cloned().ok_or_else(|| IngestError::UnknownTable(k.table.clone()))?;
+                Ok(KafkaPipeline::new(k.clone(), lake.clone(), table, clock.clone()))
+            })
+            .collect::<Result<Vec<_>, IngestError>>()?;
+        let mut tables = HashMap::new();
+        for table in prepared {
+            let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+            let schema = table.schema.clone();
+            tasks.spawn(Committer::new(lake.clone(), table, config.commit, clock.clone()).run(rx, shutdown.clone()));
+            tables.insert(schema.table.clone(), TableIngest { schema, tx, clock: clock.clone() });
+        }
+        let fatal: Arc<std::sync::OnceLock<String>> = Arc::default();
+        for (k, pipeline) in config.kafka.iter().zip(pipelines) {
             let token = shutdown.clone();
             let name = k.name.clone();
             let fatal = fatal.clone();
