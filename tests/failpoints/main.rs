@@ -14,14 +14,13 @@ mod kafka_util;
 use std::time::Duration;
 
 use common::{config, metric, start};
-use kafka_util::{assert_exactly_once, create_topic, kafka_config, produce, wait_for};
+use kafka_util::{assert_exactly_once, kafka_config, new_topic, produce, wait_for};
 
 /// Produces 600 events (12 malformed), crashes the first worker at `point`
 /// with `action`, restarts, and checks the table against the producer.
 async fn crash_and_recover(point: &str, action: &str) {
     let scenario = fail::FailScenario::setup();
-    let topic = format!("crash-{}", uuid::Uuid::new_v4().simple());
-    create_topic(&topic).await;
+    let topic = new_topic("crash").await;
     let good = produce(&topic, "c", 600).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&kafka_config(&topic, &format!("g-{topic}")), dir.path());
@@ -80,8 +79,7 @@ async fn crash_after_the_data_swap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_whose_partitions_moved_mid_commit_drops_its_batch() {
     let scenario = fail::FailScenario::setup();
-    let topic = format!("zombie-{}", uuid::Uuid::new_v4().simple());
-    create_topic(&topic).await;
+    let topic = new_topic("zombie").await;
     let good = produce(&topic, "z", 600).await;
     let dir = tempfile::tempdir().unwrap();
     let worker = |group: &str| config(&kafka_config(&topic, &format!("{group}-{topic}")), dir.path());

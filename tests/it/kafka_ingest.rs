@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::common::{config, metric, start};
-use crate::kafka_util::{assert_exactly_once, create_topic, kafka_config, kafka_config_with, produce, wait_for};
+use crate::kafka_util::{assert_exactly_once, kafka_config, kafka_config_with, new_topic, produce, wait_for};
 
 /// SASL/PLAIN over plaintext: the test broker accepts any credentials, so
 /// this proves the settings reach a real SASL handshake, not authentication.
@@ -12,8 +12,7 @@ const SASL_PLAIN: &str = r#", "security.protocol" = "sasl_plaintext", "sasl.mech
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_lands_every_record_once_across_a_restart() {
-    let topic = format!("orders-{}", uuid::Uuid::new_v4().simple());
-    create_topic(&topic).await;
+    let topic = new_topic("orders").await;
     let good1 = produce(&topic, "a", 2000).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&kafka_config(&topic, &format!("g-{topic}")), dir.path());
@@ -38,8 +37,7 @@ async fn kafka_lands_every_record_once_across_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_in_one_group_ingest_exactly_once() {
-    let topic = format!("orders-{}", uuid::Uuid::new_v4().simple());
-    create_topic(&topic).await;
+    let topic = new_topic("orders").await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&kafka_config(&topic, &format!("g-{topic}")), dir.path());
     let first = start(&cfg).await;
@@ -56,8 +54,7 @@ async fn two_workers_in_one_group_ingest_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backpressure_pauses_and_resumes_without_losing_records() {
-    let topic = format!("orders-{}", uuid::Uuid::new_v4().simple());
-    create_topic(&topic).await;
+    let topic = new_topic("orders").await;
     let good = produce(&topic, "a", 3000).await;
     let dir = tempfile::tempdir().unwrap();
     // Batches of 100 rows fill far faster than one lands: the source must
@@ -79,8 +76,7 @@ async fn backpressure_pauses_and_resumes_without_losing_records() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_static_member_stops_with_the_reason() {
-    let topic = format!("orders-{}", uuid::Uuid::new_v4().simple());
-    create_topic(&topic).await;
+    let topic = new_topic("orders").await;
     let good = produce(&topic, "a", 500).await;
     let dir = tempfile::tempdir().unwrap();
     // Two workers configured with the same static member id: the broker

@@ -17,7 +17,14 @@ pub fn brokers() -> String {
     std::env::var("TRIBUTARY_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".to_owned())
 }
 
-pub async fn create_topic(topic: &str) {
+/// Creates a topic with a unique name starting with `prefix` and returns it.
+pub async fn new_topic(prefix: &str) -> String {
+    let topic = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+    create_topic(&topic).await;
+    topic
+}
+
+async fn create_topic(topic: &str) {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("admin client");
     let new = NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1));
