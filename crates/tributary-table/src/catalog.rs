@@ -58,6 +58,9 @@ impl CatalogStore {
         install_default_drivers();
         let is_sqlite = url.starts_with("sqlite:");
         let url = if is_sqlite { prepare_sqlite_url(url)? } else { url.to_owned() };
+        if !is_sqlite {
+            probe(&url).await?;
+        }
         let pool = AnyPoolOptions::new()
             // SQLite serialises writers anyway; one connection avoids
             // "database is locked" between our own tasks.
@@ -103,6 +106,15 @@ impl CatalogStore {
             }
         }
         Ok(())
+    }
+
+    /// Whether the catalog database answers, within `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> Result<()> {
+        let query = sqlx::query("SELECT 1").execute(&self.pool);
+        match tokio::time::timeout(timeout, query).await {
+            Ok(result) => result.map(drop).map_err(TableError::catalog("checking the catalog")),
+            Err(_) => Err(TableError::Config(format!("the catalog database did not answer within {timeout:?}"))),
+        }
     }
 
     /// The current metadata location of a table, if it exists.
@@ -164,6 +176,22 @@ impl CatalogStore {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Removes the table's entry if it still points at `expected`, so a
+    /// drop never loses a commit that raced it. Returns whether it did.
+    pub async fn drop_table(&self, table: &TableName, expected: &str) -> Result<bool> {
+        let r = sqlx::query(
+            "DELETE FROM iceberg_tables WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3 AND metadata_location = $4",
+        )
+        .bind(&self.catalog)
+        .bind(&table.namespace)
+        .bind(&table.name)
+        .bind(expected)
+        .execute(&self.pool)
+        .await
+        .map_err(TableError::catalog("dropping table"))?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// Every table of this catalog.
     pub async fn list(&self) -> Result<Vec<TableName>> {
         let sql = format!(
@@ -181,6 +209,30 @@ impl CatalogStore {
             .map_err(TableError::catalog("listing tables"))
     }
 }
+
+/// One connection attempt, so that an unreachable server is named at once:
+/// the pool would retry until its acquire timeout and then say only
+/// "pool timed out".
+async fn probe(url: &str) -> Result<()> {
+    use sqlx::Connection;
+    let unreachable = |why: String| {
+        TableError::Config(format!(
+            "[catalog] url = '{}': cannot connect: {why}; check that the database is running and the url's host, \
+             port and credentials",
+            redact(url)
+        ))
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, sqlx::AnyConnection::connect(url)).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(unreachable(e.to_string())),
+        Err(_) => Err(unreachable(format!("no answer within {PROBE_TIMEOUT:?}"))),
+    }
+}
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     match e {

@@ -13,7 +13,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use iceberg::TableIdent;
 use iceberg::io::FileIO;
-use iceberg::spec::{FormatVersion, Schema, SortOrder, TableMetadata, TableMetadataBuilder, TableMetadataRef};
+use iceberg::spec::{
+    FormatVersion, PartitionSpec, Schema, SortOrder, TableMetadata, TableMetadataBuilder, TableMetadataRef,
+    UnboundPartitionSpec,
+};
 use iceberg::table::Table;
 use tributary_core::TableName;
 use tributary_core::config::TableDef;
@@ -94,10 +97,10 @@ impl Lake {
         &self,
         name: &TableName,
         fields: &[Field],
-        spec: impl Fn(&Schema) -> Result<iceberg::spec::UnboundPartitionSpec>,
+        spec: impl Fn(&Schema) -> Result<UnboundPartitionSpec>,
     ) -> Result<LoadedTable> {
         if let Some(loaded) = self.try_load(name).await? {
-            return self.evolve_to(loaded, fields).await;
+            return self.evolve_to(loaded, fields, spec).await;
         }
         let schema = to_iceberg_schema(fields, 0)?;
         let location = format!("{}/{}/{}", self.warehouse, name.namespace, name.name);
@@ -120,24 +123,40 @@ impl Lake {
         }
         // Another process created it first; ours is an orphan file.
         let loaded = self.load(name).await?;
-        self.evolve_to(loaded, fields).await
+        self.evolve_to(loaded, fields, spec).await
     }
 
-    async fn evolve_to(&self, loaded: LoadedTable, fields: &[Field]) -> Result<LoadedTable> {
+    /// Brings the table to `fields` and the partitioning `spec` builds: an
+    /// additive schema change and a new default partition spec (files already
+    /// written keep the spec they were written with) in one swap.
+    async fn evolve_to(
+        &self,
+        loaded: LoadedTable,
+        fields: &[Field],
+        spec: impl Fn(&Schema) -> Result<UnboundPartitionSpec>,
+    ) -> Result<LoadedTable> {
         let meta = &loaded.metadata;
-        let Some(schema) = evolve(&loaded.name, meta.current_schema(), fields, meta.last_column_id())? else {
+        let schema = evolve(&loaded.name, meta.current_schema(), fields, meta.last_column_id())?;
+        let wanted_spec = spec(schema.as_ref().unwrap_or(meta.current_schema()))?;
+        let spec_changed = !same_partitioning(meta.default_partition_spec(), &wanted_spec);
+        if schema.is_none() && !spec_changed {
             return Ok(loaded);
-        };
-        let new = TableMetadataBuilder::new_from_metadata((**meta).clone(), Some(loaded.location.clone()))
-            .add_current_schema(schema)
-            .and_then(|b| b.build())
-            .map_err(TableError::iceberg("evolving schema"))?
-            .metadata;
+        }
+        let mut builder = TableMetadataBuilder::new_from_metadata((**meta).clone(), Some(loaded.location.clone()));
+        if let Some(schema) = schema {
+            builder = builder.add_current_schema(schema).map_err(TableError::iceberg("evolving schema"))?;
+        }
+        if spec_changed {
+            builder = builder
+                .add_default_partition_spec(wanted_spec)
+                .map_err(TableError::iceberg("evolving partitioning"))?;
+        }
+        let new = builder.build().map_err(TableError::iceberg("evolving table"))?.metadata;
         let path = self.write_metadata(meta.location(), next_version(&loaded.location), &new).await?;
         if !self.store.swap(&loaded.name, &loaded.location, &path).await? {
             return Err(TableError::CommitConflict { table: loaded.name.clone(), expected: loaded.location.clone() });
         }
-        tracing::info!(table = %loaded.name, schema_id = new.current_schema_id(), "evolved schema");
+        tracing::info!(table = %loaded.name, schema_id = new.current_schema_id(), partition_spec_id = new.default_partition_spec_id(), "evolved table");
         Ok(LoadedTable { name: loaded.name, location: path, metadata: Arc::new(new) })
     }
 
@@ -163,6 +182,24 @@ impl Lake {
         self.try_load(name).await?.ok_or_else(|| TableError::NotFound(name.clone()))
     }
 
+    /// Drops a table from the catalog; with `purge`, also deletes its data
+    /// and metadata files. Without `purge` the files stay, so another
+    /// catalog can still register them.
+    pub async fn drop_table(&self, name: &TableName, purge: bool) -> Result<()> {
+        let loaded = self.load(name).await?;
+        if !self.store.drop_table(name, &loaded.location).await? {
+            return Err(TableError::CommitConflict { table: name.clone(), expected: loaded.location });
+        }
+        tracing::info!(table = %name, purge, "dropped table");
+        if purge {
+            self.file_io
+                .delete_prefix(loaded.metadata.location())
+                .await
+                .map_err(TableError::iceberg("deleting the table's files"))?;
+        }
+        Ok(())
+    }
+
     /// Every table in the catalog.
     pub async fn list(&self) -> Result<Vec<TableName>> {
         self.store.list().await
@@ -170,6 +207,11 @@ impl Lake {
 
     /// An iceberg-rust `Table` over a loaded state, for scans. Its I/O runs
     /// on the calling Tokio runtime (the query runtime, for SQL).
+    ///
+    /// The current snapshot reads under the table's current schema, as the
+    /// Iceberg spec says: a column added since the last commit reads as
+    /// NULL at once. iceberg-rust scans with the schema the snapshot was
+    /// written with, which does not know the column yet and fails the query.
     pub fn iceberg_table(&self, loaded: &LoadedTable) -> Result<Table> {
         let runtime = iceberg::Runtime::try_current().map_err(TableError::iceberg("finding the runtime"))?;
         let ident = TableIdent::from_strs([loaded.name.namespace.as_str(), loaded.name.name.as_str()])
@@ -177,7 +219,7 @@ impl Lake {
         Table::builder()
             .identifier(ident)
             .file_io(self.file_io.clone())
-            .metadata(loaded.metadata.clone())
+            .metadata(current_snapshot_under_current_schema(&loaded.metadata)?)
             .metadata_location(loaded.location.clone())
             .readonly(true)
             .runtime(runtime)
@@ -203,6 +245,34 @@ impl Lake {
             .map_err(TableError::iceberg("writing metadata file"))?;
         Ok(path)
     }
+}
+
+/// Whether `current` partitions rows as `wanted` would: the same transforms
+/// of the same source columns, in order.
+fn same_partitioning(current: &PartitionSpec, wanted: &UnboundPartitionSpec) -> bool {
+    let current: Vec<_> = current.fields().iter().map(|f| (f.source_id, f.transform)).collect();
+    let wanted: Vec<_> = wanted.fields().iter().map(|f| (f.source_id, f.transform)).collect();
+    current == wanted
+}
+
+/// `metadata` with its current snapshot pointing at the current schema; an
+/// in-memory view for reads, never written back.
+fn current_snapshot_under_current_schema(metadata: &TableMetadataRef) -> Result<TableMetadataRef> {
+    let current = metadata.current_schema_id();
+    let Some(snapshot) = metadata.current_snapshot().filter(|s| s.schema_id() != Some(current)) else {
+        return Ok(metadata.clone());
+    };
+    // Snapshots are immutable in iceberg-rust's model; the spec's JSON form
+    // is the one public way to restate one.
+    let broken = |e: serde_json::Error| TableError::Config(format!("cannot restate snapshot schema: {e}"));
+    let mut json = serde_json::to_value(&**metadata).map_err(broken)?;
+    let snapshots = json.get_mut("snapshots").and_then(serde_json::Value::as_array_mut);
+    for s in snapshots.into_iter().flatten() {
+        if s.get("snapshot-id").and_then(serde_json::Value::as_i64) == Some(snapshot.snapshot_id()) {
+            s["schema-id"] = current.into();
+        }
+    }
+    serde_json::from_value::<TableMetadata>(json).map(Arc::new).map_err(broken)
 }
 
 /// The version number for the metadata file that follows `location`.

@@ -1,7 +1,9 @@
 //! Converts config schemas to Iceberg schemas and decides schema evolution.
 //!
 //! Evolution is additive only: a new optional column (at any depth) is added
-//! with a fresh field id, and a required column may become optional. Anything
+//! with a fresh field id, a required column may become optional, and a
+//! column may widen the ways Iceberg allows (int → long, float → double, a
+//! larger decimal precision). Anything
 //! that could make existing files unreadable or change their meaning — a
 //! removed required column, a new required column, a changed type, an
 //! optional column made required — is refused with an error that says what to
@@ -51,6 +53,9 @@ pub fn quarantine_fields() -> Vec<Field> {
         Field::new("source", FieldType::String, true),
         Field::new("position", FieldType::String, false),
         Field::new("quarantined_at", FieldType::Timestamptz, true),
+        // `raw` as text, with invalid UTF-8 replaced: `CAST(raw AS VARCHAR)`
+        // fails the whole query on one binary record; this never does.
+        Field::new("raw_text", FieldType::String, false),
     ]
 }
 
@@ -235,13 +240,18 @@ fn evolve_field(
         (cur, w) => {
             let mut scratch = IdAlloc(0);
             let w_ty = iceberg_type(w, &mut scratch);
-            if *cur != w_ty {
+            if *cur == w_ty {
+                cur.clone()
+            } else if from_type(cur).widens_to(w) {
+                // A promotion Iceberg allows: old files read as the wider type.
+                *changed = true;
+                w_ty
+            } else {
                 return Err(refuse(format!(
-                    "column '{path}' has type {cur} in the table but {w} in the config; changing a column's type is \
-                     not supported: add a new column instead"
+                    "column '{path}' has type {cur} in the table but {w} in the config; only widening is supported \
+                     (int to long, float to double, a larger decimal precision): add a new column instead"
                 )));
             }
-            cur.clone()
         }
     };
     Ok(Arc::new(NestedField::new(existing.id, &existing.name, ty, required)))
@@ -299,9 +309,25 @@ mod tests {
         let mut narrowed = base();
         narrowed[1].ty = FieldType::Int;
         assert!(err(narrowed).contains("column 'n' has type long"));
+        let mut retyped = base();
+        retyped[1].ty = FieldType::String;
+        assert!(err(retyped).contains("only widening is supported"));
         let mut new_required = base();
         new_required.push(Field::new("x", FieldType::Int, true));
         assert!(err(new_required).contains("declare it with required = false"));
+    }
+
+    #[test]
+    fn widening_a_column_keeps_its_id() {
+        let mut fields = base();
+        fields.push(Field::new("qty", FieldType::Int, false));
+        fields.push(Field::new("amount", FieldType::Decimal { precision: 12, scale: 2 }, false));
+        let cur = to_iceberg_schema(&fields, 0).unwrap();
+        fields[3].ty = FieldType::Long;
+        fields[4].ty = FieldType::Decimal { precision: 14, scale: 2 };
+        let evolved = evolve(&t(), &cur, &fields, cur.highest_field_id()).unwrap().unwrap();
+        assert_eq!(evolved.field_id_by_name("qty"), cur.field_id_by_name("qty"));
+        assert_eq!(from_iceberg_schema(&evolved), fields);
     }
 
     #[test]
