@@ -3,7 +3,8 @@
 //!
 //! Every query re-reads table metadata from the catalog, so a query always
 //! sees the latest committed snapshot. Two suffixes reach further:
-//! `"table@<snapshot_id>"` reads an older snapshot (time travel) and
+//! `"table@<snapshot_id>"` or `"table@<RFC 3339 time>"` reads an older
+//! snapshot (time travel) and
 //! `"table$snapshots"` lists the snapshots with their Tributary positions.
 
 use std::any::Any;
@@ -90,17 +91,7 @@ impl SchemaProvider for LakeSchema {
             None => Arc::new(IcebergStaticTableProvider::try_new_from_table(table).await.map_err(iceberg_err)?),
             Some("$snapshots") => Arc::new(snapshots_table(&loaded)?),
             Some(s) if s.starts_with('@') => {
-                let id: i64 = s[1..].parse().map_err(|_| {
-                    DataFusionError::Plan(format!(
-                        "'{name}': time travel needs a snapshot id, e.g. \"{base}@1234\"; list them with \"{base}$snapshots\""
-                    ))
-                })?;
-                if loaded.metadata.snapshot_by_id(id).is_none() {
-                    return Err(DataFusionError::Plan(format!(
-                        "table '{}.{base}' has no snapshot {id}; list them with \"{base}$snapshots\"",
-                        self.namespace
-                    )));
-                }
+                let id = self.snapshot_at(&loaded, name, base, &s[1..])?;
                 Arc::new(IcebergStaticTableProvider::try_new_from_table_snapshot(table, id).await.map_err(iceberg_err)?)
             }
             Some(s) => {
@@ -115,6 +106,37 @@ impl SchemaProvider for LakeSchema {
     fn table_exist(&self, name: &str) -> bool {
         let base = name.split(['@', '$']).next().unwrap_or(name);
         self.tables.iter().any(|t| t == base)
+    }
+}
+
+impl LakeSchema {
+    /// The snapshot `at` names: a snapshot id, or an RFC 3339 time for the
+    /// table as it was then (the newest snapshot of the current history
+    /// committed at or before it).
+    fn snapshot_at(&self, loaded: &LoadedTable, name: &str, base: &str, at: &str) -> Result<i64> {
+        let table = format!("{}.{base}", self.namespace);
+        let list = format!("list them with \"{base}$snapshots\"");
+        if let Ok(id) = at.parse::<i64>() {
+            return match loaded.metadata.snapshot_by_id(id) {
+                Some(_) => Ok(id),
+                None => Err(DataFusionError::Plan(format!("table '{table}' has no snapshot {id}; {list}"))),
+            };
+        }
+        let Ok(time) = chrono::DateTime::parse_from_rfc3339(at) else {
+            return Err(DataFusionError::Plan(format!(
+                "'{name}': time travel takes a snapshot id (\"{base}@1234\") or an RFC 3339 time \
+                 (\"{base}@2026-11-29T10:00:00Z\"); {list}"
+            )));
+        };
+        let ms = time.timestamp_millis();
+        let mut snapshot = loaded.metadata.current_snapshot();
+        while let Some(s) = snapshot {
+            if s.timestamp_ms() <= ms {
+                return Ok(s.snapshot_id());
+            }
+            snapshot = s.parent_snapshot_id().and_then(|p| loaded.metadata.snapshot_by_id(p));
+        }
+        Err(DataFusionError::Plan(format!("table '{table}' has no snapshot committed at or before {at}; {list}")))
     }
 }
 

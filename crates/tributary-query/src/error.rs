@@ -10,6 +10,14 @@ pub enum QueryError {
     /// DataFusion refused or failed the statement; the message is DataFusion's.
     #[error("{0}")]
     Sql(#[from] DataFusionError),
+    /// The statement would write, read server files or change settings.
+    #[error("{statement} is not allowed: {hint}")]
+    ReadOnly {
+        /// The refused statement's kind, e.g. `COPY`.
+        statement: String,
+        /// What to do instead.
+        hint: &'static str,
+    },
     /// The query runtime is gone (the process is shutting down).
     #[error("query engine is shutting down")]
     ShuttingDown,
@@ -28,6 +36,7 @@ impl Classify for QueryError {
                 DataFusionError::Internal(_) => ErrorClass::Internal,
                 _ => ErrorClass::User,
             },
+            Self::ReadOnly { .. } => ErrorClass::User,
             Self::ShuttingDown => ErrorClass::External,
             Self::Encode(_) => ErrorClass::Internal,
         }

@@ -6,8 +6,10 @@
 //! commits.
 
 pub mod catalog;
+pub mod describe;
 pub mod error;
 pub mod output;
+pub mod read_only;
 
 use std::sync::Arc;
 
@@ -19,6 +21,7 @@ use tributary_table::Lake;
 
 use crate::catalog::LakeCatalog;
 pub use crate::error::QueryError;
+use crate::read_only::Allowed;
 
 /// The DataFusion catalog name under which the lake's namespaces appear.
 pub const CATALOG: &str = "tributary";
@@ -63,12 +66,30 @@ impl QueryEngine {
         Ok(Self { lake, runtime: Arc::new(CpuRuntime(Some(rt))) })
     }
 
-    /// Plans and runs `sql` on the query runtime.
+    /// Plans and runs `sql` on the query runtime. Only reads are allowed
+    /// ([`read_only`]).
     pub async fn sql(&self, sql: &str) -> Result<QueryResult, QueryError> {
+        let allowed = match read_only::check(sql) {
+            Ok(allowed) => allowed,
+            Err(e) => {
+                metrics::counter!(m::QUERIES, "outcome" => "refused").increment(1);
+                return Err(e);
+            }
+        };
         let lake = self.lake.clone();
         let sql = sql.to_owned();
         let rt = self.runtime.0.as_ref().ok_or(QueryError::ShuttingDown)?;
-        let result = rt.spawn(async move { run(&lake, &sql).await }).await.map_err(|_| QueryError::ShuttingDown)?;
+        let result = rt
+            .spawn(async move {
+                if let Allowed::Describe(parts) = &allowed
+                    && let Some(result) = describe::describe(&lake, parts).await?
+                {
+                    return Ok(result);
+                }
+                run(&lake, &sql).await
+            })
+            .await
+            .map_err(|_| QueryError::ShuttingDown)?;
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::counter!(m::QUERIES, "outcome" => outcome).increment(1);
         result
@@ -79,7 +100,7 @@ async fn run(lake: &Lake, sql: &str) -> Result<QueryResult, QueryError> {
     let config = SessionConfig::new().with_default_catalog_and_schema(CATALOG, "raw").with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
     ctx.register_catalog(CATALOG, Arc::new(LakeCatalog::load(lake).await?));
-    let df = ctx.sql(sql).await?;
+    let df = ctx.sql_with_options(sql, read_only::options()).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let batches = df.collect().await?;
     Ok(QueryResult { schema, batches })
