@@ -187,7 +187,7 @@ async fn pipeline_phase(events: usize, http: bool) -> anyhow::Result<()> {
             let ingest = ingest.clone();
             async move {
                 let t = Instant::now();
-                ingest.ingest(b, "bench").await.context("ingest")?;
+                ingest.ingest(b.into(), "bench").await.context("ingest")?;
                 Ok::<_, anyhow::Error>(t.elapsed())
             }
         }))

@@ -114,6 +114,7 @@ async fn request_errors_leave_nothing_half_written() {
 
     let (status, v) = srv.post("raw.transactions", "x".repeat(2 * 1024 * 1024)).await;
     assert_eq!(status, 413, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("max_body_bytes"), "413 is JSON like every error: {v}");
     let (status, v) = srv.post("raw.nope", event("a", "1.00")).await;
     assert_eq!(status, 404);
     assert!(v["error"]["message"].as_str().unwrap().contains("raw.nope"), "{v}");

@@ -4,7 +4,11 @@
 mod commit_protocol;
 mod common;
 mod http_ingest;
+mod http_input;
 mod kafka_ingest;
 mod kafka_util;
+mod lake_admin;
 mod postgres_catalog;
+mod readiness;
 mod schema_evolution;
+mod sql_read_only;

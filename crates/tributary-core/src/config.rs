@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::kafka::{KafkaConfig, KafkaDef};
-use crate::schema::{Field, FieldType, PartitionField, PartitionTransform};
+use crate::schema::{EpochUnit, Field, FieldType, PartitionField, PartitionTransform, TimestampRange};
 use crate::table_name::{TableName, is_identifier};
 
 /// Columns Tributary adds to every ingested table; users may not declare them.
@@ -166,6 +166,13 @@ pub struct TableConfig {
     /// Column holding the event time; it must parse for a record to land.
     #[serde(default)]
     pub event_time: Option<String>,
+    /// Earliest timestamp accepted in any timestamp column (RFC 3339 or a
+    /// date); default 1970-01-01.
+    #[serde(default)]
+    pub min_timestamp: Option<String>,
+    /// Timestamps at or after this are refused; default 2200-01-01.
+    #[serde(default)]
+    pub max_timestamp: Option<String>,
 }
 
 /// One column in `fields`, or the element of a list.
@@ -187,6 +194,10 @@ pub struct FieldConfig {
     /// Element of a `list`.
     #[serde(default)]
     pub element: Option<Box<FieldConfig>>,
+    /// For a timestamp column: the unit of a value sent as a number, `s`,
+    /// `ms` (default) or `us`.
+    #[serde(default)]
+    pub unit: Option<String>,
 }
 
 /// A validated configuration with every default resolved.
@@ -236,6 +247,8 @@ pub struct TableDef {
     pub dedup: Option<(String, Duration)>,
     /// Event-time column.
     pub event_time: Option<String>,
+    /// Timestamps accepted in any timestamp column.
+    pub timestamp_range: TimestampRange,
 }
 
 /// Default dedup window when a key is set without one.
@@ -274,6 +287,13 @@ impl Config {
         let max_latency = parse_duration(&self.commit.max_latency).map_err(|e| format!("commit.max_latency: {e}"))?;
         if self.commit.max_rows == 0 || self.commit.max_bytes == 0 {
             return Err("commit.max_rows and commit.max_bytes must be at least 1".to_owned());
+        }
+        let port = self.server.listen.rsplit_once(':').map(|(_, port)| port.parse::<u16>());
+        if !matches!(port, Some(Ok(_))) {
+            return Err(format!(
+                "server.listen = '{}' needs a numeric port, e.g. \"127.0.0.1:8080\" or \"0.0.0.0:8080\"",
+                self.server.listen
+            ));
         }
         if self.server.max_body_bytes == 0 {
             return Err("server.max_body_bytes must be at least 1".to_owned());
@@ -371,7 +391,30 @@ impl TableConfig {
                 return Err(format!("event_time = '{et}': column type {} is not a date or timestamp", col.ty));
             }
         }
-        Ok(TableDef { name: self.name.clone(), fields, partition, dedup, event_time: self.event_time.clone() })
+        let bound = |key: &str, value: &Option<String>, default: i64| match value {
+            None => Ok(default),
+            Some(v) => parse_instant(v).ok_or_else(|| {
+                format!(
+                    "{key} = '{v}' is not a date or timestamp; write e.g. \"1970-01-01\" or \"2026-01-01T00:00:00Z\""
+                )
+            }),
+        };
+        let default = TimestampRange::default();
+        let timestamp_range = TimestampRange {
+            min_us: bound("min_timestamp", &self.min_timestamp, default.min_us)?,
+            max_us: bound("max_timestamp", &self.max_timestamp, default.max_us)?,
+        };
+        if timestamp_range.min_us >= timestamp_range.max_us {
+            return Err("min_timestamp must be earlier than max_timestamp".to_owned());
+        }
+        Ok(TableDef {
+            name: self.name.clone(),
+            fields,
+            partition,
+            dedup,
+            event_time: self.event_time.clone(),
+            timestamp_range,
+        })
     }
 }
 
@@ -391,10 +434,20 @@ fn validate_fields(cfg: &[FieldConfig], path: &str) -> Result<Vec<Field>, String
             if !names.insert(name.clone()) {
                 return Err(format!("{here}.name = '{name}' is declared twice"));
             }
-            let ty = field_type(f, &here)?;
-            Ok(Field::new(name, ty, f.required))
+            validate_field(f, name, &here)
         })
         .collect()
+}
+
+fn validate_field(f: &FieldConfig, name: String, here: &str) -> Result<Field, String> {
+    let mut field = Field::new(name, field_type(f, here)?, f.required);
+    if let Some(unit) = &f.unit {
+        if !matches!(field.ty, FieldType::Timestamp | FieldType::Timestamptz) {
+            return Err(format!("{here}.unit applies to timestamp columns only; remove it"));
+        }
+        field.epoch_unit = EpochUnit::parse(unit).map_err(|e| format!("{here}.unit: {e}"))?;
+    }
+    Ok(field)
 }
 
 fn field_type(f: &FieldConfig, here: &str) -> Result<FieldType, String> {
@@ -408,8 +461,7 @@ fn field_type(f: &FieldConfig, here: &str) -> Result<FieldType, String> {
         "list" => {
             let e =
                 f.element.as_ref().ok_or_else(|| format!("{here}: a list needs 'element = {{ type = \"...\" }}'"))?;
-            let ty = field_type(e, &format!("{here}.element"))?;
-            Ok(FieldType::List(Box::new(Field::new("element", ty, e.required))))
+            Ok(FieldType::List(Box::new(validate_field(e, "element".to_owned(), &format!("{here}.element"))?)))
         }
         _ => {
             if !f.fields.is_empty() || f.element.is_some() {
@@ -418,6 +470,16 @@ fn field_type(f: &FieldConfig, here: &str) -> Result<FieldType, String> {
             FieldType::parse_primitive(&f.ty).map_err(|e| format!("{here}.type: {e}"))
         }
     }
+}
+
+/// Parses an RFC 3339 timestamp or a `YYYY-MM-DD` date (midnight UTC) into
+/// microseconds since the epoch.
+fn parse_instant(s: &str) -> Option<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s.trim()) {
+        return Some(t.timestamp_micros());
+    }
+    let day = chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok()?;
+    Some(day.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros())
 }
 
 /// Parses `250ms`, `30s`, `15m`, `24h` or `7d`.
@@ -504,9 +566,43 @@ fields = [
             .validate(Path::new("/d"))
             .unwrap_err();
         assert!(err.contains("kafka[0]") && err.contains("raw.nope"), "{err}");
+        let bad_regex = ok.replace("topics = [\"orders\"]", "topics = [\"^orders-([\"]");
+        let err = Config::from_toml(&bad_regex).unwrap().validate(Path::new("/d")).unwrap_err();
+        assert!(err.contains("topics[0] = '^orders-(['") && err.contains("regular expression"), "{err}");
         let owned = format!("{ok}properties = {{ \"enable.auto.commit\" = \"true\" }}\n");
         let err = Config::from_toml(&owned).unwrap().validate(Path::new("/d")).unwrap_err();
         assert!(err.contains("enable.auto.commit"), "{err}");
+    }
+
+    #[test]
+    fn timestamp_units_and_range_are_read_and_checked() {
+        let cfg = GOOD
+            .replace("type = \"timestamptz\", required = true", "type = \"timestamptz\", required = true, unit = \"s\"")
+            .replace("event_time = \"event_time\"", "event_time = \"event_time\"\nmin_timestamp = \"2000-01-01\"");
+        let v = Config::from_toml(&cfg).unwrap().validate(Path::new("/d")).unwrap();
+        assert_eq!(v.tables[0].fields[2].epoch_unit, EpochUnit::Seconds);
+        assert_eq!(v.tables[0].timestamp_range.min_us, 946_684_800_000_000);
+        assert_eq!(v.tables[0].timestamp_range.max_us, TimestampRange::default().max_us);
+        let bad = GOOD.replace("type = \"decimal(12,2)\"", "type = \"decimal(12,2)\", unit = \"s\"");
+        let err = Config::from_toml(&bad).unwrap().validate(Path::new("/d")).unwrap_err();
+        assert!(err.contains("fields[1].unit applies to timestamp columns only"), "{err}");
+        let bad = cfg.replace("unit = \"s\"", "unit = \"sec\"");
+        let err = Config::from_toml(&bad).unwrap().validate(Path::new("/d")).unwrap_err();
+        assert!(err.contains("fields[2].unit") && err.contains("\"ms\""), "{err}");
+        let bad = cfg.replace("2000-01-01", "last year");
+        let err = Config::from_toml(&bad).unwrap().validate(Path::new("/d")).unwrap_err();
+        assert!(err.contains("min_timestamp = 'last year'"), "{err}");
+    }
+
+    #[test]
+    fn a_listen_address_without_a_numeric_port_fails_check() {
+        for bad in ["localhost:http", "127.0.0.1", "[::1]:99999"] {
+            let cfg = format!("[server]\nlisten = \"{bad}\"\n");
+            let err = Config::from_toml(&cfg).unwrap().validate(Path::new("/d")).unwrap_err();
+            assert!(err.contains("server.listen") && err.contains(bad), "{err}");
+        }
+        let ok = Config::from_toml("[server]\nlisten = \"localhost:8080\"\n").unwrap();
+        assert!(ok.validate(Path::new("/d")).is_ok());
     }
 
     #[test]

@@ -115,6 +115,13 @@ impl KafkaConfig {
         if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
             return Err("topics must list at least one topic name or '^regex'".to_owned());
         }
+        for (i, t) in self.topics.iter().enumerate() {
+            if t.starts_with('^') {
+                regex::Regex::new(t).map_err(|e| {
+                    format!("topics[{i}] = '{t}' is not a valid regular expression: {}", e.to_string().trim())
+                })?;
+            }
+        }
         if self.group_id.trim().is_empty() {
             return Err("group_id is empty".to_owned());
         }

@@ -20,7 +20,8 @@ pub const COMMIT_LATENCY: &str = "tributary_commit_latency_seconds";
 pub const CURRENT_SNAPSHOT: &str = "tributary_current_snapshot_id";
 /// Bytes of Parquet data written. Labels: `table`.
 pub const BYTES_WRITTEN: &str = "tributary_data_bytes_written_total";
-/// SQL queries served. Labels: `outcome` (`ok` or `error`).
+/// SQL queries served. Labels: `outcome` (`ok`, `error`, or `refused` for a
+/// statement that is not a read).
 pub const QUERIES: &str = "tributary_queries_total";
 /// Consumer-group rebalances seen. Labels: `pipeline`.
 pub const KAFKA_REBALANCES: &str = "tributary_kafka_rebalances_total";
@@ -40,3 +41,9 @@ pub const KAFKA_TRUNCATED: &str = "tributary_kafka_partition_truncated";
 pub const KAFKA_PAUSED: &str = "tributary_kafka_paused";
 /// Times the source paused its partitions for backpressure. Labels: `pipeline`.
 pub const KAFKA_PAUSES: &str = "tributary_kafka_backpressure_pauses_total";
+/// 1 while a source can reach what it reads from, 0 while it cannot (the
+/// reason is on `/readyz`). Labels: `source`.
+pub const SOURCE_UP: &str = "tributary_source_up";
+/// Errors a source met (connection refused, authentication failed…).
+/// Labels: `source`.
+pub const SOURCE_ERRORS: &str = "tributary_source_errors_total";

@@ -54,12 +54,98 @@ pub struct Field {
     pub ty: FieldType,
     /// Whether a record without it is rejected.
     pub required: bool,
+    /// How a JSON number is read in a timestamp column. It is an input rule,
+    /// not part of the Iceberg schema, so it comes from the config.
+    pub epoch_unit: EpochUnit,
 }
 
 impl Field {
     /// A field with the given name, type and requiredness.
     pub fn new(name: impl Into<String>, ty: FieldType, required: bool) -> Self {
-        Self { name: name.into(), ty, required }
+        Self { name: name.into(), ty, required, epoch_unit: EpochUnit::default() }
+    }
+}
+
+/// Copies each field's input rules (the epoch unit) from `config`, matched
+/// by name at every depth, onto `fields` read back from the table.
+pub fn apply_input_rules(fields: &mut [Field], config: &[Field]) {
+    for f in fields {
+        let Some(c) = config.iter().find(|c| c.name == f.name) else { continue };
+        f.epoch_unit = c.epoch_unit;
+        match (&mut f.ty, &c.ty) {
+            (FieldType::Struct(children), FieldType::Struct(cfg)) => apply_input_rules(children, cfg),
+            (FieldType::List(elem), FieldType::List(cfg)) => {
+                apply_input_rules(std::slice::from_mut(elem.as_mut()), std::slice::from_ref(cfg.as_ref()));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The unit of a timestamp sent as a JSON number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EpochUnit {
+    /// Seconds since the epoch.
+    Seconds,
+    /// Milliseconds since the epoch (the default: what JavaScript sends).
+    #[default]
+    Millis,
+    /// Microseconds since the epoch.
+    Micros,
+}
+
+impl EpochUnit {
+    /// Parses `s`, `ms` or `us`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "s" => Ok(Self::Seconds),
+            "ms" => Ok(Self::Millis),
+            "us" => Ok(Self::Micros),
+            other => Err(format!("unit '{other}' is not an epoch unit; use \"s\", \"ms\" or \"us\"")),
+        }
+    }
+
+    /// `n` of this unit in microseconds, `None` on overflow.
+    pub fn to_micros(self, n: i64) -> Option<i64> {
+        match self {
+            Self::Seconds => n.checked_mul(1_000_000),
+            Self::Millis => n.checked_mul(1_000),
+            Self::Micros => Some(n),
+        }
+    }
+}
+
+impl fmt::Display for EpochUnit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Seconds => "s",
+            Self::Millis => "ms",
+            Self::Micros => "us",
+        })
+    }
+}
+
+/// The timestamps a table accepts, in microseconds since the epoch; a value
+/// outside is a misread (a wrong unit, a sign error), never stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampRange {
+    /// Earliest accepted value, inclusive.
+    pub min_us: i64,
+    /// Latest accepted value, exclusive.
+    pub max_us: i64,
+}
+
+impl Default for TimestampRange {
+    /// 1970-01-01 to 2200-01-01.
+    fn default() -> Self {
+        Self { min_us: 0, max_us: 7_258_118_400_000_000 }
+    }
+}
+
+impl TimestampRange {
+    /// Whether `us` is accepted.
+    pub fn contains(&self, us: i64) -> bool {
+        (self.min_us..self.max_us).contains(&us)
     }
 }
 
@@ -80,9 +166,9 @@ impl FieldType {
             "binary" => Self::Binary,
             _ if t.starts_with("decimal(") && t.ends_with(')') => {
                 let inner = &t["decimal(".len()..t.len() - 1];
-                let (p, s) = inner.split_once(',').ok_or_else(|| decimal_hint(s))?;
+                let (p, sc) = inner.split_once(',').ok_or_else(|| decimal_hint(s))?;
                 let precision: u8 = p.trim().parse().map_err(|_| decimal_hint(s))?;
-                let scale: u8 = s.trim().parse().map_err(|_| decimal_hint(s))?;
+                let scale: u8 = sc.trim().parse().map_err(|_| decimal_hint(s))?;
                 if precision == 0 || precision > 38 || scale > precision {
                     return Err(format!("type '{s}': precision must be 1..=38 and scale at most the precision"));
                 }
@@ -127,7 +213,14 @@ impl fmt::Display for FieldType {
             Self::Timestamp => f.write_str("timestamp"),
             Self::Timestamptz => f.write_str("timestamptz"),
             Self::Binary => f.write_str("binary"),
-            Self::Struct(_) => f.write_str("struct"),
+            Self::Struct(fields) => {
+                f.write_str("struct<")?;
+                for (i, c) in fields.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(f, "{sep}{}: {}", c.name, c.ty)?;
+                }
+                f.write_str(">")
+            }
             Self::List(e) => write!(f, "list<{}>", e.ty),
         }
     }
@@ -202,6 +295,8 @@ mod tests {
             FieldType::Decimal { precision: 10, scale: 2 }
         );
         assert!(FieldType::parse_primitive("decimal(2,5)").is_err());
+        let err = FieldType::parse_primitive("decimal(40,2)").unwrap_err();
+        assert!(err.starts_with("type 'decimal(40,2)': precision must be 1..=38"), "{err}");
         assert!(FieldType::parse_primitive("varchar").unwrap_err().contains("unknown type"));
     }
 

@@ -28,8 +28,12 @@ use crate::sink::write_and_commit;
 pub const HTTP_POSITION: &str = "http";
 
 /// The answer to one submission, sent once its rows are durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
+    /// The request's id; its rejects are in quarantine with
+    /// `position = 'request <id> record <n>'`.
+    #[serde(default)]
+    pub request_id: String,
     /// Rows committed to the table.
     pub accepted: usize,
     /// Records committed to the quarantine table.
@@ -174,6 +178,7 @@ impl Committer {
                 let label = self.schema.table.to_string();
                 for p in pending {
                     let receipt = Receipt {
+                        request_id: String::new(),
                         accepted: p.batch.num_rows(),
                         quarantined: p.rejects.len(),
                         duplicates: p.duplicates,

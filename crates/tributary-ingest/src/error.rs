@@ -14,6 +14,15 @@ pub enum IngestError {
     /// The body cannot be split into records at all.
     #[error("malformed request body: {0}")]
     MalformedBody(String),
+    /// The body's `Content-Encoding` is not one Tributary decodes.
+    #[error("Content-Encoding '{0}' is not supported; send the body as gzip, zstd or uncompressed")]
+    UnsupportedEncoding(String),
+    /// The body, once decompressed, is larger than the server accepts.
+    #[error("the decompressed body is larger than {limit} bytes; send smaller batches or raise server.max_body_bytes")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// Committing the batch failed; nothing of it is visible.
     #[error("commit failed, nothing was written: {0}")]
     Commit(#[from] TableError),
@@ -34,7 +43,9 @@ pub enum IngestError {
 impl Classify for IngestError {
     fn class(&self) -> ErrorClass {
         match self {
-            Self::UnknownTable(_) | Self::MalformedBody(_) => ErrorClass::User,
+            Self::UnknownTable(_) | Self::MalformedBody(_) | Self::UnsupportedEncoding(_) | Self::TooLarge { .. } => {
+                ErrorClass::User
+            }
             Self::Commit(e) => e.class(),
             Self::Superseded(_) | Self::ShuttingDown | Self::Source(_) => ErrorClass::External,
             Self::Internal(_) => ErrorClass::Internal,

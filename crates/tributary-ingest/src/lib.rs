@@ -10,6 +10,7 @@ pub mod committer;
 pub mod decode;
 pub mod dedup;
 pub mod error;
+pub mod health;
 pub mod prepare;
 pub mod sink;
 pub mod sources;
@@ -28,8 +29,10 @@ use tributary_table::Lake;
 
 pub use committer::Receipt;
 use committer::{Committer, Submission};
+pub use decode::{BodyEncoding, BodyFormat};
 use dedup::DedupIndex;
 pub use error::IngestError;
+pub use health::Health;
 use prepare::{IngestSchema, PreparedTable, prepare};
 use sources::kafka::KafkaPipeline;
 
@@ -42,20 +45,47 @@ pub struct TableIngest {
     schema: Arc<IngestSchema>,
     tx: mpsc::Sender<Submission>,
     clock: Arc<dyn Clock>,
+    /// Largest body accepted once decompressed.
+    max_body_bytes: usize,
+}
+
+/// One request body as received, with how it is framed and compressed.
+#[derive(Debug, Clone)]
+pub struct Body {
+    /// The bytes as sent.
+    pub bytes: Bytes,
+    /// The declared framing.
+    pub format: BodyFormat,
+    /// The declared compression.
+    pub encoding: BodyEncoding,
+}
+
+impl From<Bytes> for Body {
+    /// An uncompressed body whose format is sniffed.
+    fn from(bytes: Bytes) -> Self {
+        Self { bytes, format: BodyFormat::Sniff, encoding: BodyEncoding::Identity }
+    }
 }
 
 impl TableIngest {
-    /// Ingests one body (NDJSON or a JSON array) and waits for its commit.
-    pub async fn ingest(&self, body: Bytes, source: &'static str) -> Result<Receipt, IngestError> {
+    /// Ingests one body and waits for its commit. The receipt carries the
+    /// request id that the quarantine table's `position` column names.
+    pub async fn ingest(&self, body: Body, source: &'static str) -> Result<Receipt, IngestError> {
         let schema = self.schema.clone();
         let now = self.clock.now().timestamp_micros();
         let request_id = uuid::Uuid::now_v7().to_string();
-        let prepared = tokio::task::spawn_blocking(move || prepare(&schema, &body, source, &request_id, now))
-            .await
-            .map_err(|e| IngestError::Internal(format!("validation task: {e}")))??;
+        let limit = self.max_body_bytes;
+        let id = request_id.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let bytes = body.encoding.decode(body.bytes, limit)?;
+            prepare(&schema, &bytes, body.format, source, &id, now)
+        })
+        .await
+        .map_err(|e| IngestError::Internal(format!("validation task: {e}")))??;
         let (reply, rx) = oneshot::channel();
         self.tx.send(Submission { prepared, reply }).await.map_err(|_| IngestError::ShuttingDown)?;
-        rx.await.map_err(|_| IngestError::ShuttingDown)?
+        let receipt = rx.await.map_err(|_| IngestError::ShuttingDown)??;
+        Ok(Receipt { request_id, ..receipt })
     }
 
     /// The table this ingests into.
@@ -70,6 +100,8 @@ pub struct IngestService {
     tables: HashMap<TableName, TableIngest>,
     /// The error that stopped the process, if a source failed.
     fatal: Arc<std::sync::OnceLock<String>>,
+    /// Whether each source can reach what it reads from.
+    health: Health,
 }
 
 impl IngestService {
@@ -92,13 +124,14 @@ impl IngestService {
         }
         // Kafka sources start from copies; each HTTP committer then takes
         // its table's original, so a table without Kafka is never copied.
+        let health = Health::default();
         let pipelines = config
             .kafka
             .iter()
             .map(|k| {
                 let table = prepared.iter().find(|p| p.schema.table == k.table);
                 let table = table.cloned().ok_or_else(|| IngestError::UnknownTable(k.table.clone()))?;
-                Ok(KafkaPipeline::new(k.clone(), lake.clone(), table, clock.clone()))
+                Ok(KafkaPipeline::new(k.clone(), lake.clone(), table, clock.clone(), health.clone()))
             })
             .collect::<Result<Vec<_>, IngestError>>()?;
         let mut tables = HashMap::new();
@@ -106,7 +139,8 @@ impl IngestService {
             let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
             let schema = table.schema.clone();
             tasks.spawn(Committer::new(lake.clone(), table, config.commit, clock.clone()).run(rx, shutdown.clone()));
-            tables.insert(schema.table.clone(), TableIngest { schema, tx, clock: clock.clone() });
+            let max_body_bytes = config.max_body_bytes;
+            tables.insert(schema.table.clone(), TableIngest { schema, tx, clock: clock.clone(), max_body_bytes });
         }
         let fatal: Arc<std::sync::OnceLock<String>> = Arc::default();
         for (k, pipeline) in config.kafka.iter().zip(pipelines) {
@@ -122,12 +156,17 @@ impl IngestService {
                 }
             });
         }
-        Ok(Self { tables, fatal })
+        Ok(Self { tables, fatal, health })
     }
 
     /// The error that made a source stop the process, if any.
     pub fn fatal_error(&self) -> Option<&str> {
         self.fatal.get().map(String::as_str)
+    }
+
+    /// Whether each source can do its work, with the reason if not.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// The ingest side of `table`.

@@ -8,15 +8,15 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use tributary_core::TableName;
 use tributary_core::config::{LINEAGE_COLUMNS, TableDef};
-use tributary_core::schema::Field;
+use tributary_core::schema::{Field, TimestampRange, apply_input_rules};
 use tributary_table::LoadedTable;
 use tributary_table::iceberg::arrow::schema_to_arrow_schema;
 use tributary_table::schema::from_iceberg_schema;
 
 use crate::columns::rows_to_batch;
-use crate::decode::split_records;
+use crate::decode::{BodyFormat, split_records};
 use crate::error::IngestError;
-use crate::validate::{Cell, Rejection, validate_json};
+use crate::validate::{Cell, Rejection, Rules, validate_json};
 
 /// What the pipeline needs to know about one target table.
 #[derive(Debug)]
@@ -37,6 +37,8 @@ pub struct IngestSchema {
     lineage: Vec<(usize, LineageColumn)>,
     /// Event-time column index within `user_fields`.
     event_time: Option<usize>,
+    /// Timestamps the table accepts.
+    timestamps: TimestampRange,
     /// Dedup key column index and window.
     pub dedup: Option<(usize, Duration)>,
     /// Arrow schema of the quarantine table.
@@ -50,7 +52,10 @@ impl IngestSchema {
         let columns = from_iceberg_schema(schema);
         let user: Vec<usize> =
             (0..columns.len()).filter(|i| !LINEAGE_COLUMNS.contains(&columns[*i].name.as_str())).collect();
-        let user_fields: Vec<Field> = user.iter().map(|i| columns[*i].clone()).collect();
+        let mut user_fields: Vec<Field> = user.iter().map(|i| columns[*i].clone()).collect();
+        // Validation follows the table's schema, with the config's input
+        // rules (epoch units) on top.
+        apply_input_rules(&mut user_fields, &def.fields);
         let arrow = |t: &LoadedTable| {
             schema_to_arrow_schema(t.metadata.current_schema())
                 .map(Arc::new)
@@ -67,6 +72,7 @@ impl IngestSchema {
             schema_id: schema.schema_id(),
             lineage,
             event_time,
+            timestamps: def.timestamp_range,
             dedup,
             quarantine_arrow: arrow(quarantine)?,
             columns,
@@ -167,11 +173,12 @@ pub struct Lineage<'a> {
 pub fn prepare(
     schema: &IngestSchema,
     body: &[u8],
+    format: BodyFormat,
     source: &str,
     request_id: &str,
     ingested_at_us: i64,
 ) -> Result<Prepared, IngestError> {
-    let records = split_records(body)?;
+    let records = split_records(body, format)?;
     let received = records.len();
     let lineage = Lineage { source, partition: None, offset: None, ingested_at_us };
     let mut rows = Vec::with_capacity(records.len());
@@ -198,7 +205,8 @@ pub fn prepare_record(
     fill: Option<(usize, &str)>,
     lineage: &Lineage<'_>,
 ) -> Result<Vec<Cell>, Rejection> {
-    let cells = validate_json(bytes, &schema.user_fields, schema.event_time, fill)?;
+    let rules = Rules { fields: &schema.user_fields, event_time: schema.event_time, timestamps: schema.timestamps };
+    let cells = validate_json(bytes, &rules, fill)?;
     Ok(enrich(schema, cells, lineage))
 }
 
@@ -238,6 +246,7 @@ pub fn quarantine_batch(
                 Cell::Str(source.to_owned()),
                 Cell::Str(r.position.clone()),
                 Cell::Ts(at_us),
+                Cell::Str(String::from_utf8_lossy(&r.raw).into_owned()),
             ]
         })
         .collect();

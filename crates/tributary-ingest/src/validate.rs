@@ -3,18 +3,23 @@
 //!
 //! Rules: the record is an object; every required column is present and not
 //! null; each value has the column's type (numbers for numeric columns, RFC
-//! 3339 strings or epoch milliseconds for timestamps, `YYYY-MM-DD` for dates,
-//! base64 for binary); decimals keep their exact digits and are refused
-//! rather than rounded; the event-time column, if configured, must be
-//! present. Keys the table does not know are ignored.
+//! 3339 strings or epoch numbers in the column's unit for timestamps,
+//! `YYYY-MM-DD` for dates, base64 for binary); decimals keep their exact
+//! digits and are refused rather than rounded; timestamps fall inside the
+//! table's range; the event-time column, if configured, must be present.
+//! Keys the table does not know are ignored, but no key may repeat among
+//! the table's columns or inside a column's value: which copy would win is a
+//! guess, so the record goes to quarantine. A leading UTF-8 byte-order mark
+//! is skipped.
 
 use std::fmt;
 
 use base64::Engine;
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::Value;
-use tributary_core::schema::{Field, FieldType};
+use serde::de::{DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::error::Category;
+use serde_json::{Map, Number, Value};
+use tributary_core::schema::{Field, FieldType, TimestampRange};
 
 /// A typed value of one column.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,21 +69,31 @@ impl Rejection {
     }
 }
 
-/// Validates one JSON record, given as its bytes, against the user columns
-/// `fields` (lineage columns are skipped and filled by the caller). The
-/// field at index `event_time` must be present if set. `fill` gives a field
-/// index and a value used when the record has no value for it (a Kafka
-/// message key). Indices are resolved once, when the schema is built.
+/// A UTF-8 byte-order mark, which some Windows tools put before a record.
+pub const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// What a record is checked against, resolved once per table schema.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    /// The user columns (lineage columns are filled by the caller).
+    pub fields: &'a [Field],
+    /// Index within `fields` of the event-time column, which must be present.
+    pub event_time: Option<usize>,
+    /// Timestamps accepted in any timestamp column.
+    pub timestamps: TimestampRange,
+}
+
+/// Validates one JSON record, given as its bytes, against `rules`. `fill`
+/// gives a field index and a value used when the record has no value for it
+/// (a Kafka message key). Indices are resolved once, when the schema is
+/// built.
 ///
 /// Only the values of the table's top-level columns are materialised; other
 /// keys are skipped without allocating. A record that is not a plain object
 /// is re-parsed whole, so that the rejection says exactly what is wrong.
-pub fn validate_json(
-    bytes: &[u8],
-    fields: &[Field],
-    event_time: Option<usize>,
-    fill: Option<(usize, &str)>,
-) -> Result<Vec<Cell>, Rejection> {
+pub fn validate_json(bytes: &[u8], rules: &Rules<'_>, fill: Option<(usize, &str)>) -> Result<Vec<Cell>, Rejection> {
+    let Rules { fields, event_time, timestamps } = *rules;
+    let bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
     let mut slots = match top_level(bytes, fields) {
         Ok(slots) => slots,
         Err(_) => slots_of(bytes, fields)?,
@@ -95,15 +110,23 @@ pub fn validate_json(
         return Err(Rejection::at("missing_event_time", et, format!("event-time field '{et}' is missing or null")));
     }
     let mut slots = slots.into_iter();
-    fields_cells(fields, &Path::Root, |_| slots.next().flatten())
+    fields_cells(fields, &Path::Root, &timestamps, |_| slots.next().flatten())
 }
 
 /// The slow path: the whole record as a `Value`, for an exact rejection.
 fn slots_of(bytes: &[u8], fields: &[Field]) -> Result<Vec<Option<Value>>, Rejection> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| Rejection {
-        kind: "malformed_json",
-        field: None,
-        message: format!("record is not valid JSON: {e}"),
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = Strict.deserialize(&mut de).and_then(|v| de.end().map(|()| v)).map_err(|e| {
+        // The only data error `Strict` raises is a repeated key.
+        if e.classify() == Category::Data {
+            Rejection {
+                kind: "duplicate_field",
+                field: None,
+                message: format!("record repeats a key ({e}); send each key once"),
+            }
+        } else {
+            Rejection { kind: "malformed_json", field: None, message: format!("record is not valid JSON: {e}") }
+        }
     })?;
     let Value::Object(mut obj) = value else {
         return Err(Rejection {
@@ -136,7 +159,8 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
         let mut slots = vec![None; self.0.len()];
         while let Some(column) = map.next_key_seed(Column(self.0))? {
             match column {
-                Some(i) => slots[i] = Some(map.next_value()?),
+                Some(i) if slots[i].is_some() => return Err(A::Error::custom("a column repeats")),
+                Some(i) => slots[i] = Some(map.next_value_seed(Strict)?),
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -169,6 +193,74 @@ impl Visitor<'_> for Column<'_> {
     }
 }
 
+/// A JSON value whose objects never repeat a key; otherwise the same value
+/// `serde_json` builds.
+struct Strict;
+
+impl<'de> DeserializeSeed<'de> for Strict {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Strict {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element_seed(Strict)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut obj = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if obj.contains_key(&key) {
+                return Err(A::Error::custom(format!("key '{key}' appears twice")));
+            }
+            let value = map.next_value_seed(Strict)?;
+            obj.insert(key, value);
+        }
+        Ok(Value::Object(obj))
+    }
+}
+
 /// Where a value sits in the record, rendered only for a rejection.
 enum Path<'a> {
     Root,
@@ -191,6 +283,7 @@ impl fmt::Display for Path<'_> {
 fn fields_cells(
     fields: &[Field],
     parent: &Path<'_>,
+    range: &TimestampRange,
     mut take: impl FnMut(&Field) -> Option<Value>,
 ) -> Result<Vec<Cell>, Rejection> {
     fields
@@ -204,7 +297,7 @@ fn fields_cells(
                     format!("required field '{path}' is missing or null"),
                 )),
                 None | Some(Value::Null) => Ok(Cell::Null),
-                Some(v) => cell(v, &f.ty, &path),
+                Some(v) => cell(v, f, &path, range),
             }
         })
         .collect()
@@ -216,7 +309,8 @@ fn mismatch(path: &Path<'_>, want: &FieldType, v: &Value) -> Rejection {
     Rejection::at("type_mismatch", &path.to_string(), message)
 }
 
-fn cell(v: Value, ty: &FieldType, path: &Path<'_>) -> Result<Cell, Rejection> {
+fn cell(v: Value, field: &Field, path: &Path<'_>, range: &TimestampRange) -> Result<Cell, Rejection> {
+    let ty = &field.ty;
     let bad = |v: &Value| mismatch(path, ty, v);
     Ok(match (ty, v) {
         (FieldType::String, Value::String(s)) => Cell::Str(s),
@@ -247,12 +341,19 @@ fn cell(v: Value, ty: &FieldType, path: &Path<'_>) -> Result<Cell, Rejection> {
                 .and_then(|d| i32::try_from(d).ok())
                 .ok_or_else(|| time_error(path, &s, "a date like 2026-11-25"))?,
         ),
-        (FieldType::Timestamp | FieldType::Timestamptz, Value::String(s)) => Cell::Ts(
-            parse_timestamp(&s)
-                .ok_or_else(|| time_error(path, &s, "an RFC 3339 timestamp like 2026-11-25T08:00:00Z"))?,
-        ),
+        (FieldType::Timestamp | FieldType::Timestamptz, Value::String(s)) => {
+            let us = parse_timestamp(&s)
+                .ok_or_else(|| time_error(path, &s, "an RFC 3339 timestamp like 2026-11-25T08:00:00Z"))?;
+            Cell::Ts(in_range(us, range, path, || format!("'{s}'"))?)
+        }
         (FieldType::Timestamp | FieldType::Timestamptz, Value::Number(n)) => {
-            Cell::Ts(n.as_i64().and_then(|ms| ms.checked_mul(1000)).ok_or_else(|| bad(&Value::Number(n.clone())))?)
+            let unit = field.epoch_unit;
+            let us = n.as_i64().and_then(|v| unit.to_micros(v));
+            let us = us.ok_or_else(|| {
+                let why = format!("an epoch number in {unit} that fits 64 bits, got {n}");
+                Rejection::at("invalid_timestamp", &path.to_string(), format!("field '{path}' expects {why}"))
+            })?;
+            Cell::Ts(in_range(us, range, path, || format!("{n} (epoch {unit})"))?)
         }
         (FieldType::Binary, Value::String(s)) => {
             Cell::Bytes(base64::engine::general_purpose::STANDARD.decode(&s).map_err(|e| {
@@ -260,7 +361,7 @@ fn cell(v: Value, ty: &FieldType, path: &Path<'_>) -> Result<Cell, Rejection> {
             })?)
         }
         (FieldType::Struct(children), Value::Object(mut obj)) => {
-            Cell::Struct(fields_cells(children, path, |f| obj.remove(&f.name))?)
+            Cell::Struct(fields_cells(children, path, range, |f| obj.remove(&f.name))?)
         }
         (FieldType::List(elem), Value::Array(items)) => {
             let mut out = Vec::with_capacity(items.len());
@@ -275,7 +376,7 @@ fn cell(v: Value, ty: &FieldType, path: &Path<'_>) -> Result<Cell, Rejection> {
                         ));
                     }
                     Value::Null => Cell::Null,
-                    item => cell(item, &elem.ty, &p)?,
+                    item => cell(item, elem, &p, range)?,
                 });
             }
             Cell::List(out)
@@ -287,6 +388,24 @@ fn cell(v: Value, ty: &FieldType, path: &Path<'_>) -> Result<Cell, Rejection> {
 fn time_error(path: &Path<'_>, s: &str, want: &str) -> Rejection {
     let kind = "invalid_timestamp";
     Rejection::at(kind, &path.to_string(), format!("field '{path}' expects {want}, got '{s}'"))
+}
+
+/// `us` if the table accepts it; otherwise a rejection that shows how the
+/// value was read, since a wrong unit is the usual cause.
+fn in_range(us: i64, range: &TimestampRange, path: &Path<'_>, shown: impl Fn() -> String) -> Result<i64, Rejection> {
+    if range.contains(us) {
+        return Ok(us);
+    }
+    let at = |us: i64| DateTime::from_timestamp_micros(us).map_or_else(|| format!("{us} µs"), |t| t.to_rfc3339());
+    let message = format!(
+        "field '{path}' = {} reads as {}, outside the accepted range {} to {}; set the column's unit \
+         (s, ms or us) or the table's min_timestamp/max_timestamp",
+        shown(),
+        at(us),
+        at(range.min_us),
+        at(range.max_us),
+    );
+    Err(Rejection::at("invalid_timestamp", &path.to_string(), message))
 }
 
 /// Parses RFC 3339, or a naive `YYYY-MM-DD[T ]HH:MM:SS[.f]` taken as UTC.
@@ -350,7 +469,16 @@ mod tests {
     }
 
     fn check(v: Value, event_time: Option<&str>) -> Result<Vec<Cell>, Rejection> {
-        validate_json(v.to_string().as_bytes(), &fields(), event_time.map(index), None)
+        let f = fields();
+        validate_json(v.to_string().as_bytes(), &rules(&f, event_time.map(index)), None)
+    }
+
+    fn rules(fields: &[Field], event_time: Option<usize>) -> Rules<'_> {
+        Rules { fields, event_time, timestamps: TimestampRange::default() }
+    }
+
+    fn plain(bytes: &[u8], fields: &[Field]) -> Result<Vec<Cell>, Rejection> {
+        validate_json(bytes, &rules(fields, None), None)
     }
 
     fn fields() -> Vec<Field> {
@@ -397,33 +525,53 @@ mod tests {
     #[test]
     fn bytes_that_are_not_one_object_are_named() {
         let f = fields();
-        let r = validate_json(b"{\"id\":\"a\",", &f, None, None).unwrap_err();
+        let r = plain(b"{\"id\":\"a\",", &f).unwrap_err();
         assert_eq!(r.kind, "malformed_json");
         assert!(r.message.starts_with("record is not valid JSON: "), "{}", r.message);
-        let r = validate_json(b"{\"id\":\"a\"} {\"id\":\"b\"}", &f, None, None).unwrap_err();
+        let r = plain(b"{\"id\":\"a\"} {\"id\":\"b\"}", &f).unwrap_err();
         assert_eq!(r.kind, "malformed_json", "trailing data is not silently dropped");
-        let r = validate_json(b"\"text\"", &f, None, None).unwrap_err();
+        let r = plain(b"\"text\"", &f).unwrap_err();
         assert_eq!((r.kind, r.message.as_str()), ("not_an_object", "record must be a JSON object, got string"));
     }
 
     #[test]
     fn keys_match_like_a_parsed_object() {
         let f = fields();
-        // An escaped key, an unknown nested key, and a repeated key (the
-        // last one wins, as in a parsed object).
-        let row = validate_json(br#"{"i\u0064":"a","x":{"deep":[1,{"y":2}]},"n":1,"n":2}"#, &f, None, None).unwrap();
+        // An escaped key and an unknown nested key.
+        let row = plain(br#"{"i\u0064":"a","x":{"deep":[1,{"y":2}]},"n":2}"#, &f).unwrap();
         assert_eq!(row[0], Cell::Str("a".into()));
         assert_eq!(row[1], Cell::Int(2));
     }
 
     #[test]
+    fn a_repeated_key_is_quarantined_not_last_wins() {
+        let f = fields();
+        for record in [
+            &br#"{"id":"a","n":1,"n":2}"#[..],
+            br#"{"id":"a","i\u0064":"b"}"#,
+            br#"{"id":"a","geo":{"lat":1.0,"lat":2.0}}"#,
+            br#"{"id":"a","tags":[{"k":1,"k":2}]}"#,
+        ] {
+            let r = plain(record, &f).unwrap_err();
+            assert_eq!(r.kind, "duplicate_field", "{}", String::from_utf8_lossy(record));
+            assert!(r.message.contains("appears twice"), "{}", r.message);
+        }
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped() {
+        let row = plain(b"\xEF\xBB\xBF{\"id\":\"a\"}", &fields()).unwrap();
+        assert_eq!(row[0], Cell::Str("a".into()));
+    }
+
+    #[test]
     fn fill_supplies_a_missing_or_null_column_only() {
         let f = fields();
-        let row = validate_json(br#"{"n":1}"#, &f, None, Some((index("id"), "from-key"))).unwrap();
+        let row = validate_json(br#"{"n":1}"#, &rules(&f, None), Some((index("id"), "from-key"))).unwrap();
         assert_eq!(row[0], Cell::Str("from-key".into()));
-        let row = validate_json(br#"{"id":null}"#, &f, None, Some((index("id"), "k"))).unwrap();
+        let row = validate_json(br#"{"id":null}"#, &rules(&f, None), Some((index("id"), "k"))).unwrap();
         assert_eq!(row[0], Cell::Str("k".into()));
-        let row = validate_json(br#"{"id":"own"}"#, &f, None, Some((index("id"), "k"))).unwrap();
+        let row = validate_json(br#"{"id":"own"}"#, &rules(&f, None), Some((index("id"), "k"))).unwrap();
         assert_eq!(row[0], Cell::Str("own".into()));
     }
 
@@ -438,7 +586,7 @@ mod tests {
             ))),
             false,
         )];
-        let r = validate_json(br#"{"items":[{"qty":1},{"qty":"x"}]}"#, &f, None, None).unwrap_err();
+        let r = plain(br#"{"items":[{"qty":1},{"qty":"x"}]}"#, &f).unwrap_err();
         assert_eq!(r.field.as_deref(), Some("items[1].qty"));
         assert!(r.message.contains("field 'items[1].qty' expects int, got string \"x\""), "{}", r.message);
     }
@@ -452,6 +600,30 @@ mod tests {
         assert!(parse_decimal("123456789", 10, 2).unwrap_err().contains("10 digits"));
         assert!(parse_decimal("1e3", 10, 2).is_err());
         assert!(parse_decimal("abc", 10, 2).is_err());
+    }
+
+    #[test]
+    fn epoch_numbers_are_read_in_the_columns_unit_and_range_checked() {
+        let mut f = fields();
+        let ts = |f: &[Field], n: i64| plain(format!(r#"{{"id":"a","ts":{n}}}"#).as_bytes(), f);
+        f[3].epoch_unit = tributary_core::schema::EpochUnit::Seconds;
+        assert_eq!(ts(&f, 1_795_000_000).unwrap()[3], Cell::Ts(1_795_000_000_000_000));
+        f[3].epoch_unit = tributary_core::schema::EpochUnit::Micros;
+        assert_eq!(ts(&f, 1_795_000_000_000_000).unwrap()[3], Cell::Ts(1_795_000_000_000_000));
+        // Negative milliseconds used to land as year 0; seconds overflow.
+        let f = fields();
+        let r = ts(&f, -62_000_000_000_000).unwrap_err();
+        assert_eq!((r.kind, r.field.as_deref()), ("invalid_timestamp", Some("ts")));
+        assert!(r.message.contains("outside the accepted range") && r.message.contains("epoch ms"), "{}", r.message);
+        let r = plain(br#"{"id":"a","ts":"2301-01-01T00:00:00Z"}"#, &f).unwrap_err();
+        assert_eq!(r.kind, "invalid_timestamp");
+        let narrow = Rules {
+            fields: &f,
+            event_time: None,
+            timestamps: TimestampRange { min_us: 946_684_800_000_000, max_us: i64::MAX },
+        };
+        let r = validate_json(br#"{"id":"a","ts":1795000000}"#, &narrow, None).unwrap_err();
+        assert!(r.message.contains("1970-01-21"), "seconds read as milliseconds are caught: {}", r.message);
     }
 
     #[test]

@@ -1,18 +1,22 @@
 //! HTTP routes: ingest, SQL, health and metrics.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::header;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde::Deserialize;
+use serde_json::json;
 use tributary_core::TableName;
-use tributary_ingest::{IngestService, Receipt};
+use tributary_ingest::{Body, BodyEncoding, BodyFormat, IngestService, Receipt};
 use tributary_query::QueryEngine;
+use tributary_table::Lake;
 
 use crate::error::ApiError;
 
@@ -23,15 +27,27 @@ pub struct AppState {
     pub ingest: Arc<IngestService>,
     /// SQL engine.
     pub query: QueryEngine,
+    /// The lake, for readiness and listings.
+    pub lake: Lake,
 }
+
+/// Named in the answer to an unknown path, so a typo is fixed without docs.
+const ENDPOINTS: &str = "the endpoints are POST /v1/tables/{namespace.table}/events, POST /v1/sql, GET /v1/tables, \
+                         GET /healthz, GET /readyz and GET /metrics";
 
 /// The router, separate from serving so tests can drive it directly.
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/tables/{table}/events", post(ingest))
         .route("/v1/sql", post(sql))
+        .route("/v1/tables", get(crate::tables::list))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, format!("no such endpoint; {ENDPOINTS}")) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("method not allowed here; {ENDPOINTS}"))
+        })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -39,9 +55,17 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
 async fn ingest(
     State(state): State<AppState>,
     Path(table): Path<String>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Receipt>, ApiError> {
     let name = TableName::parse(&table).map_err(ApiError::bad_request)?;
+    let body = body.map_err(ApiError::from)?;
+    let header = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
+    let body = Body {
+        bytes: body,
+        format: BodyFormat::from_content_type(header(header::CONTENT_TYPE)),
+        encoding: BodyEncoding::from_header(header(header::CONTENT_ENCODING))?,
+    };
     let receipt = state.ingest.table(&name)?.ingest(body, "http").await?;
     Ok(Json(receipt))
 }
@@ -52,11 +76,33 @@ struct SqlRequest {
     sql: String,
 }
 
-async fn sql(State(state): State<AppState>, body: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+async fn sql(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = body.map_err(ApiError::from)?;
     let req: SqlRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("body must be {{\"sql\": \"...\"}}: {e}")))?;
     let result = state.query.sql(&req.sql).await?;
     Ok(Json(tributary_query::output::to_json(&result)?))
+}
+
+/// 200 when the catalog answers and every source can reach what it reads
+/// from; 503 otherwise. Each component is listed with the reason it is not
+/// ready. `/healthz` only says the process is alive.
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    let mut components = serde_json::Map::new();
+    let catalog = match state.lake.store().ping(Duration::from_secs(2)).await {
+        Ok(()) => json!({ "ready": true }),
+        Err(e) => json!({ "ready": false, "reason": e.to_string() }),
+    };
+    components.insert("catalog".to_owned(), catalog);
+    for (name, status) in state.ingest.health().snapshot() {
+        components.insert(name, json!(status));
+    }
+    let ready = components.values().all(|c| c["ready"] == true);
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "ready": ready, "components": components })))
 }
 
 async fn metrics() -> impl IntoResponse {

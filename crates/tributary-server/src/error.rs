@@ -1,6 +1,7 @@
 //! The server's error type and the one place errors become HTTP statuses.
 
 use axum::Json;
+use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -64,9 +65,14 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An error with `status` and `message`, not retryable.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), retryable: false }
+    }
+
     /// A 400 with `message`.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, message: message.into(), retryable: false }
+        Self::new(StatusCode::BAD_REQUEST, message)
     }
 
     fn classified(e: &(impl Classify + std::fmt::Display), status: Option<StatusCode>) -> Self {
@@ -84,6 +90,18 @@ impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
         let status = match &e {
             IngestError::UnknownTable(_) => Some(StatusCode::NOT_FOUND),
+            IngestError::UnsupportedEncoding(_) => Some(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            IngestError::TooLarge { .. } => Some(StatusCode::PAYLOAD_TOO_LARGE),
+            _ => None,
+        };
+        Self::classified(&e, status)
+    }
+}
+
+impl From<TableError> for ApiError {
+    fn from(e: TableError) -> Self {
+        let status = match &e {
+            TableError::NotFound(_) => Some(StatusCode::NOT_FOUND),
             _ => None,
         };
         Self::classified(&e, status)
@@ -92,7 +110,26 @@ impl From<IngestError> for ApiError {
 
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
-        Self::classified(&e, None)
+        let status = match &e {
+            QueryError::ReadOnly { .. } => Some(StatusCode::FORBIDDEN),
+            _ => None,
+        };
+        Self::classified(&e, status)
+    }
+}
+
+/// A body the server would not read, answered in the same JSON shape as
+/// every other error.
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        let message = match r.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                "the request body is larger than server.max_body_bytes; send smaller batches or raise the limit"
+                    .to_owned()
+            }
+            _ => format!("cannot read the request body: {}", r.body_text()),
+        };
+        Self::new(r.status(), message)
     }
 }
 

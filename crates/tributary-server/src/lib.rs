@@ -9,6 +9,7 @@
 pub mod api;
 pub mod error;
 pub mod metrics;
+mod tables;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,7 +55,7 @@ pub async fn start_with_clock(
     let ingest = IngestService::start(&lake, config, clock, &shutdown, &tasks).await?;
     let query = QueryEngine::new(lake.clone(), 2).map_err(ServerError::Io)?;
     let ingest = Arc::new(ingest);
-    let state = AppState { ingest: ingest.clone(), query };
+    let state = AppState { ingest: ingest.clone(), query, lake: lake.clone() };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| ServerError::Bind { addr: config.listen.clone(), source })?;

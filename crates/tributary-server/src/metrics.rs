@@ -46,4 +46,6 @@ pub fn describe() {
     describe_gauge!(m::KAFKA_PAUSED, "1 while the source pauses its partitions for backpressure");
     describe_counter!(m::KAFKA_PAUSES, "Times the source paused its partitions for backpressure");
     describe_gauge!(m::FRESHNESS, Unit::Seconds, "Now minus the newest event time committed, per table");
+    describe_gauge!(m::SOURCE_UP, "1 while the source can reach what it reads from; the reason is on /readyz");
+    describe_counter!(m::SOURCE_ERRORS, "Errors the source met, such as a refused connection");
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use tributary_core::TableName;
 use tributary_core::config::{Config, ValidConfig};
 use tributary_query::{QueryEngine, output};
 use tributary_table::Lake;
@@ -48,12 +49,14 @@ pub async fn serve(path: &Path, data_dir: &Path, http: Option<String>) -> anyhow
     }
     let shutdown = crate::shutdown_on_signal();
     let server = tributary_server::start(&config, shutdown).await?;
-    eprintln!("tributary listening on http://{}", server.addr);
+    crate::logging::say(format_args!("tributary listening on http://{}", server.addr));
     server.wait().await?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn sql(data_dir: &Path, config: Option<&Path>, format: OutputFormat, sql: &str) -> anyhow::Result<ExitCode> {
+/// Opens the lake of `config`, or the embedded one under `data_dir`, which
+/// must exist: a typo in `--data-dir` must not create an empty lake.
+async fn open_lake(data_dir: &Path, config: Option<&Path>) -> anyhow::Result<Lake> {
     let (url, name, warehouse) = match config {
         Some(p) => {
             let v = load_config(p, data_dir)?;
@@ -70,8 +73,11 @@ pub async fn sql(data_dir: &Path, config: Option<&Path>, format: OutputFormat, s
             (format!("sqlite://{}", db.display()), "tributary".to_owned(), data_dir.join("warehouse"))
         }
     };
-    let lake = Lake::open(&url, &name, &warehouse).await.context("opening the lake")?;
-    let engine = QueryEngine::new(lake, 2)?;
+    Lake::open(&url, &name, &warehouse).await.context("opening the lake")
+}
+
+pub async fn sql(data_dir: &Path, config: Option<&Path>, format: OutputFormat, sql: &str) -> anyhow::Result<ExitCode> {
+    let engine = QueryEngine::new(open_lake(data_dir, config).await?, 2)?;
     let result = engine.sql(sql).await?;
     let text = match format {
         OutputFormat::Table => output::to_table(&result)?,
@@ -79,5 +85,32 @@ pub async fn sql(data_dir: &Path, config: Option<&Path>, format: OutputFormat, s
         OutputFormat::Json => output::to_json(&result)?.to_string(),
     };
     println!("{}", text.trim_end());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tributary table drop`: removes a table from the catalog, and with
+/// `purge` its files; refuses without `yes`, saying what would be lost.
+pub async fn drop_table(
+    data_dir: &Path,
+    config: Option<&Path>,
+    table: &str,
+    purge: bool,
+    yes: bool,
+) -> anyhow::Result<ExitCode> {
+    let name = TableName::parse(table).map_err(anyhow::Error::msg)?;
+    let lake = open_lake(data_dir, config).await?;
+    let loaded = lake.load(&name).await?;
+    let rows = loaded
+        .metadata
+        .current_snapshot()
+        .and_then(|s| s.summary().additional_properties.get("total-records").cloned())
+        .unwrap_or_else(|| "0".to_owned());
+    let what = if purge { "and delete its files" } else { "(its files stay)" };
+    anyhow::ensure!(yes, "this would drop table {name} with {rows} rows {what}; run again with --yes to do it");
+    lake.drop_table(&name, purge).await?;
+    println!("dropped {name} ({rows} rows){}", if purge { ", files deleted" } else { "" });
+    if lake.try_load(&name.quarantine()).await?.is_some() {
+        println!("its rejects are still in {}; drop that too if you no longer need them", name.quarantine());
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,10 +1,12 @@
-//! The `tributary` command line: `check`, `serve`, `sql` and `quickstart`.
+//! The `tributary` command line: `check`, `serve`, `sql`, `table` and
+//! `quickstart`.
 //!
 //! Each command is a thin function over the library crates, so the same code
 //! paths run under the CLI, the tests and the benchmarks.
 
 mod commands;
 mod generator;
+pub mod logging;
 mod quickstart;
 
 use std::path::PathBuf;
@@ -80,6 +82,12 @@ pub enum Command {
         /// The statement, e.g. "SELECT count(*) FROM raw.transactions".
         sql: String,
     },
+    /// Manage tables: `tributary table drop raw.events --yes`.
+    Table {
+        /// What to do.
+        #[command(subcommand)]
+        action: TableAction,
+    },
     /// Create a demo lake, post events through the real HTTP path and report.
     Quickstart {
         /// Where the demo lake lives.
@@ -97,17 +105,48 @@ pub enum Command {
     },
 }
 
-/// Installs the tracing subscriber. Quickstart logs only warnings so its
-/// report stays readable.
-pub fn init_logging(cli: &Cli) {
-    let default = if matches!(cli.command, Command::Quickstart { .. } | Command::Sql { .. }) { "warn" } else { "info" };
+/// `tributary table …`.
+#[derive(Debug, Subcommand)]
+pub enum TableAction {
+    /// Drop a table from the catalog (its rows stop being queryable).
+    Drop {
+        /// `namespace.table`.
+        table: String,
+        /// Where the embedded catalog and warehouse live.
+        #[arg(long, default_value = "./tributary-data")]
+        data_dir: PathBuf,
+        /// Take the catalog and warehouse from this config instead.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also delete the table's data and metadata files.
+        #[arg(long)]
+        purge: bool,
+        /// Confirm: without it, nothing is dropped.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Installs the tracing subscriber, writing to stderr through a queue that
+/// never blocks ([`logging`]); keep the returned guard until exit. Quickstart
+/// logs only warnings so its report stays readable. Colours only on a
+/// terminal.
+pub fn init_logging(cli: &Cli) -> logging::DrainOnDrop {
+    let quiet = matches!(cli.command, Command::Quickstart { .. } | Command::Sql { .. } | Command::Table { .. });
+    let default = if quiet { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let (writer, guard) = logging::StderrQueue::start();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(logging::StderrQueue::is_terminal())
+        .log_internal_errors(false);
     match cli.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }
 
 /// Runs a parsed command line.
@@ -118,10 +157,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sql { data_dir, config, format, sql } => {
             commands::sql(&data_dir, config.as_deref(), format, &sql).await
         }
+        Command::Table { action: TableAction::Drop { table, data_dir, config, purge, yes } } => {
+            commands::drop_table(&data_dir, config.as_deref(), &table, purge, yes).await
+        }
         Command::Quickstart { data_dir, events, http, exit } => {
             quickstart::run(quickstart::Options { data_dir, events, http, exit }).await
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: error types that
+/// show their source in their own message would otherwise repeat it.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// A token cancelled by the first SIGINT or SIGTERM.
@@ -148,8 +204,10 @@ pub fn shutdown_on_signal() -> CancellationToken {
         }
         #[cfg(not(unix))]
         let _ = ctrl_c.await;
-        tracing::info!("shutdown requested; flushing and committing what was acknowledged");
+        // Cancel first: nothing, not even a log line, may stand between a
+        // signal and the shutdown it asks for.
         t.cancel();
+        tracing::info!("shutdown requested; flushing and committing what was acknowledged");
     });
     token
 }

@@ -11,18 +11,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = tributary::Cli::parse();
-    tributary::init_logging(&cli);
+    let _logs = tributary::init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            tributary::logging::say(format_args!("error: cannot start the async runtime: {e}"));
             return std::process::ExitCode::FAILURE;
         }
     };
     match runtime.block_on(tributary::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            tributary::logging::say(format_args!("error: {}", tributary::error_chain(&e)));
             std::process::ExitCode::FAILURE
         }
     }

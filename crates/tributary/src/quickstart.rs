@@ -43,7 +43,7 @@ pub async fn run(opts: Options) -> anyhow::Result<ExitCode> {
     let shutdown = if opts.exit { CancellationToken::new() } else { crate::shutdown_on_signal() };
     let server = match tributary_server::start(&config, shutdown.clone()).await {
         Err(tributary_server::ServerError::Bind { .. }) => {
-            eprintln!("{} is busy; using a free port instead", opts.http);
+            note(format_args!("{} is busy; using a free port instead", opts.http));
             config.listen = "127.0.0.1:0".to_owned();
             tributary_server::start(&config, shutdown.clone()).await?
         }
@@ -78,7 +78,7 @@ pub async fn run(opts: Options) -> anyhow::Result<ExitCode> {
         bodies.push(body);
     }
 
-    eprintln!("posting {} events to {base}/v1/tables/raw.transactions/events", opts.events);
+    note(format_args!("posting {} events to {base}/v1/tables/raw.transactions/events", opts.events));
     let client = reqwest::Client::new();
     let url = format!("{base}/v1/tables/raw.transactions/events");
     let started = Instant::now();
@@ -107,7 +107,7 @@ pub async fn run(opts: Options) -> anyhow::Result<ExitCode> {
         snapshots.extend(receipt.snapshot_id);
         progress(sent, opts.events, started);
     }
-    eprintln!();
+    note(format_args!(""));
     let secs = started.elapsed().as_secs_f64();
 
     let rows_after = count(&engine, "raw.transactions").await?;
@@ -153,13 +153,20 @@ pub async fn run(opts: Options) -> anyhow::Result<ExitCode> {
     let dir = opts.data_dir.display();
     println!("\nconnect:");
     println!("  tributary sql --data-dir {dir} \"SELECT count(*) FROM raw.transactions\"");
-    println!("  curl -s {base}/v1/sql -d '{{\"sql\":\"SELECT count(*) FROM raw.transactions\"}}'");
-    println!("  curl -s {base}/v1/tables/raw.transactions/events --data-binary @events.ndjson");
     println!(
         "  python -c \"from pyiceberg.catalog.sql import SqlCatalog; c = SqlCatalog('tributary', uri='sqlite:///{dir}/catalog.db', warehouse='file://{dir}/warehouse'); print(c.load_table('raw.transactions').scan().to_arrow().num_rows)\""
     );
-
-    if !opts.exit {
+    if opts.exit {
+        println!(
+            "  (the server has stopped; run `tributary quickstart --data-dir {dir}` without --exit to keep it serving)"
+        );
+    } else {
+        println!("  curl -s {base}/v1/sql -d '{{\"sql\":\"SELECT count(*) FROM raw.transactions\"}}'");
+        println!(
+            "  curl -s {base}/v1/tables/raw.transactions/events -H 'Content-Type: application/x-ndjson' --data-binary \
+             '{{\"event_id\":\"my-1\",\"user_id\":1,\"amount\":\"9.99\",\"currency\":\"EUR\",\"event_time\":\"{}\"}}'",
+            chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
+        );
         println!("\nserving on {base}; press Ctrl-C to stop");
     }
     if opts.exit {
@@ -189,6 +196,18 @@ fn progress(done: usize, total: usize, started: Instant) {
     let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH);
     #[allow(clippy::cast_precision_loss)]
     let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
-    eprint!("\r[{}{}] {done}/{total} events  {rate:.0} events/s", "#".repeat(filled), ".".repeat(WIDTH - filled));
-    let _ = std::io::stderr().flush();
+    let mut err = std::io::stderr();
+    let _ = write!(
+        err,
+        "\r[{}{}] {done}/{total} events  {rate:.0} events/s",
+        "#".repeat(filled),
+        ".".repeat(WIDTH - filled)
+    );
+    let _ = err.flush();
+}
+
+/// A line on stderr, in order with the progress bar; a closed stderr is
+/// ignored rather than panicking like `eprintln!`.
+fn note(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }

@@ -43,6 +43,7 @@ mod health;
 
 use crate::dedup::DedupIndex;
 use crate::error::IngestError;
+use crate::health::Health;
 use crate::prepare::{Lineage, PreparedTable, Reject, prepare_record};
 use crate::validate::Cell;
 use commit::{Landed, Sealed, Target, land};
@@ -119,7 +120,7 @@ struct Batch {
 
 impl KafkaPipeline {
     /// A pipeline for `def`, writing through a prepared table.
-    pub fn new(def: KafkaDef, lake: Lake, prepared: PreparedTable, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(def: KafkaDef, lake: Lake, prepared: PreparedTable, clock: Arc<dyn Clock>, health: Health) -> Self {
         let PreparedTable { schema, table, quarantine, dedup } = prepared;
         let pipeline = format!("kafka:{}", def.name);
         let records_read = metrics::counter!(m::KAFKA_RECORDS, "pipeline" => pipeline.clone());
@@ -132,7 +133,11 @@ impl KafkaPipeline {
             start: def.start,
             rebalanced: false.into(),
             pipeline: pipeline.clone(),
+            health,
+            ready: false.into(),
+            last_failure: std::sync::Mutex::new(None),
         });
+        shared.health.starting(&pipeline, &format!("connecting to the brokers at {}", def.brokers));
         let target_file_size = def.commit.target_file_size_bytes;
         Self {
             def,
@@ -223,12 +228,19 @@ impl KafkaPipeline {
                 .await
                 .map_err(|e| IngestError::Internal(format!("cluster id task: {e}")))?;
             if let Some(id) = id.filter(|id| !id.is_empty()) {
+                self.shared.up();
                 return Ok(id);
             }
             if shutdown.is_cancelled() {
                 break;
             }
-            tracing::warn!(pipeline = %self.target.pipeline, attempt, brokers = %self.def.brokers, "kafka cluster id not available yet; retrying");
+            // librdkafka queues the reason (a refused connection, a failed
+            // handshake) as an event; serving the queue hands it to the
+            // context's error callback, and so to `health`.
+            if let Ok(Err(e)) = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await {
+                self.shared.down(&e.to_string());
+            }
+            tracing::debug!(pipeline = %self.target.pipeline, attempt, brokers = %self.def.brokers, "kafka cluster id not available yet; retrying");
         }
         Err(IngestError::Source(format!(
             "cannot read the cluster id from {}; check that the brokers are reachable",
@@ -284,11 +296,15 @@ impl KafkaPipeline {
                     }
                     match msg {
                         Ok(msg) => {
+                            self.shared.up();
                             if self.accept(&msg) {
                                 deadline.get_or_insert_with(|| Instant::now() + self.def.commit.max_latency);
                             }
                         }
-                        Err(e) => self.on_error(&consumer, &e).await?,
+                        Err(e) => {
+                            self.shared.down(&e.to_string());
+                            self.on_error(&consumer, &e).await?;
+                        }
                     }
                     let full = self.batch.rows.len() + self.batch.rejects.len() >= self.def.commit.max_rows
                         || self.batch.bytes >= self.def.commit.max_bytes;

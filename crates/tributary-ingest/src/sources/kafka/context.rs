@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -20,6 +21,7 @@ use rdkafka::{ClientConfig, ClientContext};
 use tributary_core::kafka::{KafkaDef, StartAt};
 
 use crate::error::IngestError;
+use crate::health::Health;
 
 /// State shared between the pipeline and librdkafka's callbacks.
 #[derive(Debug)]
@@ -32,13 +34,69 @@ pub(crate) struct Shared {
     pub rebalanced: AtomicBool,
     /// Label for metrics.
     pub pipeline: String,
+    /// Where the source reports whether it can reach its brokers.
+    pub health: Health,
+    /// Whether `health` holds this source as ready (checked per message,
+    /// so a recovery is reported once and cheaply).
+    pub ready: AtomicBool,
+    /// librdkafka's last failure log line (e.g. "Connect to ipv4#… failed:
+    /// Connection refused"): the error events that follow it carry only a
+    /// code such as `AllBrokersDown`.
+    pub last_failure: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// The brokers answered.
+    pub fn up(&self) {
+        if !self.ready.swap(true, Ordering::Relaxed) {
+            if let Ok(mut last) = self.last_failure.lock() {
+                *last = None;
+            }
+            self.health.up(&self.pipeline);
+        }
+    }
+
+    /// The source cannot work, because of `reason` (with librdkafka's last
+    /// failure, when that says more).
+    pub fn down(&self, reason: &str) {
+        self.ready.store(false, Ordering::Relaxed);
+        let detail = self.last_failure.lock().ok().and_then(|f| f.clone());
+        match detail {
+            Some(detail) if !reason.contains(&detail) => {
+                self.health.down(&self.pipeline, &format!("{reason}; last failure: {detail}"));
+            }
+            _ => self.health.down(&self.pipeline, reason),
+        }
+    }
 }
 
 /// The rdkafka context.
 #[derive(Debug)]
 pub(crate) struct Context(pub std::sync::Arc<Shared>);
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    /// librdkafka's own errors (a refused connection, a failed
+    /// authentication) are what an operator needs to see, and at once; they
+    /// used to surface only when the consumer was destroyed.
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.0.down(&format!("{reason} ({error})"));
+    }
+
+    /// librdkafka's log, into ours; its failure lines are kept as the detail
+    /// of the next error.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let pipeline = &self.0.pipeline;
+        use RDKafkaLogLevel::{Alert, Critical, Emerg, Error, Warning};
+        if matches!(level, Emerg | Alert | Critical | Error | Warning) {
+            if let Ok(mut last) = self.0.last_failure.lock() {
+                *last = Some(message.to_owned());
+            }
+            tracing::debug!(%pipeline, facility = fac, message, "librdkafka failure");
+        } else {
+            tracing::trace!(%pipeline, facility = fac, message, "librdkafka");
+        }
+    }
+}
 
 impl ConsumerContext for Context {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {

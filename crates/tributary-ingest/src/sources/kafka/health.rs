@@ -82,7 +82,11 @@ impl KafkaPipeline {
 
     pub(super) async fn report_lag(&self, consumer: &Arc<StreamConsumer<Context>>) {
         let committed = self.shared.positions.lock().map(|p| p.clone()).unwrap_or_default();
-        for (tp, (low, high)) in watermarks(consumer).await {
+        let marks = watermarks(consumer).await;
+        if !marks.is_empty() {
+            self.shared.up();
+        }
+        for (tp, (low, high)) in marks {
             let pos = committed.get(&tp).copied().unwrap_or(low);
             let truncated = high < pos;
             if truncated {
