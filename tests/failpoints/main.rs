@@ -63,6 +63,38 @@ async fn crash_after_the_quarantine_swap() {
     crash_and_recover("table::after_catalog_swap", "1*return").await;
 }
 
+/// The quarantine table got ahead of the data table (a crash between the
+/// two swaps); the first batch after the restart began below the quarantine
+/// table's positions and held a reject past them, so its quarantine commit
+/// was refused as a zombie, again after every re-seek: the pipeline stalled.
+/// No dedup key, so a positional duplicate would show too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_the_quarantine_swap_then_more_input_with_rejects() {
+    let scenario = fail::FailScenario::setup();
+    let point = "table::after_catalog_swap";
+    let topic = new_topic("qahead").await;
+    let mut good = produce(&topic, "a", 600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = kafka_config(&topic, &format!("g-{topic}")).replace("dedup_key = \"event_id\"\n", "");
+    assert!(!toml.contains("dedup_key"));
+    let cfg = config(&toml, dir.path());
+
+    fail::cfg(point, "1*return").unwrap();
+    let srv = start(&cfg).await;
+    let err = tokio::time::timeout(Duration::from_secs(60), srv.server.wait()).await.expect("the failpoint fired");
+    assert!(err.expect_err("fatal").to_string().contains(point));
+    fail::remove(point);
+
+    good += produce(&topic, "b", 600).await;
+    let srv = start(&cfg).await;
+    wait_for(&srv, i64::try_from(good).unwrap(), 24).await;
+    assert_exactly_once(&srv, 1200, good).await;
+    let (_, v) = srv.sql("SELECT count(DISTINCT position) FROM quarantine.transactions").await;
+    assert_eq!(v["rows"][0][0], 24, "every reject quarantined once");
+    srv.stop().await;
+    scenario.teardown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_the_data_swap() {
     crash_and_recover("table::after_catalog_swap", "1*off->1*return").await;

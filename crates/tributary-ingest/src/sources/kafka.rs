@@ -421,9 +421,12 @@ impl KafkaPipeline {
         let batch = std::mem::take(&mut self.batch);
         // Position keys are built once per batch, not per message.
         let (mut started_at, mut ends_at) = (Positions::default(), Positions::default());
+        let mut rejects_from = Positions::default();
         for (tp, (first, end)) in &batch.ranges {
             let key = self.key(tp);
+            let quarantined = self.quarantined_to.get(tp).copied().unwrap_or(0);
             started_at.advance(key.clone(), u64::try_from(*first).unwrap_or(0));
+            rejects_from.advance(key.clone(), u64::try_from((*first).max(quarantined)).unwrap_or(0));
             ends_at.advance(key, u64::try_from(*end).unwrap_or(0));
         }
         let sealed = Sealed {
@@ -431,6 +434,7 @@ impl KafkaPipeline {
             rejects: batch.rejects,
             keys: batch.keys,
             started_at,
+            rejects_from,
             ends_at,
             max_event_us: batch.max_event_us,
         };

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tributary_core::metrics as m;
 use tributary_core::{Clock, Positions};
-use tributary_table::{Lake, LoadedTable, Outcome, stamp_unless_zombie};
+use tributary_table::{Lake, LoadedTable, Outcome, PipelineStamp, stamp_unless_zombie};
 
 use crate::columns::rows_to_batch;
 use crate::error::IngestError;
@@ -36,8 +36,12 @@ pub(super) struct Sealed {
     /// Dedup keys the batch claimed; given back if it is dropped.
     pub keys: Vec<String>,
     /// First offset read per partition: the zombie rule compares it with
-    /// the table's positions.
+    /// the data table's positions.
     pub started_at: Positions,
+    /// Where this batch's rejects start per partition: past the quarantine
+    /// table's own positions, which may be ahead of the data table's (a
+    /// crash between the two swaps), and whose rejects were skipped.
+    pub rejects_from: Positions,
     /// Next offset per partition, stamped into the snapshot.
     pub ends_at: Positions,
     pub max_event_us: Option<i64>,
@@ -60,11 +64,10 @@ pub(super) async fn land(
     batch: Sealed,
 ) -> Result<Landed, IngestError> {
     let label = target.schema.table.to_string();
-    let stamp =
-        |b: &LoadedTable| stamp_unless_zombie(&b.metadata, &target.pipeline, &batch.started_at, &batch.ends_at, 0);
     if !batch.rejects.is_empty() {
         let at = target.clock.now().timestamp_micros();
         let q = quarantine_batch(&target.schema.quarantine_arrow, &batch.rejects, "kafka", at)?;
+        let stamp = stamp_from(&target.pipeline, &batch.rejects_from, &batch.ends_at);
         match write_and_commit(&target.lake, quarantine, &[q], target.target_file_size, stamp).await? {
             Outcome::Committed(t) => quarantine = t,
             Outcome::Zombie(_) => return Ok(Landed::Zombie { keys: batch.keys }),
@@ -75,6 +78,7 @@ pub(super) async fn land(
         }
     }
     let rows = rows_to_batch(&target.schema.arrow, &batch.rows)?;
+    let stamp = stamp_from(&target.pipeline, &batch.started_at, &batch.ends_at);
     let table = match write_and_commit(&target.lake, table, &[rows], target.target_file_size, stamp).await? {
         Outcome::Committed(t) => t,
         Outcome::Zombie(_) => return Ok(Landed::Zombie { keys: batch.keys }),
@@ -86,4 +90,13 @@ pub(super) async fn land(
         metrics::gauge!(m::FRESHNESS, "table" => label).set(lag);
     }
     Ok(Landed::Committed { table, quarantine })
+}
+
+/// The zombie rule for a commit of input read from `from` up to `ends_at`.
+fn stamp_from<'a>(
+    pipeline: &'a str,
+    from: &'a Positions,
+    ends_at: &'a Positions,
+) -> impl FnMut(&LoadedTable) -> Option<PipelineStamp> + 'a {
+    move |b| stamp_unless_zombie(&b.metadata, pipeline, from, ends_at, 0)
 }
