@@ -140,3 +140,50 @@ async fn a_worker_whose_partitions_moved_mid_commit_drops_its_batch() {
     second.stop().await;
     scenario.teardown();
 }
+
+/// A flush whose data commit landed but whose call failed (the connection
+/// broke after COMMIT) took its dedup keys back, so the client's retry landed
+/// the rows a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_retry_after_a_commit_with_an_unknown_outcome_is_a_duplicate() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(&config(common::TRANSACTIONS, dir.path())).await;
+    let body: Vec<String> = (0..10).map(|i| common::event(&format!("u{i}"), "1.00")).collect();
+    let body = body.join("\n");
+    fail::cfg("table::after_catalog_swap", "1*return").unwrap();
+    let (status, first) = srv.post("raw.transactions", body.clone()).await;
+    fail::remove("table::after_catalog_swap");
+    assert!(status == 200 || status == 503, "{status}: {first}");
+    let (status, retry) = srv.post("raw.transactions", body).await;
+    assert_eq!(status, 200, "{retry}");
+    let landed_first = if first["accepted"] == 10 { 0 } else { 10 };
+    assert_eq!(retry["duplicates"], 10 - landed_first, "first: {first}, retry: {retry}");
+    assert_eq!(srv.count("raw.transactions").await, 10, "every row once");
+    srv.stop().await;
+    scenario.teardown();
+}
+
+/// The quarantine commit failed after the data commit succeeded; the flush
+/// took back the keys of the committed rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_quarantine_commit_keeps_the_committed_rows_claimed() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(&config(common::TRANSACTIONS, dir.path())).await;
+    let mut body: Vec<String> = (0..10).map(|i| common::event(&format!("q{i}"), "1.00")).collect();
+    body.push("{not json".to_owned());
+    let body = body.join("\n");
+    // The data commit's swap passes; the quarantine commit's fails.
+    fail::cfg("table::before_catalog_swap", "1*off->1*return").unwrap();
+    let (status, first) = srv.post("raw.transactions", body.clone()).await;
+    fail::remove("table::before_catalog_swap");
+    assert_eq!(status, 503, "{first}");
+    assert!(first["error"]["message"].as_str().unwrap().contains("rows were committed"), "{first}");
+    let (status, retry) = srv.post("raw.transactions", body).await;
+    assert_eq!(status, 200, "{retry}");
+    assert_eq!((retry["duplicates"].as_u64(), retry["quarantined"].as_u64()), (Some(10), Some(1)), "{retry}");
+    assert_eq!(srv.count("raw.transactions").await, 10, "every row once");
+    srv.stop().await;
+    scenario.teardown();
+}

@@ -5,8 +5,10 @@
 //! makes the HTTP handler wait). The task deduplicates, buffers, and flushes
 //! when the row, byte or age trigger fires, then answers every submission in
 //! the flush with the snapshot that made it durable. Nothing is acknowledged
-//! before its commit; a failed flush answers with an error and takes its dedup
-//! keys back, so a retry is not mistaken for a duplicate.
+//! before its commit. A commit whose outcome is unknown (the connection broke
+//! around the swap) is resolved by reading the table back. A flush that
+//! failed before its rows landed takes its dedup keys back, so a retry is not
+//! mistaken for a duplicate; one whose rows landed keeps them, so a retry is.
 
 use arrow_array::{BooleanArray, RecordBatch};
 use arrow_select::filter::filter_record_batch;
@@ -14,10 +16,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
+use tributary_core::Classify;
 use tributary_core::Clock;
 use tributary_core::config::CommitPolicy;
 use tributary_core::metrics as m;
-use tributary_table::{Lake, LoadedTable, Outcome, PipelineStamp, last_pipeline_state};
+use tributary_table::{Lake, LoadedTable, Outcome, PipelineStamp, TableError, last_pipeline_state};
 
 use crate::dedup::{DedupIndex, key_at};
 use crate::error::IngestError;
@@ -193,9 +196,11 @@ impl Committer {
                     let _ = p.reply.send(Ok(receipt));
                 }
             }
-            Err(e) => {
-                tracing::error!(table = %self.schema.table, error = %e, "flush failed; nothing acknowledged");
-                if let Some(index) = self.dedup.as_mut() {
+            Err(Failed { error: e, rows_committed }) => {
+                tracing::error!(table = %self.schema.table, error = %e, rows_committed, "flush failed");
+                // Keys of rows that are in the table stay claimed: a retry
+                // of the request must find them as duplicates.
+                if !rows_committed && let Some(index) = self.dedup.as_mut() {
                     index.remove(&keys);
                 }
                 let reload = async {
@@ -208,12 +213,14 @@ impl Committer {
                     self.table = t;
                     self.quarantine = q;
                 }
-                let msg = e.to_string();
+                let reply = |e: &IngestError| match e {
+                    IngestError::Superseded(t) => IngestError::Superseded(t.clone()),
+                    e if rows_committed => IngestError::RejectsNotQuarantined(e.to_string()),
+                    e if e.is_retryable() => IngestError::Unavailable(e.to_string()),
+                    e => IngestError::Internal(e.to_string()),
+                };
                 for p in pending {
-                    let _ = p.reply.send(Err(match &e {
-                        IngestError::Superseded(t) => IngestError::Superseded(t.clone()),
-                        _ => IngestError::Internal(msg.clone()),
-                    }));
+                    let _ = p.reply.send(Err(reply(&e)));
                 }
             }
         }
@@ -221,17 +228,19 @@ impl Committer {
 
     /// Writes and commits the data rows, then the rejects; returns the data
     /// table's snapshot id.
-    async fn commit_pending(&mut self, pending: &[Pending]) -> Result<Option<i64>, IngestError> {
+    async fn commit_pending(&mut self, pending: &[Pending]) -> Result<Option<i64>, Failed> {
         let batches: Vec<RecordBatch> = pending.iter().map(|p| p.batch.clone()).filter(|b| b.num_rows() > 0).collect();
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         if rows > 0 {
-            self.table = self.commit_rows(self.table.clone(), &batches, rows).await?;
+            self.table = self.commit_rows(self.table.clone(), &batches, rows).await.map_err(Failed::before_rows)?;
         }
         let rejects: Vec<Reject> = pending.iter().flat_map(|p| p.rejects.iter().cloned()).collect();
         if !rejects.is_empty() {
+            let after_rows = |error| Failed { error, rows_committed: rows > 0 };
             let at = self.clock.now().timestamp_micros();
-            let batch = quarantine_batch(&self.schema.quarantine_arrow, &rejects, "http", at)?;
-            self.quarantine = self.commit_rows(self.quarantine.clone(), &[batch], rejects.len()).await?;
+            let batch = quarantine_batch(&self.schema.quarantine_arrow, &rejects, "http", at).map_err(after_rows)?;
+            self.quarantine =
+                self.commit_rows(self.quarantine.clone(), &[batch], rejects.len()).await.map_err(after_rows)?;
         }
         Ok(self.table.current_snapshot_id())
     }
@@ -249,9 +258,36 @@ impl Committer {
             positions.advance(HTTP_POSITION, committed.get(HTTP_POSITION).unwrap_or(0) + rows as u64);
             Some(PipelineStamp { pipeline: pipeline.clone(), positions, epoch: 0 })
         };
-        match write_and_commit(&self.lake, base, batches, self.policy.target_file_size_bytes, stamp_for).await? {
-            Outcome::Committed(new) => Ok(new),
-            Outcome::Zombie(_) => Err(IngestError::Superseded(self.schema.table.clone())),
+        let name = base.name.clone();
+        match write_and_commit(&self.lake, base, batches, self.policy.target_file_size_bytes, stamp_for).await {
+            Ok(Outcome::Committed(new)) => Ok(new),
+            Ok(Outcome::Zombie(_)) => Err(IngestError::Superseded(self.schema.table.clone())),
+            // The connection broke around the swap: read the table back.
+            Err(IngestError::Commit(TableError::CommitUnknown { snapshot_id, reason, .. })) => {
+                match self.lake.landed(&name, snapshot_id).await {
+                    Ok(Some(new)) => {
+                        tracing::warn!(table = %name, snapshot_id, %reason, "commit outcome was unknown; it landed");
+                        Ok(new)
+                    }
+                    Ok(None) => Err(IngestError::Unavailable(format!("commit to '{name}' did not land ({reason})"))),
+                    // Still unknown: the caller keeps nothing claimed, so a
+                    // retry may duplicate but never lose.
+                    Err(e) => Err(IngestError::Commit(e)),
+                }
+            }
+            Err(e) => Err(e),
         }
+    }
+}
+
+/// A failed flush, and whether its rows reached the table before it failed.
+struct Failed {
+    error: IngestError,
+    rows_committed: bool,
+}
+
+impl Failed {
+    fn before_rows(error: IngestError) -> Self {
+        Self { error, rows_committed: false }
     }
 }

@@ -26,6 +26,16 @@ pub enum IngestError {
     /// Committing the batch failed; nothing of it is visible.
     #[error("commit failed, nothing was written: {0}")]
     Commit(#[from] TableError),
+    /// The request's rows are committed but its rejects are not in the
+    /// quarantine table.
+    #[error(
+        "the request's rows were committed but its rejects could not be quarantined ({0}); retry the request: its rows count as duplicates"
+    )]
+    RejectsNotQuarantined(String),
+    /// Storage or the catalog failed in a way a retry can fix; nothing of
+    /// the request was written.
+    #[error("nothing was written: {0}; retry the request")]
+    Unavailable(String),
     /// The batch was dropped because another writer committed its input.
     #[error("batch for '{0}' was superseded by another writer; nothing was written, retry the request")]
     Superseded(TableName),
@@ -47,7 +57,11 @@ impl Classify for IngestError {
                 ErrorClass::User
             }
             Self::Commit(e) => e.class(),
-            Self::Superseded(_) | Self::ShuttingDown | Self::Source(_) => ErrorClass::External,
+            Self::Superseded(_)
+            | Self::ShuttingDown
+            | Self::Source(_)
+            | Self::RejectsNotQuarantined(_)
+            | Self::Unavailable(_) => ErrorClass::External,
             Self::Internal(_) => ErrorClass::Internal,
         }
     }
@@ -55,7 +69,7 @@ impl Classify for IngestError {
     fn is_retryable(&self) -> bool {
         match self {
             Self::Commit(e) => e.is_retryable(),
-            Self::Superseded(_) | Self::ShuttingDown => true,
+            Self::Superseded(_) | Self::ShuttingDown | Self::RejectsNotQuarantined(_) | Self::Unavailable(_) => true,
             _ => false,
         }
     }

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tributary_core::{Classify, ErrorClass};
@@ -137,6 +137,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let kind = self.status.canonical_reason().unwrap_or("error").to_lowercase().replace(' ', "_");
         let body = json!({ "error": { "message": self.message, "kind": kind, "retryable": self.retryable } });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }

@@ -140,10 +140,21 @@ pub async fn commit(
     let path = lake.write_metadata(meta.location(), next_version(&base.location), &new_meta).await?;
     fail::fail_point!("table::before_catalog_swap", |_| Err(TableError::Injected("table::before_catalog_swap")));
     stall("table::stall_before_catalog_swap").await;
-    if !lake.store().swap(&base.name, &base.location, &path).await? {
+    let unknown = |reason: String| TableError::CommitUnknown { table: base.name.clone(), snapshot_id, reason };
+    let swapped = match lake.store().swap(&base.name, &base.location, &path).await {
+        Ok(swapped) => swapped,
+        // The connection may have broken after the database committed: the
+        // table itself says whether our snapshot landed.
+        Err(e) => match lake.landed(&base.name, snapshot_id).await {
+            Ok(Some(_)) => true,
+            Ok(None) => return Err(e),
+            Err(_) => return Err(unknown(e.to_string())),
+        },
+    };
+    if !swapped {
         return Err(TableError::CommitConflict { table: base.name.clone(), expected: base.location.clone() });
     }
-    fail::fail_point!("table::after_catalog_swap", |_| Err(TableError::Injected("table::after_catalog_swap")));
+    fail::fail_point!("table::after_catalog_swap", |_| Err(unknown("failpoint table::after_catalog_swap".to_owned())));
     Ok(LoadedTable { name: base.name.clone(), location: path, metadata: new_meta.into() })
 }
 

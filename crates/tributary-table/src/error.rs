@@ -62,6 +62,20 @@ pub enum TableError {
         /// What is wrong.
         reason: String,
     },
+    /// The catalog swap may or may not have happened (the connection broke
+    /// around it) and reading the table back failed too. Whether snapshot
+    /// `snapshot_id` is in the table decides; [`crate::Lake::landed`] asks.
+    #[error(
+        "commit to '{table}' has an unknown outcome ({reason}); snapshot {snapshot_id} may or may not be in the table"
+    )]
+    CommitUnknown {
+        /// Table being committed.
+        table: TableName,
+        /// The snapshot the commit would have added.
+        snapshot_id: i64,
+        /// What broke.
+        reason: String,
+    },
     /// The configuration cannot be used (bad URL, unreachable path).
     #[error("{0}")]
     Config(String),
@@ -88,14 +102,16 @@ impl Classify for TableError {
             Self::NotFound(_) | Self::BreakingSchemaChange { .. } | Self::InvalidData { .. } | Self::Config(_) => {
                 ErrorClass::User
             }
-            Self::CommitConflict { .. } | Self::Catalog { .. } | Self::Iceberg { .. } => ErrorClass::External,
+            Self::CommitConflict { .. } | Self::CommitUnknown { .. } | Self::Catalog { .. } | Self::Iceberg { .. } => {
+                ErrorClass::External
+            }
             Self::Corrupt { .. } | Self::Injected(_) => ErrorClass::Internal,
         }
     }
 
     fn is_retryable(&self) -> bool {
         match self {
-            Self::CommitConflict { .. } => true,
+            Self::CommitConflict { .. } | Self::CommitUnknown { .. } => true,
             Self::Catalog { source, .. } => matches!(
                 **source,
                 sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Database(_)

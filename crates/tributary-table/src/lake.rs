@@ -200,6 +200,14 @@ impl Lake {
         Ok(())
     }
 
+    /// The table, if snapshot `snapshot_id` is in it: how a writer whose
+    /// commit had an unknown outcome ([`TableError::CommitUnknown`]) learns
+    /// whether it landed. `None` means it did not.
+    pub async fn landed(&self, name: &TableName, snapshot_id: i64) -> Result<Option<LoadedTable>> {
+        let table = self.load(name).await?;
+        Ok(table.metadata.snapshot_by_id(snapshot_id).is_some().then_some(table))
+    }
+
     /// Every table in the catalog.
     pub async fn list(&self) -> Result<Vec<TableName>> {
         self.store.list().await
