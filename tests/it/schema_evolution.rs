@@ -112,3 +112,29 @@ async fn widening_a_column_and_repartitioning_keep_old_rows_readable() {
     assert_eq!(table.metadata.partition_specs_iter().count(), 2, "the day spec stays for the old file");
     srv.stop().await;
 }
+
+/// Another worker evolved the table; after its next reload this worker's
+/// committer wrote its (older) batches through the evolved schema and
+/// failed every request with "field id not found" until restarted.
+#[tokio::test]
+async fn a_worker_keeps_writing_after_another_worker_evolves_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = start(&config(TRANSACTIONS, dir.path())).await;
+    assert_eq!(old.post("raw.transactions", event("a1", "1.00")).await.0, 200);
+    let evolved = TRANSACTIONS.replace(
+        "{ name = \"currency\",   type = \"string\" },",
+        "{ name = \"currency\",   type = \"string\" },\n  { name = \"channel\", type = \"string\" },",
+    );
+    let new = start(&config(&evolved, dir.path())).await;
+    for id in ["a2", "a3", "a4"] {
+        let (status, r) = old.post("raw.transactions", event(id, "1.00")).await;
+        assert_eq!(status, 200, "{id}: {r}");
+    }
+    let with_channel =
+        r#"{"event_id":"b1","user_id":1,"amount":"2.00","channel":"web","event_time":"2026-11-21T00:00:00Z"}"#;
+    assert_eq!(new.post("raw.transactions", with_channel).await.0, 200);
+    let (_, v) = new.sql("SELECT count(*), count(channel) FROM raw.transactions").await;
+    assert_eq!(v["rows"][0], serde_json::json!([5, 1]), "{v}");
+    old.stop().await;
+    new.stop().await;
+}

@@ -8,6 +8,7 @@
 
 pub mod catalog;
 pub mod commit;
+pub mod conform;
 pub mod error;
 pub mod lake;
 pub mod recovery;

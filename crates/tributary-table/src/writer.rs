@@ -19,6 +19,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use uuid::Uuid;
 
+use crate::conform::conform;
 use crate::error::{Result, TableError};
 use crate::lake::{Lake, LoadedTable};
 
@@ -54,6 +55,10 @@ async fn write(
     }
     let meta = &table.metadata;
     let schema = meta.current_schema().clone();
+    // Batches may come from a writer that validated under an earlier schema.
+    let arrow = iceberg::arrow::schema_to_arrow_schema(&schema).map_err(TableError::iceberg("arrow schema"))?;
+    let arrow = std::sync::Arc::new(arrow);
+    let batches = batches.iter().map(|b| conform(b, &arrow)).collect::<Result<Vec<_>>>()?;
     let locations = DefaultLocationGenerator::new(meta).map_err(TableError::iceberg("locating data files"))?;
     let names = DefaultFileNameGenerator::new(Uuid::now_v7().to_string(), None, DataFileFormat::Parquet);
     let rolling = RollingFileWriterBuilder::new(
@@ -69,14 +74,14 @@ async fn write(
     if spec.is_unpartitioned() {
         let mut writer = builder.build(None).await.map_err(TableError::iceberg("opening data file"))?;
         for b in batches {
-            writer.write(b.clone()).await.map_err(invalid)?;
+            writer.write(b).await.map_err(invalid)?;
         }
         return writer.close().await.map_err(TableError::iceberg("closing data file"));
     }
     let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(schema, spec)
         .map_err(TableError::iceberg("partitioning rows"))?;
     let mut writer = FanoutWriter::new(builder);
-    for b in batches {
+    for b in &batches {
         for (key, part) in splitter.split(b).map_err(invalid)? {
             writer.write(key, part).await.map_err(invalid)?;
         }
