@@ -185,7 +185,7 @@ async fn start_pipeline(
 /// Committed next offset per partition, read from the table.
 async fn committed(lake: &Lake) -> anyhow::Result<HashMap<i32, i64>> {
     let t = lake.load(&TableName::new("raw", "events")).await?;
-    let positions = last_pipeline_state(&t.metadata, "kafka:bench").map(|s| s.positions).unwrap_or_default();
+    let positions = last_pipeline_state(&t, "kafka:bench")?.map(|s| s.positions).unwrap_or_default();
     Ok(positions
         .0
         .iter()

@@ -95,7 +95,7 @@ async fn racing_unfenced_writers_all_land_after_retry() {
                 &lake,
                 base,
                 &files,
-                |b| stamp_unless_zombie(&b.metadata, &pipeline, &Positions::default(), &Positions::default(), 0),
+                |b| stamp_unless_zombie(b, &pipeline, &Positions::default(), &Positions::default(), 0),
                 20,
             )
             .await
@@ -124,7 +124,7 @@ async fn stale_writer_is_refused_and_detected_as_zombie() {
     let a_files = write_data_files(&lake, &base, &[batch(&base, 0, 50)], 1 << 20).await.unwrap();
     let b_files = write_data_files(&lake, &base, &[batch(&base, 0, 50)], 1 << 20).await.unwrap();
 
-    let a = commit(&lake, &base, &a_files, &stamp_unless_zombie(&base.metadata, "kafka", &started, &ends, 1).unwrap())
+    let a = commit(&lake, &base, &a_files, &stamp_unless_zombie(&base, "kafka", &started, &ends, 1).unwrap().unwrap())
         .await
         .unwrap();
 
@@ -133,13 +133,13 @@ async fn stale_writer_is_refused_and_detected_as_zombie() {
     assert!(matches!(refused, TableError::CommitConflict { .. }), "{refused}");
     // ...and the protocol's retry recognises it as a zombie and drops the batch.
     let (outcome, _) =
-        commit_with_retry(&lake, base, &b_files, |b| stamp_unless_zombie(&b.metadata, "kafka", &started, &ends, 1), 5)
+        commit_with_retry(&lake, base, &b_files, |b| stamp_unless_zombie(b, "kafka", &started, &ends, 1), 5)
             .await
             .unwrap();
     let Outcome::Zombie(fresh) = outcome else { panic!("stale writer must be a zombie") };
     assert_eq!(fresh.location, a.location);
     assert_eq!(rows(&scan_all(&lake, &fresh).await), 50, "zombie rows must not be visible");
-    assert_eq!(last_pipeline_state(&fresh.metadata, "kafka").unwrap().positions.get("c/t/0"), Some(50));
+    assert_eq!(last_pipeline_state(&fresh, "kafka").unwrap().unwrap().positions.get("c/t/0"), Some(50));
 }
 
 #[tokio::test]
@@ -149,8 +149,8 @@ async fn newer_epoch_fences_an_older_writer() {
     let files = write_data_files(&lake, &base, &[batch(&base, 0, 5)], 1 << 20).await.unwrap();
     let fresh = commit(&lake, &base, &files, &stamp("kafka", "c/t/1", 5, 7)).await.unwrap();
     let empty = Positions::default();
-    assert!(stamp_unless_zombie(&fresh.metadata, "kafka", &empty, &empty, 6).is_none());
-    assert!(stamp_unless_zombie(&fresh.metadata, "kafka", &empty, &empty, 7).is_some());
+    assert!(stamp_unless_zombie(&fresh, "kafka", &empty, &empty, 6).unwrap().is_none());
+    assert!(stamp_unless_zombie(&fresh, "kafka", &empty, &empty, 7).unwrap().is_some());
 }
 
 #[tokio::test]
@@ -192,9 +192,47 @@ async fn recovery_walks_past_snapshots_without_positions() {
         .unwrap();
     }
     let reloaded = lake.load(&def.name).await.unwrap();
-    let state = last_pipeline_state(&reloaded.metadata, "ingest").unwrap();
+    let state = last_pipeline_state(&reloaded, "ingest").unwrap().unwrap();
     assert_eq!(state.snapshot_id, ours);
     assert_eq!(state.positions.get("c/t/0"), Some(10));
     assert_eq!(state.epoch, 1);
-    assert!(last_pipeline_state(&reloaded.metadata, "never").is_none());
+    assert!(last_pipeline_state(&reloaded, "never").unwrap().is_none());
+}
+
+/// Recovery took "cannot tell" for "never committed": an expired parent
+/// or unreadable positions made a source restart from its `start` policy.
+#[tokio::test]
+async fn recovery_refuses_to_guess_when_the_history_is_broken() {
+    let (_dir, lake, def) = setup().await;
+    let mut t = lake.load(&def.name).await.unwrap();
+    let files = write_data_files(&lake, &t, &[batch(&t, 0, 10)], 1 << 20).await.unwrap();
+    t = commit(&lake, &t, &files, &stamp("ingest", "c/t/0", 10, 1)).await.unwrap();
+    let ours = t.current_snapshot_id().unwrap();
+    let files = write_data_files(&lake, &t, &[batch(&t, 10, 12)], 1 << 20).await.unwrap();
+    let other = PipelineStamp { pipeline: "other".to_owned(), positions: Positions::default(), epoch: 0 };
+    t = commit(&lake, &t, &files, &other).await.unwrap();
+    let edited = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut json = serde_json::to_value(&*t.metadata).unwrap();
+        edit(&mut json);
+        LoadedTable { metadata: Arc::new(serde_json::from_value(json).unwrap()), ..t.clone() }
+    };
+    let ours_of = |v: &mut serde_json::Value| -> usize {
+        v["snapshots"].as_array().unwrap().iter().position(|s| s["snapshot-id"] == ours).unwrap()
+    };
+    // Our snapshot expired by another engine: its child still names it.
+    let expired = edited(&|v| {
+        let i = ours_of(v);
+        v["snapshots"].as_array_mut().unwrap().remove(i);
+        v["snapshot-log"] = serde_json::json!([]);
+    });
+    let err = last_pipeline_state(&expired, "ingest").unwrap_err().to_string();
+    assert!(err.contains(&format!("snapshot {ours}")) && err.contains("expired"), "{err}");
+    assert!(err.contains("raw.events") && err.contains("'ingest'"), "{err}");
+    let garbled = edited(&|v| {
+        let i = ours_of(v);
+        v["snapshots"][i]["summary"]["tributary.positions"] = "{not json".into();
+    });
+    let err = last_pipeline_state(&garbled, "ingest").unwrap_err().to_string();
+    assert!(err.contains("unreadable tributary.positions"), "{err}");
+    assert!(stamp_unless_zombie(&garbled, "ingest", &Positions::default(), &Positions::default(), 1).is_err());
 }

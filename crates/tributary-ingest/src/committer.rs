@@ -253,10 +253,10 @@ impl Committer {
     ) -> Result<LoadedTable, IngestError> {
         let pipeline = self.pipeline.clone();
         let stamp_for = |b: &LoadedTable| {
-            let committed = last_pipeline_state(&b.metadata, &pipeline).map(|s| s.positions).unwrap_or_default();
+            let committed = last_pipeline_state(b, &pipeline)?.map(|s| s.positions).unwrap_or_default();
             let mut positions = committed.clone();
             positions.advance(HTTP_POSITION, committed.get(HTTP_POSITION).unwrap_or(0) + rows as u64);
-            Some(PipelineStamp { pipeline: pipeline.clone(), positions, epoch: 0 })
+            Ok(Some(PipelineStamp { pipeline: pipeline.clone(), positions, epoch: 0 }))
         };
         let name = base.name.clone();
         match write_and_commit(&self.lake, base, batches, self.policy.target_file_size_bytes, stamp_for).await {

@@ -20,7 +20,7 @@ pub async fn write_and_commit(
     base: LoadedTable,
     batches: &[RecordBatch],
     target_file_size: usize,
-    stamp_for: impl FnMut(&LoadedTable) -> Option<PipelineStamp>,
+    stamp_for: impl FnMut(&LoadedTable) -> tributary_table::Result<Option<PipelineStamp>>,
 ) -> Result<Outcome, IngestError> {
     let label = base.name.to_string();
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();

@@ -180,12 +180,12 @@ pub async fn commit_with_retry(
     lake: &Lake,
     mut base: LoadedTable,
     data_files: &[DataFile],
-    mut stamp_for: impl FnMut(&LoadedTable) -> Option<PipelineStamp>,
+    mut stamp_for: impl FnMut(&LoadedTable) -> Result<Option<PipelineStamp>>,
     max_attempts: u32,
 ) -> Result<(Outcome, u32)> {
     let mut conflicts = 0;
     loop {
-        let Some(stamp) = stamp_for(&base) else {
+        let Some(stamp) = stamp_for(&base)? else {
             return Ok((Outcome::Zombie(base), conflicts));
         };
         match commit(lake, &base, data_files, &stamp).await {

@@ -5,11 +5,12 @@
 //! positions for it, so the walk follows parent links from the current
 //! snapshot until it finds one — never just "the current snapshot".
 
-use iceberg::spec::TableMetadata;
 use tributary_core::Positions;
 use tributary_core::positions::{SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS};
 
 use crate::commit::PipelineStamp;
+use crate::error::{Result, TableError};
+use crate::lake::LoadedTable;
 
 /// The newest committed state of one pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,19 +25,45 @@ pub struct PipelineState {
 
 /// Walks the ancestry of the current snapshot back to the newest snapshot of
 /// `pipeline`. `None` if the pipeline never committed to this table.
-pub fn last_pipeline_state(meta: &TableMetadata, pipeline: &str) -> Option<PipelineState> {
+///
+/// "Cannot tell" is an error, never `None`: a broken ancestry (a parent
+/// expired by another engine) or unreadable positions would otherwise make
+/// a source restart from its `start` policy, duplicating or skipping input.
+pub fn last_pipeline_state(table: &LoadedTable, pipeline: &str) -> Result<Option<PipelineState>> {
+    let meta = &table.metadata;
+    let cannot_tell = |snapshot_id: i64, why: String| TableError::Corrupt {
+        table: table.name.clone(),
+        reason: format!(
+            "cannot tell where pipeline '{pipeline}' stopped: snapshot {snapshot_id} {why}; restore the snapshot, \
+             or rename the pipeline to start it afresh from its `start` setting"
+        ),
+    };
     let mut next = meta.current_snapshot_id();
+    let mut child = None;
     while let Some(id) = next {
-        let snap = meta.snapshot_by_id(id)?;
+        let Some(snap) = meta.snapshot_by_id(id) else {
+            let why = match child {
+                Some(c) => format!("(the parent of {c}) is gone, expired by another writer"),
+                None => "is current but missing from the metadata".to_owned(),
+            };
+            return Err(cannot_tell(id, why));
+        };
         let props = &snap.summary().additional_properties;
         if props.get(SUMMARY_PIPELINE).map(String::as_str) == Some(pipeline) {
-            let positions = props.get(SUMMARY_POSITIONS).and_then(|p| Positions::from_json(p).ok()).unwrap_or_default();
+            let positions = props
+                .get(SUMMARY_POSITIONS)
+                .ok_or_else(|| cannot_tell(id, format!("has no {SUMMARY_POSITIONS}")))
+                .and_then(|p| {
+                    Positions::from_json(p)
+                        .map_err(|e| cannot_tell(id, format!("has unreadable {SUMMARY_POSITIONS} ({e})")))
+                })?;
             let epoch = props.get(SUMMARY_EPOCH).and_then(|e| e.parse().ok()).unwrap_or(0);
-            return Some(PipelineState { snapshot_id: id, positions, epoch });
+            return Ok(Some(PipelineState { snapshot_id: id, positions, epoch }));
         }
+        child = Some(id);
         next = snap.parent_snapshot_id();
     }
-    None
+    Ok(None)
 }
 
 /// The conflict rule for a batch that read `started_at` up to `ends_at`.
@@ -45,19 +72,19 @@ pub fn last_pipeline_state(meta: &TableMetadata, pipeline: &str) -> Option<Pipel
 /// another writer already committed past where the batch began, or a writer
 /// with a newer epoch has taken the pipeline over.
 pub fn stamp_unless_zombie(
-    fresh: &TableMetadata,
+    fresh: &LoadedTable,
     pipeline: &str,
     started_at: &Positions,
     ends_at: &Positions,
     epoch: u64,
-) -> Option<PipelineStamp> {
+) -> Result<Option<PipelineStamp>> {
     let mut positions = Positions::default();
-    if let Some(state) = last_pipeline_state(fresh, pipeline) {
+    if let Some(state) = last_pipeline_state(fresh, pipeline)? {
         if state.positions.overtakes(started_at) || (epoch > 0 && state.epoch > epoch) {
-            return None;
+            return Ok(None);
         }
         positions = state.positions;
     }
     positions.merge(ends_at);
-    Some(PipelineStamp { pipeline: pipeline.to_owned(), positions, epoch })
+    Ok(Some(PipelineStamp { pipeline: pipeline.to_owned(), positions, epoch }))
 }

@@ -173,24 +173,23 @@ impl KafkaPipeline {
     }
 
     /// The next offset per partition of this cluster that `table` holds.
-    fn positions(&self, table: &LoadedTable) -> HashMap<Tp, i64> {
-        let recorded =
-            last_pipeline_state(&table.metadata, &self.target.pipeline).map(|s| s.positions).unwrap_or_default();
+    fn positions(&self, table: &LoadedTable) -> Result<HashMap<Tp, i64>, IngestError> {
+        let recorded = last_pipeline_state(table, &self.target.pipeline)?.map(|s| s.positions).unwrap_or_default();
         let ours: HashMap<Tp, i64> =
             recorded.0.iter().filter_map(|(k, v)| Some((self.parse_key(k)?, i64::try_from(*v).ok()?))).collect();
         if ours.is_empty() && !recorded.0.is_empty() {
             tracing::error!(pipeline = %self.target.pipeline, table = %table.name, cluster = %self.cluster, recorded = ?recorded.0.keys().collect::<Vec<_>>(),
                 "the table holds positions for another Kafka cluster id; partitions start from the `start` policy");
         }
-        ours
+        Ok(ours)
     }
 
     /// Reloads both tables and resets every position from them.
     async fn recover(&mut self) -> Result<(), IngestError> {
         self.table = self.target.lake.load(&self.table.name).await?;
         self.quarantine = self.target.lake.load(&self.quarantine.name).await?;
-        let data = self.positions(&self.table);
-        self.quarantined_to = self.positions(&self.quarantine);
+        let data = self.positions(&self.table)?;
+        self.quarantined_to = self.positions(&self.quarantine)?;
         if let Some(index) = self.dedup.as_mut() {
             index.remove(&std::mem::take(&mut self.batch.keys));
         }
@@ -465,7 +464,7 @@ impl KafkaPipeline {
         // `quarantined_to` keeps what recovery read: every offset read from
         // now on lies past these positions, so raising it to them would
         // change nothing.
-        let committed = self.positions(&self.table);
+        let committed = self.positions(&self.table)?;
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), off) in &committed {
             let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*off));

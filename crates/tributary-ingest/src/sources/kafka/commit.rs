@@ -97,6 +97,6 @@ fn stamp_from<'a>(
     pipeline: &'a str,
     from: &'a Positions,
     ends_at: &'a Positions,
-) -> impl FnMut(&LoadedTable) -> Option<PipelineStamp> + 'a {
-    move |b| stamp_unless_zombie(&b.metadata, pipeline, from, ends_at, 0)
+) -> impl FnMut(&LoadedTable) -> tributary_table::Result<Option<PipelineStamp>> + 'a {
+    move |b| stamp_unless_zombie(b, pipeline, from, ends_at, 0)
 }
