@@ -91,8 +91,11 @@ pub async fn commit(
         None => Vec::new(),
     };
     let mut collector = SnapshotSummaryCollector::default();
+    // Everything the new metadata references, made durable before it is.
+    let mut written: Vec<String> = data_files.iter().map(|f| f.file_path().to_owned()).collect();
     if !data_files.is_empty() {
         let path = format!("{}/metadata/{commit_id}-m0.avro", meta.location());
+        written.push(path.clone());
         let output = lake.file_io().new_output(&path).map_err(TableError::iceberg("creating manifest"))?;
         let mut writer =
             ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), (*spec).clone()).build_v2_data();
@@ -114,6 +117,8 @@ pub async fn commit(
     let mut list = ManifestListWriter::v2(list_out, snapshot_id, parent.map(|p| p.snapshot_id()), seq);
     list.add_manifests(manifests.into_iter()).map_err(TableError::iceberg("writing manifest list"))?;
     list.close().await.map_err(TableError::iceberg("writing manifest list"))?;
+    written.push(list_path.clone());
+    crate::durable::sync(written).await?;
 
     let mut props = collector.build();
     add_totals(&mut props, parent.map(|p| p.summary()));

@@ -235,7 +235,8 @@ impl Lake {
             .map_err(TableError::iceberg("opening table"))
     }
 
-    /// Writes a new metadata file; the name is unique, so it never overwrites.
+    /// Writes a new metadata file, durably (it is about to be published);
+    /// the name is unique, so it never overwrites.
     pub(crate) async fn write_metadata(
         &self,
         table_location: &str,
@@ -251,6 +252,7 @@ impl Lake {
             .write(Bytes::from(json))
             .await
             .map_err(TableError::iceberg("writing metadata file"))?;
+        crate::durable::sync(vec![path.clone()]).await?;
         Ok(path)
     }
 }

@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod commit;
 pub mod conform;
+pub mod durable;
 pub mod error;
 pub mod lake;
 pub mod recovery;
