@@ -100,3 +100,37 @@ async fn a_fenced_static_member_stops_with_the_reason() {
     assert!(err.contains("fatal") && err.contains("group.instance.id"), "{err}");
     survivor.cancel();
 }
+
+/// With `start = "latest"`, a partition without a position started at the
+/// end of the log on every assignment, and nothing recorded that start: the
+/// records produced while no worker held it were skipped by the next owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_start_is_committed_so_the_next_owner_skips_nothing() {
+    let topic = new_topic("latest").await;
+    produce(&topic, "before", 40).await; // before the pipeline existed: skipped by design
+    let dir = tempfile::tempdir().unwrap();
+    let toml = kafka_config(&topic, &format!("g-{topic}"))
+        .replace("max_latency = \"100ms\"", "max_latency = \"100ms\"\nstart = \"latest\"");
+    let cfg = config(&toml, dir.path());
+    let srv = start(&cfg).await;
+    // The start of every partition is committed before anything is read.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = srv.sql("SELECT positions FROM raw.\"transactions$snapshots\" LIMIT 1").await;
+        let recorded = v["rows"][0][0].as_str().and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok());
+        if recorded.as_ref().and_then(|p| p.as_object()).is_some_and(|p| p.len() == 4) {
+            assert_eq!(recorded.unwrap().as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>(), 40);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no start positions committed: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    srv.stop().await;
+
+    let good = produce(&topic, "while-down", 40).await;
+    let srv = start(&cfg).await;
+    wait_for(&srv, i64::try_from(good).unwrap(), 0).await;
+    let (_, v) = srv.sql("SELECT count(*) FROM raw.transactions WHERE event_id LIKE 'before%'").await;
+    assert_eq!(v["rows"][0][0], 0, "records from before the first start are not read");
+    srv.stop().await;
+}

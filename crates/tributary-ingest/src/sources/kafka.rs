@@ -20,7 +20,7 @@
 //! landing pauses the partitions until it can be sealed (backpressure), so
 //! memory stays bounded by two batches whatever the backlog.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -40,6 +40,7 @@ use tributary_table::{Lake, LoadedTable, last_pipeline_state};
 mod commit;
 mod context;
 mod health;
+mod seek;
 
 use crate::dedup::DedupIndex;
 use crate::error::IngestError;
@@ -82,6 +83,11 @@ pub struct KafkaPipeline {
     next: HashMap<Tp, i64>,
     /// Quarantine table's positions: rejects below them are already there.
     quarantined_to: HashMap<Tp, i64>,
+    /// Partitions whose seek to `next` has not succeeded yet (`seek`).
+    unsought: HashSet<Tp>,
+    /// For partitions the table holds no position for: the first offset this
+    /// worker read or pinned there, so a dropped batch is re-read from it.
+    origin: HashMap<Tp, i64>,
     batch: Batch,
     /// The user field filled from the message key (`key_field`), resolved once.
     key_fill: Option<usize>,
@@ -149,6 +155,8 @@ impl KafkaPipeline {
             shared,
             next: HashMap::new(),
             quarantined_to: HashMap::new(),
+            unsought: HashSet::new(),
+            origin: HashMap::new(),
             batch: Batch::default(),
             key_fill,
             records_read,
@@ -195,23 +203,16 @@ impl KafkaPipeline {
         }
         self.batch = Batch::default();
         self.next = data.clone();
+        // Input read where the table has no position yet is read again from
+        // where this worker began; otherwise it would be skipped.
+        self.origin.retain(|tp, _| !data.contains_key(tp));
+        for (tp, first) in &self.origin {
+            self.next.insert(tp.clone(), *first);
+        }
         if let Ok(mut p) = self.shared.positions.lock() {
             *p = data;
         }
         Ok(())
-    }
-
-    /// Seeks every assigned partition to its committed position.
-    fn seek_assigned(&self, consumer: &StreamConsumer<Context>) {
-        let Ok(assignment) = consumer.assignment() else { return };
-        for e in assignment.elements() {
-            let tp = (e.topic().to_owned(), e.partition());
-            if let Some(next) = self.next.get(&tp)
-                && let Err(err) = consumer.seek(&tp.0, tp.1, Offset::Offset(*next), Duration::from_millis(200))
-            {
-                tracing::debug!(pipeline = %self.target.pipeline, topic = %tp.0, partition = tp.1, error = %err, "seek after recovery failed; skipping below the position instead");
-            }
-        }
     }
 
     /// The cluster id, which keys every position. Retried until the broker
@@ -288,6 +289,7 @@ impl KafkaPipeline {
                         self.settle(&consumer, &mut in_flight).await?;
                         self.recover().await?;
                         self.seek_assigned(&consumer);
+                        self.start_latest(&consumer).await?;
                         if sealing == Sealing::Paused {
                             self.pause(&consumer, false);
                         }
@@ -328,6 +330,10 @@ impl KafkaPipeline {
                 _ = lag_tick.tick() => {
                     self.check_fatal(&consumer)?;
                     self.report_lag(&consumer).await;
+                    self.retry_seeks(&consumer);
+                    if in_flight.is_none() {
+                        self.start_latest(&consumer).await?;
+                    }
                 }
             }
         }
@@ -357,11 +363,15 @@ impl KafkaPipeline {
     fn accept(&mut self, msg: &BorrowedMessage<'_>) -> bool {
         let tp = (msg.topic().to_owned(), msg.partition());
         let offset = msg.offset();
+        if !self.sought(&tp) {
+            return false;
+        }
         match self.next.get_mut(&tp) {
             Some(next) if offset < *next => return false,
             Some(next) => *next = offset + 1,
             None => {
                 self.next.insert(tp.clone(), offset + 1);
+                self.origin.entry(tp.clone()).or_insert(offset);
             }
         }
         self.batch.read(&tp, offset, offset + 1);

@@ -106,16 +106,22 @@ impl ConsumerContext for Context {
                 let wanted: Vec<(String, i32)> =
                     tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
                 let mut assigned = TopicPartitionList::new();
+                // With `latest`, a partition without a position waits,
+                // paused, until the pipeline has committed where it starts.
+                let mut held = TopicPartitionList::new();
                 for (topic, partition) in &wanted {
                     let offset = match positions.get(&(topic.clone(), *partition)) {
                         Some(next) => Offset::Offset(*next),
-                        None if self.0.start == StartAt::Latest => Offset::End,
+                        None if self.0.start == StartAt::Latest => {
+                            held.add_partition(topic, *partition);
+                            Offset::End
+                        }
                         None => Offset::Beginning,
                     };
                     let _ = assigned.add_partition_offset(topic, *partition, offset);
                 }
                 tracing::info!(pipeline = %self.0.pipeline, partitions = wanted.len(), "partitions assigned");
-                consumer.assign(&assigned)
+                consumer.assign(&assigned).and_then(|()| if held.count() > 0 { consumer.pause(&held) } else { Ok(()) })
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(pipeline = %self.0.pipeline, partitions = tpl.count(), "partitions revoked");

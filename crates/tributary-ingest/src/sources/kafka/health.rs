@@ -106,7 +106,7 @@ impl KafkaPipeline {
 
 /// Low and high watermarks of every assigned partition, fetched off the
 /// async runtime (librdkafka blocks for the round trip).
-async fn watermarks(consumer: &Arc<StreamConsumer<Context>>) -> Vec<(Tp, (i64, i64))> {
+pub(super) async fn watermarks(consumer: &Arc<StreamConsumer<Context>>) -> Vec<(Tp, (i64, i64))> {
     let c = consumer.clone();
     tokio::task::spawn_blocking(move || {
         let Ok(assignment) = c.assignment() else { return Vec::new() };

@@ -1,0 +1,134 @@
+//! Where each assigned partition reads from.
+//!
+//! Two ways input could be skipped, both closed here:
+//! - A seek to the committed position can fail (the partition is not fetching
+//!   yet). The consumer then delivers from wherever it stands, and taking
+//!   those messages would skip the gap. A partition whose seek failed takes
+//!   no message until a retried seek succeeds.
+//! - With `start = "latest"`, a partition without a position starts at the
+//!   end of the log, and that used to be re-resolved on every rebalance: what
+//!   the previous owner read but never committed was skipped. Such a
+//!   partition is now paused on assignment; its start (the high watermark)
+//!   is committed in an otherwise empty snapshot before it is read, so every
+//!   later owner resumes there.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::topic_partition_list::Offset;
+use tributary_core::Positions;
+use tributary_core::kafka::StartAt;
+
+use super::commit::{Landed, Sealed, land};
+use super::context::Context;
+use super::health::watermarks;
+use super::{KafkaPipeline, Tp};
+use crate::error::IngestError;
+
+impl KafkaPipeline {
+    /// Seeks every assigned partition to its committed position; those whose
+    /// seek fails are held until [`Self::retry_seeks`] succeeds.
+    pub(super) fn seek_assigned(&mut self, consumer: &StreamConsumer<Context>) {
+        self.unsought.clear();
+        let Ok(assignment) = consumer.assignment() else { return };
+        for e in assignment.elements() {
+            let tp = (e.topic().to_owned(), e.partition());
+            if self.next.contains_key(&tp) {
+                self.unsought.insert(tp);
+            }
+        }
+        self.retry_seeks(consumer);
+    }
+
+    /// Retries the seeks that failed.
+    pub(super) fn retry_seeks(&mut self, consumer: &StreamConsumer<Context>) {
+        let pending: Vec<Tp> = self.unsought.iter().cloned().collect();
+        for tp in pending {
+            let Some(next) = self.next.get(&tp).copied() else {
+                self.unsought.remove(&tp);
+                continue;
+            };
+            match consumer.seek(&tp.0, tp.1, Offset::Offset(next), Duration::from_millis(200)) {
+                Ok(()) => {
+                    self.unsought.remove(&tp);
+                }
+                Err(err) => {
+                    tracing::debug!(pipeline = %self.target.pipeline, topic = %tp.0, partition = tp.1, error = %err,
+                        "seek to the committed position failed; holding the partition until it succeeds");
+                }
+            }
+        }
+    }
+
+    /// Whether messages of `tp` may be taken: not while its seek is pending.
+    pub(super) fn sought(&self, tp: &Tp) -> bool {
+        !self.unsought.contains(tp)
+    }
+
+    /// With `start = "latest"`: commits the offset each new partition starts
+    /// at (its high watermark) before reading it, then seeks and resumes it.
+    /// The rebalance callback paused every partition the table holds no
+    /// position for, so nothing of it is read before its start is durable.
+    /// A partition whose watermark cannot be read stays paused until the
+    /// next call.
+    pub(super) async fn start_latest(&mut self, consumer: &Arc<StreamConsumer<Context>>) -> Result<(), IngestError> {
+        if self.def.start != StartAt::Latest {
+            return Ok(());
+        }
+        let Ok(assignment) = consumer.assignment() else { return Ok(()) };
+        let fresh: HashSet<Tp> = assignment
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .filter(|tp| !self.next.contains_key(tp))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let marks: Vec<(Tp, i64)> = watermarks(consumer)
+            .await
+            .into_iter()
+            .filter(|(tp, _)| fresh.contains(tp))
+            .map(|(tp, (_, high))| (tp, high))
+            .collect();
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let mut starts = Positions::default();
+        for (tp, high) in &marks {
+            starts.advance(self.key(tp), u64::try_from(*high).unwrap_or(0));
+        }
+        let sealed = Sealed {
+            rows: Vec::new(),
+            rejects: Vec::new(),
+            keys: Vec::new(),
+            started_at: starts.clone(),
+            rejects_from: starts.clone(),
+            ends_at: starts,
+            max_event_us: None,
+        };
+        match land(self.target.clone(), self.table.clone(), self.quarantine.clone(), sealed).await? {
+            Landed::Committed { table, quarantine } => {
+                self.table = table;
+                self.quarantine = quarantine;
+                for (tp, high) in &marks {
+                    tracing::info!(pipeline = %self.target.pipeline, topic = %tp.0, partition = tp.1, offset = high,
+                        "partition starts at the end of its log; start recorded");
+                    self.next.insert(tp.clone(), *high);
+                }
+            }
+            // Another worker recorded a position first: start from it.
+            Landed::Zombie { .. } => self.recover().await?,
+        }
+        self.seek_assigned(consumer);
+        let mut resume = TopicPartitionList::new();
+        for (tp, _) in &marks {
+            resume.add_partition(&tp.0, tp.1);
+        }
+        consumer.resume(&resume).map_err(|e| IngestError::Source(format!("cannot resume partitions: {e}")))?;
+        Ok(())
+    }
+}
