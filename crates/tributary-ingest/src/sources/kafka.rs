@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tributary_core::kafka::KafkaDef;
 use tributary_core::metrics as m;
 use tributary_core::{Clock, Positions};
-use tributary_table::{Lake, LoadedTable, last_pipeline_state};
+use tributary_table::{Lake, LoadedTable};
 
 mod commit;
 mod context;
@@ -178,41 +178,6 @@ impl KafkaPipeline {
         let rest = key.strip_prefix(&format!("kafka:{}/", self.cluster))?;
         let (topic, partition) = rest.rsplit_once('/')?;
         Some((topic.to_owned(), partition.parse().ok()?))
-    }
-
-    /// The next offset per partition of this cluster that `table` holds.
-    fn positions(&self, table: &LoadedTable) -> Result<HashMap<Tp, i64>, IngestError> {
-        let recorded = last_pipeline_state(table, &self.target.pipeline)?.map(|s| s.positions).unwrap_or_default();
-        let ours: HashMap<Tp, i64> =
-            recorded.0.iter().filter_map(|(k, v)| Some((self.parse_key(k)?, i64::try_from(*v).ok()?))).collect();
-        if ours.is_empty() && !recorded.0.is_empty() {
-            tracing::error!(pipeline = %self.target.pipeline, table = %table.name, cluster = %self.cluster, recorded = ?recorded.0.keys().collect::<Vec<_>>(),
-                "the table holds positions for another Kafka cluster id; partitions start from the `start` policy");
-        }
-        Ok(ours)
-    }
-
-    /// Reloads both tables and resets every position from them.
-    async fn recover(&mut self) -> Result<(), IngestError> {
-        self.table = self.target.lake.load(&self.table.name).await?;
-        self.quarantine = self.target.lake.load(&self.quarantine.name).await?;
-        let data = self.positions(&self.table)?;
-        self.quarantined_to = self.positions(&self.quarantine)?;
-        if let Some(index) = self.dedup.as_mut() {
-            index.remove(&std::mem::take(&mut self.batch.keys));
-        }
-        self.batch = Batch::default();
-        self.next = data.clone();
-        // Input read where the table has no position yet is read again from
-        // where this worker began; otherwise it would be skipped.
-        self.origin.retain(|tp, _| !data.contains_key(tp));
-        for (tp, first) in &self.origin {
-            self.next.insert(tp.clone(), *first);
-        }
-        if let Ok(mut p) = self.shared.positions.lock() {
-            *p = data;
-        }
-        Ok(())
     }
 
     /// The cluster id, which keys every position. Retried until the broker

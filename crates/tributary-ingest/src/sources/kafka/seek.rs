@@ -12,7 +12,7 @@
 //!   is committed in an otherwise empty snapshot before it is read, so every
 //!   later owner resumes there.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,14 +21,50 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::topic_partition_list::Offset;
 use tributary_core::Positions;
 use tributary_core::kafka::StartAt;
+use tributary_table::{LoadedTable, last_pipeline_state};
 
 use super::commit::{Landed, Sealed, land};
 use super::context::Context;
 use super::health::watermarks;
-use super::{KafkaPipeline, Tp};
+use super::{Batch, KafkaPipeline, Tp};
 use crate::error::IngestError;
 
 impl KafkaPipeline {
+    /// The next offset per partition of this cluster that `table` holds.
+    pub(super) fn positions(&self, table: &LoadedTable) -> Result<HashMap<Tp, i64>, IngestError> {
+        let recorded = last_pipeline_state(table, &self.target.pipeline)?.map(|s| s.positions).unwrap_or_default();
+        let ours: HashMap<Tp, i64> =
+            recorded.0.iter().filter_map(|(k, v)| Some((self.parse_key(k)?, i64::try_from(*v).ok()?))).collect();
+        if ours.is_empty() && !recorded.0.is_empty() {
+            tracing::error!(pipeline = %self.target.pipeline, table = %table.name, cluster = %self.cluster, recorded = ?recorded.0.keys().collect::<Vec<_>>(),
+                "the table holds positions for another Kafka cluster id; partitions start from the `start` policy");
+        }
+        Ok(ours)
+    }
+
+    /// Reloads both tables and resets every position from them.
+    pub(super) async fn recover(&mut self) -> Result<(), IngestError> {
+        self.table = self.target.lake.load(&self.table.name).await?;
+        self.quarantine = self.target.lake.load(&self.quarantine.name).await?;
+        let data = self.positions(&self.table)?;
+        self.quarantined_to = self.positions(&self.quarantine)?;
+        if let Some(index) = self.dedup.as_mut() {
+            index.remove(&std::mem::take(&mut self.batch.keys));
+        }
+        self.batch = Batch::default();
+        self.next = data.clone();
+        // Input read where the table has no position yet is read again from
+        // where this worker began; otherwise it would be skipped.
+        self.origin.retain(|tp, _| !data.contains_key(tp));
+        for (tp, first) in &self.origin {
+            self.next.insert(tp.clone(), *first);
+        }
+        if let Ok(mut p) = self.shared.positions.lock() {
+            *p = data;
+        }
+        Ok(())
+    }
+
     /// Seeks every assigned partition to its committed position; those whose
     /// seek fails are held until [`Self::retry_seeks`] succeeds.
     pub(super) fn seek_assigned(&mut self, consumer: &StreamConsumer<Context>) {
