@@ -4,10 +4,14 @@ Produces uniquely identified events to a multi-partition topic while 1-3
 `tributary serve` workers in one consumer group ingest them, and meanwhile:
 SIGKILLs workers at random, starts and stops workers (rebalances), SIGSTOPs a
 worker past its session timeout and resumes it (the zombie case), and
-restarts the broker. At the end it waits for the table to settle and compares
-it with the producer's ledger. Exit status 1 on any missing or duplicated id.
+restarts the broker. About 1 % of the records are malformed and must land in
+the quarantine table. The table has no dedup key, so exactly-once rests on
+positions alone. At the end it waits for the tables to settle and compares
+them with the topic and the producer's ledger, record by record: every good
+record once in raw.events, every malformed one once in quarantine.events.
+Exit status 1 on any missing or duplicated record.
 
-Usage: chaos.py BINARY [--events N] [--kills K] [--partitions P] [--seed S]
+Usage: chaos.py BINARY [--events N] [--kills K] [--partitions P] [--seed S] [--malformed-every M]
 The broker is managed with dev/kafka.sh (TRIBUTARY_KAFKA_PORT is honoured).
 """
 
@@ -124,6 +128,7 @@ def main():
     ap.add_argument("--rate", type=int, default=2_000, help="events per second")
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--broker-restarts", type=int, default=1)
+    ap.add_argument("--malformed-every", type=int, default=100, help="every Mth record is malformed (0: none)")
     args = ap.parse_args()
     random.seed(args.seed)
 
@@ -146,7 +151,7 @@ def main():
 
     def on_delivery(err, msg):
         if err is None:
-            delivered.add(json.loads(msg.value())["event_id"])
+            delivered.add(msg.key().decode())
 
     def producer():
         # Not idempotent: the test broker forgets producer ids when it
@@ -160,10 +165,11 @@ def main():
             part = i % args.partitions
             eid = f"e-{i}"
             ledger[eid] = part
+            bad = args.malformed_every and i % args.malformed_every == args.malformed_every - 1
+            value = f'{{"event_id":"{eid}",' if bad else json.dumps({"event_id": eid, "seq": i})
             while True:
                 try:
-                    p.produce(topic, key=eid, value=json.dumps({"event_id": eid, "seq": i}), partition=part,
-                              on_delivery=on_delivery)
+                    p.produce(topic, key=eid, value=value, partition=part, on_delivery=on_delivery)
                     break
                 except BufferError:
                     p.poll(0.1)
@@ -222,6 +228,8 @@ def main():
         workers.start()
         stats["starts"] += 1
     data = os.path.join(work, "lake")
+    malformed = sum(1 for i in range(args.events) if args.malformed_every and i % args.malformed_every == args.malformed_every - 1)
+    good_expected = args.events - malformed
     total, last, stable_since = 0, -1, time.time()
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -231,13 +239,24 @@ def main():
             total = -1
         if total != last:
             last, stable_since = total, time.time()
-        if total >= args.events and time.time() - stable_since > 3:
+        if total >= good_expected and time.time() - stable_since > 3:
             break
         time.sleep(1)
     workers.stop_all()
 
-    topic_records = read_topic(brokers, topic, args.partitions)
+    topic_all, topic_bad = read_topic(brokers, topic, args.partitions)
+    topic_records = {k: v for k, v in topic_all.items() if k not in topic_bad}
     table_rows = sql(args.binary, config, data, "SELECT _source_partition, _source_offset, event_id FROM raw.events")
+    # Quarantine positions are "<topic>/<partition>@<offset>".
+    quarantined = {}
+    q_duplicated = 0
+    for (position,) in sql(args.binary, config, data, "SELECT position FROM quarantine.events"):
+        part, off = position.rsplit("/", 1)[1].split("@")
+        key = (int(part), int(off))
+        q_duplicated += key in quarantined
+        quarantined[key] = True
+    q_missing = len(set(topic_bad) - set(quarantined))
+    q_unexpected = len(set(quarantined) - set(topic_bad))
     table_records = {}
     duplicated = 0
     for part, off, eid in table_rows:
@@ -248,10 +267,11 @@ def main():
     unexpected = len(set(table_records) - set(topic_records))
     wrong = sum(1 for k, eid in table_records.items() if k in topic_records and topic_records[k] != eid)
     in_topic = set(topic_records.values())
+    bad_ids = {topic_all[k] for k in topic_bad}
     ids_missing = len(in_topic - set(table_records.values()))
-    broker_lost = len(delivered - in_topic)
-    # The producer's ledger: every acknowledged id must be in the table.
-    acked_missing = len(delivered - set(table_records.values()))
+    broker_lost = len(delivered - in_topic - bad_ids)
+    # The producer's ledger: every acknowledged good id must be in the table.
+    acked_missing = len(delivered - bad_ids - set(table_records.values()))
     producer_dups = len(topic_records) - len(set(topic_records.values()))
     per_part_table, per_part_topic = {}, {}
     for (part, _), _ in table_records.items():
@@ -260,27 +280,31 @@ def main():
         per_part_topic[part] = per_part_topic.get(part, 0) + 1
     snapshots = sql(args.binary, config, data, 'SELECT count(*) FROM raw."events$snapshots"')[0][0]
     print("chaos oracle:")
-    print(f"  produced ids            {len(ledger)}, acknowledged {len(delivered)}, records in topic {len(topic_records)}")
+    print(f"  produced ids            {len(ledger)}, acknowledged {len(delivered)}, in topic {len(topic_records)} good "
+          f"+ {len(topic_bad)} malformed")
     print(f"  producer-side           retried duplicates {producer_dups}, acknowledged but lost by the broker {broker_lost}")
     print(f"  rows in table           {len(table_rows)}")
     print(f"  missing records         {missing}   (ids missing {ids_missing}, acknowledged ids missing {acked_missing})")
     print(f"  duplicated records      {duplicated}")
     print(f"  unexpected/mismatched   {unexpected}/{wrong}")
+    print(f"  quarantine              {len(quarantined)} of {len(topic_bad)} malformed records, missing {q_missing}, "
+          f"duplicated {q_duplicated}, unexpected {q_unexpected}")
     print(f"  per partition           table {dict(sorted(per_part_table.items()))}  topic {dict(sorted(per_part_topic.items()))}")
     print(f"  snapshots               {snapshots}")
     print(f"  kills {stats['kills']}, worker starts {stats['starts']}, graceful stops {stats['graceful_stops']}, "
           f"zombie pauses {stats['zombies']}, broker restarts {stats['broker_restarts']}")
     ok = (missing == 0 and duplicated == 0 and unexpected == 0 and wrong == 0 and ids_missing == 0
-          and acked_missing == 0 and broker_lost == 0)
+          and acked_missing == 0 and broker_lost == 0 and q_missing == 0 and q_duplicated == 0 and q_unexpected == 0)
     print("chaos: OK, every record exactly once" if ok else f"chaos: FAILED (logs in {work})")
     sys.exit(0 if ok else 1)
 
 
 def read_topic(brokers, topic, partitions):
-    """Every committed record of the topic: (partition, offset) -> event_id."""
+    """Every committed record of the topic, (partition, offset) -> event_id
+    (the message key), and the set of those whose value is not JSON."""
     c = Consumer({"bootstrap.servers": brokers, "group.id": f"oracle-{topic}", "enable.auto.commit": False,
                   "isolation.level": "read_committed", "receive.message.max.bytes": 2147483647})
-    out = {}
+    out, bad = {}, set()
     for part in range(partitions):
         low, high = c.get_watermark_offsets(TopicPartition(topic, part), timeout=30)
         c.assign([TopicPartition(topic, part, low)])
@@ -291,10 +315,14 @@ def read_topic(brokers, topic, partitions):
                 continue
             if msg.error():
                 raise RuntimeError(msg.error())
-            out[(part, msg.offset())] = json.loads(msg.value())["event_id"]
+            out[(part, msg.offset())] = msg.key().decode()
+            try:
+                json.loads(msg.value())
+            except ValueError:
+                bad.add((part, msg.offset()))
             pos = msg.offset() + 1
     c.close()
-    return out
+    return out, bad
 
 
 if __name__ == "__main__":

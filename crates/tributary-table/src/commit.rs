@@ -7,12 +7,16 @@
 //!  base = load()  ─────────────────────────────────────────────► metadata_location = M0
 //!  write data files  ─────────────────► data/*.parquet  (orphans until referenced)
 //!  write manifest + manifest list  ───► metadata/*.avro
+//!  fsync everything written so far, and its directories
 //!  build metadata M1 from M0:
 //!     snapshot.parent  = M0.current
 //!     summary          = tributary.pipeline / .positions / .epoch
 //!  write M1  ─────────────────────────► metadata/000NN-uuid.metadata.json
 //!  CAS(expected = M0, new = M1) ───────────────────────────────► won  → M1 is current, data visible
-//!                                                              └─► lost → CommitConflict
+//!                                                              ├─► lost → CommitConflict
+//!                                                              └─► error → read back: our snapshot in
+//!                                                                  the table? committed : the error
+//!                                                                  (unreadable → CommitUnknown)
 //!  on CommitConflict (commit_with_retry):
 //!     fresh = load()
 //!     if fresh's positions for our partitions moved past where the batch
