@@ -236,3 +236,23 @@ async fn recovery_refuses_to_guess_when_the_history_is_broken() {
     assert!(err.contains("unreadable tributary.positions"), "{err}");
     assert!(stamp_unless_zombie(&garbled, "ingest", &Positions::default(), &Positions::default(), 1).is_err());
 }
+
+#[tokio::test]
+async fn added_since_reads_only_what_later_snapshots_added() {
+    let (_dir, lake, def) = setup().await;
+    let mut t = lake.load(&def.name).await.unwrap();
+    let mut sequence = Vec::new();
+    for (from, to) in [(0, 10), (10, 13), (13, 20)] {
+        let files = write_data_files(&lake, &t, &[batch(&t, from, to)], 1 << 20).await.unwrap();
+        t = commit(&lake, &t, &files, &stamp("ingest", "c/t/0", u64::try_from(to).unwrap(), 1)).await.unwrap();
+        sequence.push(t.metadata.last_sequence_number());
+    }
+    let added = tributary_table::changes::added_since(&lake, &t, sequence[0], &["n"]).await.unwrap();
+    let mut n: Vec<i64> = added
+        .iter()
+        .flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
+        .collect();
+    n.sort_unstable();
+    assert_eq!(n, (10..20).collect::<Vec<_>>(), "the first commit's rows are not re-read");
+    assert!(tributary_table::changes::added_since(&lake, &t, sequence[2], &["n"]).await.unwrap().is_empty());
+}

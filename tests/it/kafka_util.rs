@@ -62,6 +62,19 @@ pub async fn produce(topic: &str, prefix: &str, n: usize) -> usize {
     good
 }
 
+/// Produces one good event per id, to partition 0.
+pub async fn produce_ids(topic: &str, ids: &[&str]) {
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("producer");
+    for id in ids {
+        let payload = event(id, "3.00");
+        producer
+            .send(FutureRecord::to(topic).key(*id).payload(&payload).partition(0), Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+    }
+}
+
 pub fn kafka_config(topic: &str, group: &str) -> String {
     kafka_config_with(topic, group, "")
 }

@@ -11,4 +11,5 @@ mod lake_admin;
 mod postgres_catalog;
 mod readiness;
 mod schema_evolution;
+mod shared_dedup;
 mod sql_read_only;

@@ -4,6 +4,14 @@ use tributary_core::TableName;
 
 use crate::common::{TRANSACTIONS, config, event, open_lake, start};
 
+const CURRENCY: &str = "{ name = \"currency\",   type = \"string\" },";
+
+/// `toml` with one more column, declared inline, after `currency`.
+fn with_column(toml: &str, column: &str) -> String {
+    assert!(toml.contains(CURRENCY));
+    toml.replace(CURRENCY, &format!("{CURRENCY}\n  {column},"))
+}
+
 #[tokio::test]
 async fn adding_an_optional_field_evolves_and_old_rows_read_null() {
     let dir = tempfile::tempdir().unwrap();
@@ -11,10 +19,7 @@ async fn adding_an_optional_field_evolves_and_old_rows_read_null() {
     assert_eq!(srv.post("raw.transactions", event("old", "1.00")).await.1["accepted"], 1);
     srv.stop().await;
 
-    let evolved = TRANSACTIONS.replace(
-        "{ name = \"currency\",   type = \"string\" },",
-        "{ name = \"currency\",   type = \"string\" },\n  { name = \"channel\", type = \"string\" },",
-    );
+    let evolved = with_column(TRANSACTIONS, "{ name = \"channel\", type = \"string\" }");
     let srv = start(&config(&evolved, dir.path())).await;
     let new = r#"{"event_id":"new","user_id":1,"amount":"2.00","channel":"web","event_time":"2026-11-21T00:00:00Z"}"#;
     assert_eq!(srv.post("raw.transactions", new).await.1["accepted"], 1);
@@ -65,10 +70,7 @@ async fn a_new_optional_field_reads_as_null_before_the_next_write() {
     assert_eq!(srv.post("raw.transactions", event("old", "1.00")).await.1["accepted"], 1);
     srv.stop().await;
 
-    let evolved = TRANSACTIONS.replace(
-        "{ name = \"currency\",   type = \"string\" },",
-        "{ name = \"currency\",   type = \"string\" },\n  { name = \"note\", type = \"string\" },",
-    );
+    let evolved = with_column(TRANSACTIONS, "{ name = \"note\", type = \"string\" }");
     let srv = start(&config(&evolved, dir.path())).await;
     let (status, v) = srv.sql("SELECT * FROM raw.transactions").await;
     assert_eq!(status, 200, "{v}");
@@ -81,10 +83,7 @@ async fn a_new_optional_field_reads_as_null_before_the_next_write() {
 
 #[tokio::test]
 async fn widening_a_column_and_repartitioning_keep_old_rows_readable() {
-    let base = TRANSACTIONS.replace(
-        "{ name = \"currency\",   type = \"string\" },",
-        "{ name = \"currency\",   type = \"string\" },\n  { name = \"qty\", type = \"int\" },",
-    );
+    let base = with_column(TRANSACTIONS, "{ name = \"qty\", type = \"int\" }");
     let dir = tempfile::tempdir().unwrap();
     let srv = start(&config(&base, dir.path())).await;
     let old = r#"{"event_id":"old","user_id":1,"amount":"1.50","qty":3,"event_time":"2026-11-20T10:00:00Z"}"#;
@@ -121,10 +120,7 @@ async fn a_worker_keeps_writing_after_another_worker_evolves_the_table() {
     let dir = tempfile::tempdir().unwrap();
     let old = start(&config(TRANSACTIONS, dir.path())).await;
     assert_eq!(old.post("raw.transactions", event("a1", "1.00")).await.0, 200);
-    let evolved = TRANSACTIONS.replace(
-        "{ name = \"currency\",   type = \"string\" },",
-        "{ name = \"currency\",   type = \"string\" },\n  { name = \"channel\", type = \"string\" },",
-    );
+    let evolved = with_column(TRANSACTIONS, "{ name = \"channel\", type = \"string\" }");
     let new = start(&config(&evolved, dir.path())).await;
     for id in ["a2", "a3", "a4"] {
         let (status, r) = old.post("raw.transactions", event(id, "1.00")).await;

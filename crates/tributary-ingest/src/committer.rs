@@ -10,7 +10,7 @@
 //! failed before its rows landed takes its dedup keys back, so a retry is not
 //! mistaken for a duplicate; one whose rows landed keeps them, so a retry is.
 
-use arrow_array::{BooleanArray, RecordBatch};
+use arrow_array::RecordBatch;
 use arrow_select::filter::filter_record_batch;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -22,7 +22,7 @@ use tributary_core::config::CommitPolicy;
 use tributary_core::metrics as m;
 use tributary_table::{Lake, LoadedTable, Outcome, PipelineStamp, TableError, last_pipeline_state};
 
-use crate::dedup::{DedupIndex, key_at};
+use crate::dedup::TableDedup;
 use crate::error::IngestError;
 use crate::prepare::{IngestSchema, Prepared, PreparedTable, Reject, quarantine_batch};
 use crate::sink::write_and_commit;
@@ -60,6 +60,7 @@ struct Pending {
     batch: RecordBatch,
     rejects: Vec<Reject>,
     duplicates: usize,
+    ingested_at_us: i64,
     reply: oneshot::Sender<Result<Receipt, IngestError>>,
 }
 
@@ -71,10 +72,9 @@ pub struct Committer {
     clock: std::sync::Arc<dyn Clock>,
     table: LoadedTable,
     quarantine: LoadedTable,
-    dedup: Option<DedupIndex>,
+    dedup: Option<TableDedup>,
     pipeline: String,
     pending: Vec<Pending>,
-    pending_keys: Vec<String>,
     pending_rows: usize,
     pending_bytes: usize,
 }
@@ -94,7 +94,6 @@ impl Committer {
             dedup,
             pipeline,
             pending: Vec::new(),
-            pending_keys: Vec::new(),
             pending_rows: 0,
             pending_bytes: 0,
         }
@@ -136,47 +135,25 @@ impl Committer {
         let Submission { prepared, reply } = sub;
         let table = self.schema.table.to_string();
         metrics::counter!(m::RECORDS_RECEIVED, "table" => table.clone()).increment(prepared.received as u64);
-        let mut batch = prepared.batch;
-        let mut duplicates = 0;
-        if let (Some(index), Some((col, _))) = (self.dedup.as_mut(), self.schema.dedup) {
-            let keys = batch.column(col).clone();
-            let keep: BooleanArray = (0..batch.num_rows())
-                .map(|i| {
-                    Some(match key_at(&keys, i) {
-                        Some(k) if index.insert(&k, prepared.ingested_at_us) => {
-                            self.pending_keys.push(k);
-                            true
-                        }
-                        Some(_) => false,
-                        None => true,
-                    })
-                })
-                .collect();
-            duplicates = keep.false_count();
-            if duplicates > 0 {
-                match filter_record_batch(&batch, &keep) {
-                    Ok(b) => batch = b,
-                    Err(e) => {
-                        let _ = reply.send(Err(IngestError::Internal(format!("dedup filter: {e}"))));
-                        return;
-                    }
-                }
-            }
-        }
-        self.pending_rows += batch.num_rows() + prepared.rejects.len();
+        self.pending_rows += prepared.batch.num_rows() + prepared.rejects.len();
         self.pending_bytes += prepared.bytes;
-        self.pending.push(Pending { batch, rejects: prepared.rejects, duplicates, reply });
+        self.pending.push(Pending {
+            batch: prepared.batch,
+            rejects: prepared.rejects,
+            duplicates: 0,
+            ingested_at_us: prepared.ingested_at_us,
+            reply,
+        });
     }
 
     async fn flush(&mut self) {
         if self.pending.is_empty() {
             return;
         }
-        let pending = std::mem::take(&mut self.pending);
-        let keys = std::mem::take(&mut self.pending_keys);
+        let mut pending = std::mem::take(&mut self.pending);
         self.pending_rows = 0;
         self.pending_bytes = 0;
-        match self.commit_pending(&pending).await {
+        match self.commit_pending(&mut pending).await {
             Ok(snapshot_id) => {
                 let label = self.schema.table.to_string();
                 for p in pending {
@@ -198,11 +175,6 @@ impl Committer {
             }
             Err(Failed { error: e, rows_committed }) => {
                 tracing::error!(table = %self.schema.table, error = %e, rows_committed, "flush failed");
-                // Keys of rows that are in the table stay claimed: a retry
-                // of the request must find them as duplicates.
-                if !rows_committed && let Some(index) = self.dedup.as_mut() {
-                    index.remove(&keys);
-                }
                 let reload = async {
                     Ok::<_, IngestError>((
                         self.lake.load(&self.table.name).await?,
@@ -228,31 +200,88 @@ impl Committer {
 
     /// Writes and commits the data rows, then the rejects; returns the data
     /// table's snapshot id.
-    async fn commit_pending(&mut self, pending: &[Pending]) -> Result<Option<i64>, Failed> {
-        let batches: Vec<RecordBatch> = pending.iter().map(|p| p.batch.clone()).filter(|b| b.num_rows() > 0).collect();
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        if rows > 0 {
-            self.table = self.commit_rows(self.table.clone(), &batches, rows).await.map_err(Failed::before_rows)?;
-        }
+    async fn commit_pending(&mut self, pending: &mut [Pending]) -> Result<Option<i64>, Failed> {
+        let rows = self.commit_data(pending).await.map_err(Failed::before_rows)?;
         let rejects: Vec<Reject> = pending.iter().flat_map(|p| p.rejects.iter().cloned()).collect();
         if !rejects.is_empty() {
             let after_rows = |error| Failed { error, rows_committed: rows > 0 };
             let at = self.clock.now().timestamp_micros();
             let batch = quarantine_batch(&self.schema.quarantine_arrow, &rejects, "http", at).map_err(after_rows)?;
             self.quarantine =
-                self.commit_rows(self.quarantine.clone(), &[batch], rejects.len()).await.map_err(after_rows)?;
+                self.commit_rows(self.quarantine.clone(), &[batch], rejects.len(), None).await.map_err(after_rows)?;
         }
         Ok(self.table.current_snapshot_id())
     }
 
+    /// Commits the rows of `pending` to the data table; returns how many.
+    ///
+    /// With a dedup key, the rows are deduplicated against the table as it
+    /// is when the commit is built: the index first learns what other
+    /// sources and workers committed, and if anyone commits before our swap,
+    /// the commit is redone from the new state. A failed attempt gives its
+    /// claimed keys back; keys of rows that landed stay claimed.
+    async fn commit_data(&mut self, pending: &mut [Pending]) -> Result<usize, IngestError> {
+        let (Some(index), Some((col, _))) = (self.dedup.clone(), self.schema.dedup) else {
+            let batches = non_empty(pending);
+            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            if rows > 0 {
+                self.table = self.commit_rows(self.table.clone(), &batches, rows, None).await?;
+            }
+            return Ok(rows);
+        };
+        for _ in 0..MAX_DEDUP_ATTEMPTS {
+            let base = self.lake.load(&self.table.name).await?;
+            index.refresh(&self.lake, &base).await?;
+            let mut claimed = Vec::new();
+            for p in pending.iter_mut() {
+                let (keep, keys) = index.claim(&p.batch, col, p.ingested_at_us);
+                claimed.extend(keys);
+                if keep.false_count() > 0 {
+                    p.duplicates += keep.false_count();
+                    p.batch = filter_record_batch(&p.batch, &keep)
+                        .map_err(|e| IngestError::Internal(format!("dedup filter: {e}")))?;
+                }
+            }
+            let batches = non_empty(pending);
+            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            if rows == 0 {
+                self.table = base;
+                return Ok(0);
+            }
+            let pinned = base.location.clone();
+            match self.commit_rows(base, &batches, rows, Some(&pinned)).await {
+                Ok(table) => {
+                    self.table = table;
+                    return Ok(rows);
+                }
+                // Someone committed since we deduplicated: again, from there.
+                Err(IngestError::Superseded(_)) => index.remove(&claimed),
+                Err(e) => {
+                    index.remove(&claimed);
+                    return Err(e);
+                }
+            }
+        }
+        Err(IngestError::Unavailable(format!(
+            "'{}' changed under every one of {MAX_DEDUP_ATTEMPTS} deduplicated commits",
+            self.schema.table
+        )))
+    }
+
+    /// Commits `batches` on `base`. With `pinned`, a base other than that
+    /// location is refused (`Superseded`) instead of rebased onto.
     async fn commit_rows(
         &self,
         base: LoadedTable,
         batches: &[RecordBatch],
         rows: usize,
+        pinned: Option<&str>,
     ) -> Result<LoadedTable, IngestError> {
         let pipeline = self.pipeline.clone();
         let stamp_for = |b: &LoadedTable| {
+            if pinned.is_some_and(|p| p != b.location) {
+                return Ok(None);
+            }
             let committed = last_pipeline_state(b, &pipeline)?.map(|s| s.positions).unwrap_or_default();
             let mut positions = committed.clone();
             positions.advance(HTTP_POSITION, committed.get(HTTP_POSITION).unwrap_or(0) + rows as u64);
@@ -278,6 +307,14 @@ impl Committer {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Attempts at a deduplicated commit while other writers keep committing.
+const MAX_DEDUP_ATTEMPTS: usize = 10;
+
+/// The batches of `pending` that hold rows.
+fn non_empty(pending: &[Pending]) -> Vec<RecordBatch> {
+    pending.iter().map(|p| p.batch.clone()).filter(|b| b.num_rows() > 0).collect()
 }
 
 /// A failed flush, and whether its rows reached the table before it failed.

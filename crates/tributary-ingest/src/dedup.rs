@@ -5,14 +5,21 @@
 //! client that retries after a crash cannot create duplicates, and the index
 //! can never disagree with the data. Keys are only kept while their commit is
 //! pending or done; a failed commit takes its keys back out.
+//!
+//! There is one index per table ([`TableDedup`]), shared by every source
+//! that writes to it in this process, and kept in step with the other
+//! workers: `refresh` adds the keys of the rows that snapshots committed
+//! since its last look added, reading only those files' key column.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, TimestampMicrosecondType};
-use arrow_array::{Array, ArrayRef};
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use futures::TryStreamExt;
+use tributary_table::changes::added_since;
 use tributary_table::iceberg::expr::Reference;
 use tributary_table::iceberg::spec::Datum;
 use tributary_table::{Lake, LoadedTable, TableError};
@@ -111,6 +118,95 @@ impl DedupIndex {
         }
         tracing::info!(table = %table.name, keys = index.len(), "rebuilt dedup index from the table");
         Ok(index)
+    }
+}
+
+/// The dedup index of one table, shared by its sources, and the newest
+/// sequence number of the table whose keys it holds.
+#[derive(Debug, Clone)]
+pub struct TableDedup {
+    key: String,
+    synced: Arc<Mutex<Synced>>,
+}
+
+#[derive(Debug)]
+struct Synced {
+    index: DedupIndex,
+    seen_sequence: i64,
+}
+
+impl TableDedup {
+    /// Rebuilds the index of `table` from its rows within the window.
+    pub async fn rebuild(
+        lake: &Lake,
+        table: &LoadedTable,
+        key: &str,
+        window: Duration,
+        now_us: i64,
+    ) -> Result<Self, TableError> {
+        let index = DedupIndex::rebuild(lake, table, key, window, now_us).await?;
+        let seen_sequence = table.metadata.last_sequence_number();
+        Ok(Self { key: key.to_owned(), synced: Arc::new(Mutex::new(Synced { index, seen_sequence })) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Synced> {
+        // The index holds plain data; a panic elsewhere cannot leave it torn.
+        self.synced.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds the keys that snapshots of `table` newer than the last refresh
+    /// added: what other workers and sources committed meanwhile.
+    pub async fn refresh(&self, lake: &Lake, table: &LoadedTable) -> Result<(), TableError> {
+        let since = self.lock().seen_sequence;
+        let newest = table.metadata.last_sequence_number();
+        if newest <= since {
+            return Ok(());
+        }
+        let batches = added_since(lake, table, since, &[&self.key, "_ingested_at"]).await?;
+        let mut synced = self.lock();
+        for batch in &batches {
+            let at = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+            for i in 0..batch.num_rows() {
+                if let Some(k) = key_at(batch.column(0), i)
+                    && !at.is_null(i)
+                {
+                    synced.index.insert(&k, at.value(i));
+                }
+            }
+        }
+        synced.seen_sequence = synced.seen_sequence.max(newest);
+        Ok(())
+    }
+
+    /// Records `key` as seen at `at_us`; false if it is a duplicate.
+    pub fn insert(&self, key: &str, at_us: i64) -> bool {
+        self.lock().index.insert(key, at_us)
+    }
+
+    /// Forgets keys whose commit failed.
+    pub fn remove(&self, keys: &[String]) {
+        self.lock().index.remove(keys);
+    }
+
+    /// Claims the keys in column `col` of `batch` as seen at `at_us`: which
+    /// rows to keep (new keys, and rows without a key), and the keys claimed.
+    pub fn claim(&self, batch: &RecordBatch, col: usize, at_us: i64) -> (BooleanArray, Vec<String>) {
+        let keys = batch.column(col);
+        let mut claimed = Vec::new();
+        let mut synced = self.lock();
+        let keep = (0..batch.num_rows())
+            .map(|i| {
+                Some(match key_at(keys, i) {
+                    Some(k) if synced.index.insert(&k, at_us) => {
+                        claimed.push(k);
+                        true
+                    }
+                    Some(_) => false,
+                    None => true,
+                })
+            })
+            .collect();
+        (keep, claimed)
     }
 }
 

@@ -30,7 +30,7 @@ use tributary_table::Lake;
 pub use committer::Receipt;
 use committer::{Committer, Submission};
 pub use decode::{BodyEncoding, BodyFormat};
-use dedup::DedupIndex;
+use dedup::TableDedup;
 pub use error::IngestError;
 pub use health::Health;
 use prepare::{IngestSchema, PreparedTable, prepare};
@@ -122,8 +122,7 @@ impl IngestService {
             let dedup = dedup_index(lake, &table, def, clock.as_ref()).await?;
             prepared.push(PreparedTable { schema, table, quarantine, dedup });
         }
-        // Kafka sources start from copies; each HTTP committer then takes
-        // its table's original, so a table without Kafka is never copied.
+        // Every source of a table shares its one dedup index.
         let health = Health::default();
         let pipelines = config
             .kafka
@@ -181,7 +180,7 @@ async fn dedup_index(
     table: &tributary_table::LoadedTable,
     def: &tributary_core::config::TableDef,
     clock: &dyn Clock,
-) -> Result<Option<DedupIndex>, IngestError> {
+) -> Result<Option<TableDedup>, IngestError> {
     let Some((key, window)) = &def.dedup else { return Ok(None) };
-    Ok(Some(DedupIndex::rebuild(lake, table, key, *window, clock.now().timestamp_micros()).await?))
+    Ok(Some(TableDedup::rebuild(lake, table, key, *window, clock.now().timestamp_micros()).await?))
 }

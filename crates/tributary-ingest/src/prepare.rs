@@ -117,7 +117,7 @@ impl LineageColumn {
 
 /// A table made ready for ingestion once at start-up: its ingest view, the
 /// states of it and its quarantine table, and its dedup index. Every source
-/// writing to the table starts from a copy, so the table is scanned once.
+/// writing to the table starts from a copy; the copies share the index.
 #[derive(Debug, Clone)]
 pub struct PreparedTable {
     /// Ingest view of the schema.
@@ -126,8 +126,8 @@ pub struct PreparedTable {
     pub table: LoadedTable,
     /// Its quarantine table.
     pub quarantine: LoadedTable,
-    /// Dedup index rebuilt from the table, if the table has a dedup key.
-    pub dedup: Option<crate::dedup::DedupIndex>,
+    /// The table's dedup index, shared by its sources, if it has a key.
+    pub dedup: Option<crate::dedup::TableDedup>,
 }
 
 /// One rejected record on its way to quarantine.

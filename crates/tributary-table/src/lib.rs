@@ -7,6 +7,7 @@
 //! a zombie writer into duplicated data.
 
 pub mod catalog;
+pub mod changes;
 pub mod commit;
 pub mod conform;
 pub mod durable;

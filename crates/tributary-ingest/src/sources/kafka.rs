@@ -42,7 +42,7 @@ mod context;
 mod health;
 mod seek;
 
-use crate::dedup::DedupIndex;
+use crate::dedup::TableDedup;
 use crate::error::IngestError;
 use crate::health::Health;
 use crate::prepare::{Lineage, PreparedTable, Reject, prepare_record};
@@ -76,7 +76,7 @@ pub struct KafkaPipeline {
     target: Arc<Target>,
     table: LoadedTable,
     quarantine: LoadedTable,
-    dedup: Option<DedupIndex>,
+    dedup: Option<TableDedup>,
     cluster: String,
     shared: Arc<Shared>,
     /// Next offset to accept per partition (committed position or beyond).
@@ -361,7 +361,7 @@ impl KafkaPipeline {
     }
 
     fn add_row(&mut self, row: Vec<Cell>, now_us: i64) {
-        if let (Some(index), Some((col, _))) = (self.dedup.as_mut(), self.target.schema.dedup) {
+        if let (Some(index), Some((col, _))) = (&self.dedup, self.target.schema.dedup) {
             let key = match &row[col] {
                 Cell::Str(s) => Some(s.clone()),
                 Cell::Long(v) => Some(v.to_string()),
@@ -453,12 +453,23 @@ impl KafkaPipeline {
         {
             tracing::debug!(pipeline = %self.target.pipeline, error = %e, "kafka offset commit failed (monitoring only)");
         }
+        self.refresh_dedup().await;
         Ok(())
+    }
+
+    /// Learns the keys other sources and workers committed to the table.
+    /// A failure only delays that, so it is logged, not fatal.
+    async fn refresh_dedup(&self) {
+        if let Some(index) = &self.dedup
+            && let Err(e) = index.refresh(&self.target.lake, &self.table).await
+        {
+            tracing::warn!(pipeline = %self.target.pipeline, error = %e, "cannot refresh the dedup index; retrying after the next commit");
+        }
     }
 
     async fn drop_zombie(&mut self, consumer: &StreamConsumer<Context>, keys: Vec<String>) -> Result<(), IngestError> {
         tracing::warn!(pipeline = %self.target.pipeline, "another worker committed this input; dropping the batch and re-seeking");
-        if let Some(index) = self.dedup.as_mut() {
+        if let Some(index) = &self.dedup {
             index.remove(&keys);
         }
         self.recover().await?;

@@ -48,7 +48,8 @@ impl KafkaPipeline {
         self.quarantine = self.target.lake.load(&self.quarantine.name).await?;
         let data = self.positions(&self.table)?;
         self.quarantined_to = self.positions(&self.quarantine)?;
-        if let Some(index) = self.dedup.as_mut() {
+        self.refresh_dedup().await;
+        if let Some(index) = &self.dedup {
             index.remove(&std::mem::take(&mut self.batch.keys));
         }
         self.batch = Batch::default();

@@ -1,0 +1,58 @@
+//! One dedup index per table, whatever the source and however many workers:
+//! a key committed by one source or worker is a duplicate for every other.
+
+use std::time::Duration;
+
+use crate::common::{TRANSACTIONS, config, event, metric, start};
+use crate::kafka_util::{kafka_config, new_topic, produce, wait_for};
+
+/// Each worker held a private index built at start, so an HTTP retry that
+/// reached another worker landed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_sent_to_two_workers_on_one_lake_lands_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(TRANSACTIONS, dir.path());
+    let first = start(&cfg).await;
+    let second = start(&cfg).await;
+    let (status, r) = first.post("raw.transactions", event("e1", "1.00")).await;
+    assert_eq!((status, r["accepted"].as_u64()), (200, Some(1)), "{r}");
+    let (status, r) = second.post("raw.transactions", event("e1", "1.00")).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!((r["accepted"].as_u64(), r["duplicates"].as_u64()), (Some(0), Some(1)), "{r}");
+    // And the other way round, with a batch that mixes new and old keys.
+    let body = [event("e1", "1.00"), event("e2", "1.00")].join("\n");
+    let (_, r) = second.post("raw.transactions", body.clone()).await;
+    assert_eq!((r["accepted"].as_u64(), r["duplicates"].as_u64()), (Some(1), Some(1)), "{r}");
+    let (_, r) = first.post("raw.transactions", body).await;
+    assert_eq!((r["accepted"].as_u64(), r["duplicates"].as_u64()), (Some(0), Some(2)), "{r}");
+    assert_eq!(first.count("raw.transactions").await, 2);
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_sent_through_kafka_and_http_lands_once() {
+    let topic = new_topic("shared").await;
+    let good = produce(&topic, "k", 20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(&config(&kafka_config(&topic, &format!("g-{topic}")), dir.path())).await;
+    wait_for(&srv, i64::try_from(good).unwrap(), 0).await;
+
+    // Kafka first, then HTTP.
+    let (status, r) = srv.post("raw.transactions", event("k3", "3.00")).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!((r["accepted"].as_u64(), r["duplicates"].as_u64()), (Some(0), Some(1)), "{r}");
+    // HTTP first, then Kafka.
+    assert_eq!(srv.post("raw.transactions", event("h1", "1.00")).await.1["accepted"], 1);
+    let before = metric(&srv.metrics().await, "tributary_records_deduplicated_total", &[]).unwrap_or(0.0);
+    crate::kafka_util::produce_ids(&topic, &["h1"]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metric(&srv.metrics().await, "tributary_records_deduplicated_total", &[]).unwrap_or(0.0) <= before {
+        assert!(std::time::Instant::now() < deadline, "the Kafka copy of h1 was not dropped as a duplicate");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, v) = srv.sql("SELECT count(*), count(DISTINCT event_id) FROM raw.transactions").await;
+    assert_eq!(v["rows"][0], serde_json::json!([good + 1, good + 1]), "{v}");
+    srv.stop().await;
+}
