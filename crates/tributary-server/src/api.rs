@@ -1,4 +1,5 @@
-//! HTTP routes: ingest, SQL, health and metrics.
+//! HTTP routes: ingest, SQL, the table listing, liveness, readiness and
+//! metrics.
 
 use std::sync::Arc;
 use std::time::Duration;
