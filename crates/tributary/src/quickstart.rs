@@ -158,7 +158,7 @@ pub async fn run(opts: Options) -> anyhow::Result<ExitCode> {
     );
     if opts.exit {
         println!(
-            "  (the server has stopped; run `tributary quickstart --data-dir {dir}` without --exit to keep it serving)"
+            "  (the server has stopped; `tributary serve --config examples/ecommerce.toml --data-dir {dir}` serves this lake again)"
         );
     } else {
         println!("  curl -s {base}/v1/sql -d '{{\"sql\":\"SELECT count(*) FROM raw.transactions\"}}'");
