@@ -52,6 +52,7 @@ async fn breaking_change_is_refused_and_table_untouched() {
             msg.contains("schema change for 'raw.transactions' refused") && msg.contains("user_id"),
             "{label}: {msg}"
         );
+        assert!(!msg.contains("commit failed"), "a refusal at start is not a failed commit: {msg}");
         assert_eq!(
             open_lake(&cfg).await.load(&name).await.unwrap().location,
             before,

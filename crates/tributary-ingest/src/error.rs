@@ -23,6 +23,9 @@ pub enum IngestError {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// Preparing a table at start failed (creating, evolving or reading it).
+    #[error(transparent)]
+    Table(TableError),
     /// Committing the batch failed; nothing of it is visible.
     #[error("commit failed, nothing was written: {0}")]
     Commit(#[from] TableError),
@@ -56,7 +59,7 @@ impl Classify for IngestError {
             Self::UnknownTable(_) | Self::MalformedBody(_) | Self::UnsupportedEncoding(_) | Self::TooLarge { .. } => {
                 ErrorClass::User
             }
-            Self::Commit(e) => e.class(),
+            Self::Commit(e) | Self::Table(e) => e.class(),
             Self::Superseded(_)
             | Self::ShuttingDown
             | Self::Source(_)
@@ -68,7 +71,7 @@ impl Classify for IngestError {
 
     fn is_retryable(&self) -> bool {
         match self {
-            Self::Commit(e) => e.is_retryable(),
+            Self::Commit(e) | Self::Table(e) => e.is_retryable(),
             Self::Superseded(_) | Self::ShuttingDown | Self::RejectsNotQuarantined(_) | Self::Unavailable(_) => true,
             _ => false,
         }

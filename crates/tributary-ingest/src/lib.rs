@@ -116,8 +116,8 @@ impl IngestService {
     ) -> Result<Self, IngestError> {
         let mut prepared = Vec::with_capacity(config.tables.len());
         for def in &config.tables {
-            let table = lake.ensure_table(def).await?;
-            let quarantine = lake.ensure_quarantine(&def.name).await?;
+            let table = lake.ensure_table(def).await.map_err(IngestError::Table)?;
+            let quarantine = lake.ensure_quarantine(&def.name).await.map_err(IngestError::Table)?;
             let schema = Arc::new(IngestSchema::new(def, &table, &quarantine)?);
             let dedup = dedup_index(lake, &table, def, clock.as_ref()).await?;
             prepared.push(PreparedTable { schema, table, quarantine, dedup });
@@ -182,5 +182,6 @@ async fn dedup_index(
     clock: &dyn Clock,
 ) -> Result<Option<TableDedup>, IngestError> {
     let Some((key, window)) = &def.dedup else { return Ok(None) };
-    Ok(Some(TableDedup::rebuild(lake, table, key, *window, clock.now().timestamp_micros()).await?))
+    let now = clock.now().timestamp_micros();
+    Ok(Some(TableDedup::rebuild(lake, table, key, *window, now).await.map_err(IngestError::Table)?))
 }
