@@ -1,4 +1,5 @@
-//! Where each assigned partition reads from.
+//! Where each assigned partition reads from: the positions recovered from
+//! the table (`recover`), and the seeks to them.
 //!
 //! Two ways input could be skipped, both closed here:
 //! - A seek to the committed position can fail (the partition is not fetching
