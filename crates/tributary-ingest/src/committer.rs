@@ -249,8 +249,10 @@ impl Committer {
                 return Ok(0);
             }
             let pinned = base.location.clone();
+            let before = base.metadata.last_sequence_number();
             match self.commit_rows(base, &batches, rows, Some(&pinned)).await {
                 Ok(table) => {
+                    index.committed(before, table.metadata.last_sequence_number());
                     self.table = table;
                     return Ok(rows);
                 }

@@ -178,6 +178,17 @@ impl TableDedup {
         Ok(())
     }
 
+    /// Notes that this process committed the table from sequence number
+    /// `before` to `after`. If that was the one snapshot added and the index
+    /// was current before it, its keys (ours, already in the index) need not
+    /// be read back by the next refresh.
+    pub fn committed(&self, before: i64, after: i64) {
+        let mut synced = self.lock();
+        if synced.seen_sequence == before && after == before + 1 {
+            synced.seen_sequence = after;
+        }
+    }
+
     /// Records `key` as seen at `at_us`; false if it is a duplicate.
     pub fn insert(&self, key: &str, at_us: i64) -> bool {
         self.lock().index.insert(key, at_us)
@@ -247,6 +258,18 @@ mod tests {
         assert!(d.insert("a", 0));
         assert!(d.insert("a", 10_000_001));
         assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn only_our_own_single_commit_skips_the_read_back() {
+        let synced = Synced { index: DedupIndex::new(Duration::from_secs(10)), seen_sequence: 5 };
+        let d = TableDedup { key: "k".to_owned(), synced: Arc::new(Mutex::new(synced)) };
+        d.committed(5, 6);
+        assert_eq!(d.lock().seen_sequence, 6, "the one snapshot we added holds only our keys");
+        d.committed(6, 8);
+        assert_eq!(d.lock().seen_sequence, 6, "another writer committed in between: read it back");
+        d.committed(7, 8);
+        assert_eq!(d.lock().seen_sequence, 6, "the index was behind before our commit");
     }
 
     #[test]

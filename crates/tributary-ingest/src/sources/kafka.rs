@@ -434,6 +434,9 @@ impl KafkaPipeline {
             Landed::Committed { table, quarantine } => (table, quarantine),
             Landed::Zombie { keys } => return self.drop_zombie(consumer, keys).await,
         };
+        if let Some(index) = &self.dedup {
+            index.committed(self.table.metadata.last_sequence_number(), table.metadata.last_sequence_number());
+        }
         self.table = table;
         self.quarantine = quarantine;
         // `quarantined_to` keeps what recovery read: every offset read from
