@@ -56,3 +56,27 @@ async fn a_key_sent_through_kafka_and_http_lands_once() {
     assert_eq!(v["rows"][0], serde_json::json!([good + 1, good + 1]), "{v}");
     srv.stop().await;
 }
+
+/// Both workers get the same keys at the same moment: their flushes race,
+/// the loser's swap fails, and it must check the keys again against what
+/// the winner committed instead of rebasing onto it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_racing_with_the_same_keys_land_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(TRANSACTIONS, dir.path());
+    let (first, second) = (start(&cfg).await, start(&cfg).await);
+    for round in 0..10 {
+        let body: Vec<String> = (0..20).map(|i| event(&format!("r{round}-{i}"), "1.00")).collect();
+        let body = body.join("\n");
+        let ((s1, r1), (s2, r2)) =
+            tokio::join!(first.post("raw.transactions", body.clone()), second.post("raw.transactions", body));
+        assert_eq!((s1, s2), (200, 200), "{r1} {r2}");
+        let accepted = r1["accepted"].as_u64().unwrap() + r2["accepted"].as_u64().unwrap();
+        let duplicates = r1["duplicates"].as_u64().unwrap() + r2["duplicates"].as_u64().unwrap();
+        assert_eq!((accepted, duplicates), (20, 20), "round {round}: {r1} {r2}");
+    }
+    let (_, v) = first.sql("SELECT count(*), count(DISTINCT event_id) FROM raw.transactions").await;
+    assert_eq!(v["rows"][0], serde_json::json!([200, 200]), "{v}");
+    first.stop().await;
+    second.stop().await;
+}

@@ -10,7 +10,9 @@
 //! failed before its rows landed takes its dedup keys back, so a retry is not
 //! mistaken for a duplicate; one whose rows landed keeps them, so a retry is.
 
-use arrow_array::RecordBatch;
+use std::collections::HashSet;
+
+use arrow_array::{BooleanArray, RecordBatch};
 use arrow_select::filter::filter_record_batch;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -22,7 +24,7 @@ use tributary_core::config::CommitPolicy;
 use tributary_core::metrics as m;
 use tributary_table::{Lake, LoadedTable, Outcome, PipelineStamp, TableError, last_pipeline_state};
 
-use crate::dedup::TableDedup;
+use crate::dedup::{TableDedup, key_at};
 use crate::error::IngestError;
 use crate::prepare::{IngestSchema, Prepared, PreparedTable, Reject, quarantine_batch};
 use crate::sink::write_and_commit;
@@ -60,7 +62,8 @@ struct Pending {
     batch: RecordBatch,
     rejects: Vec<Reject>,
     duplicates: usize,
-    ingested_at_us: i64,
+    /// Dedup keys this submission's rows claimed and have not committed.
+    keys: Vec<String>,
     reply: oneshot::Sender<Result<Receipt, IngestError>>,
 }
 
@@ -131,19 +134,27 @@ impl Committer {
         tracing::info!(table = %self.schema.table, "committer stopped");
     }
 
+    /// Queues a submission for the next flush, claiming its dedup keys now
+    /// (spread over the interval, not on the commit's critical path); the
+    /// flush checks them again against what other writers committed.
     fn accept(&mut self, sub: Submission) {
         let Submission { prepared, reply } = sub;
         let table = self.schema.table.to_string();
         metrics::counter!(m::RECORDS_RECEIVED, "table" => table.clone()).increment(prepared.received as u64);
-        self.pending_rows += prepared.batch.num_rows() + prepared.rejects.len();
+        let mut pending =
+            Pending { batch: prepared.batch, rejects: prepared.rejects, duplicates: 0, keys: Vec::new(), reply };
+        if let (Some(index), Some((col, _))) = (&self.dedup, self.schema.dedup) {
+            let (keep, keys) = index.claim(&pending.batch, col, prepared.ingested_at_us);
+            pending.keys = keys;
+            if let Err(e) = pending.drop_rows(&keep) {
+                index.remove(&pending.keys);
+                let _ = pending.reply.send(Err(e));
+                return;
+            }
+        }
+        self.pending_rows += pending.batch.num_rows() + pending.rejects.len();
         self.pending_bytes += prepared.bytes;
-        self.pending.push(Pending {
-            batch: prepared.batch,
-            rejects: prepared.rejects,
-            duplicates: 0,
-            ingested_at_us: prepared.ingested_at_us,
-            reply,
-        });
+        self.pending.push(pending);
     }
 
     async fn flush(&mut self) {
@@ -215,13 +226,14 @@ impl Committer {
 
     /// Commits the rows of `pending` to the data table; returns how many.
     ///
-    /// With a dedup key, the rows are deduplicated against the table as it
-    /// is when the commit is built: the index first learns what other
-    /// sources and workers committed, and if anyone commits before our swap,
-    /// the commit is redone from the new state. A failed attempt gives its
-    /// claimed keys back; keys of rows that landed stay claimed.
+    /// With a dedup key, the commit is pinned to the table state the keys
+    /// were checked against: the index first learns what other sources and
+    /// workers committed (rows whose claimed key they committed become
+    /// duplicates), and if anyone commits before our swap, the check is
+    /// redone from the new state. A failure gives the claimed keys back;
+    /// keys of rows that landed stay claimed.
     async fn commit_data(&mut self, pending: &mut [Pending]) -> Result<usize, IngestError> {
-        let (Some(index), Some((col, _))) = (self.dedup.clone(), self.schema.dedup) else {
+        let Some(index) = self.dedup.clone() else {
             let batches = non_empty(pending);
             let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
             if rows > 0 {
@@ -229,17 +241,29 @@ impl Committer {
             }
             return Ok(rows);
         };
-        for _ in 0..MAX_DEDUP_ATTEMPTS {
-            let base = self.lake.load(&self.table.name).await?;
-            index.refresh(&self.lake, &base).await?;
-            let mut claimed = Vec::new();
-            for p in pending.iter_mut() {
-                let (keep, keys) = index.claim(&p.batch, col, p.ingested_at_us);
-                claimed.extend(keys);
-                if keep.false_count() > 0 {
-                    p.duplicates += keep.false_count();
-                    p.batch = filter_record_batch(&p.batch, &keep)
-                        .map_err(|e| IngestError::Internal(format!("dedup filter: {e}")))?;
+        let result = self.commit_deduplicated(pending, &index).await;
+        if result.is_err() {
+            for p in pending.iter() {
+                index.remove(&p.keys);
+            }
+        }
+        result
+    }
+
+    async fn commit_deduplicated(&mut self, pending: &mut [Pending], index: &TableDedup) -> Result<usize, IngestError> {
+        let col = self.schema.dedup.map_or(0, |(col, _)| col);
+        // The first attempt trusts the state this committer last saw: the
+        // pinned swap fails if anyone committed since, and only then is the
+        // table reloaded (one catalog read fewer per flush).
+        let mut base = self.table.clone();
+        for attempt in 0..MAX_DEDUP_ATTEMPTS {
+            if attempt > 0 {
+                base = self.lake.load(&self.table.name).await?;
+            }
+            let theirs = index.refresh(&self.lake, &base).await?;
+            if !theirs.is_empty() {
+                for p in pending.iter_mut() {
+                    p.drop_keys(col, &theirs)?;
                 }
             }
             let batches = non_empty(pending);
@@ -248,20 +272,16 @@ impl Committer {
                 self.table = base;
                 return Ok(0);
             }
-            let pinned = base.location.clone();
-            let before = base.metadata.last_sequence_number();
-            match self.commit_rows(base, &batches, rows, Some(&pinned)).await {
+            let (pinned, before) = (base.location.clone(), base.metadata.last_sequence_number());
+            match self.commit_rows(base.clone(), &batches, rows, Some(&pinned)).await {
                 Ok(table) => {
                     index.committed(before, table.metadata.last_sequence_number());
                     self.table = table;
                     return Ok(rows);
                 }
-                // Someone committed since we deduplicated: again, from there.
-                Err(IngestError::Superseded(_)) => index.remove(&claimed),
-                Err(e) => {
-                    index.remove(&claimed);
-                    return Err(e);
-                }
+                // Someone committed since we checked: again, from there.
+                Err(IngestError::Superseded(_)) => {}
+                Err(e) => return Err(e),
             }
         }
         Err(IngestError::Unavailable(format!(
@@ -313,6 +333,31 @@ impl Committer {
 
 /// Attempts at a deduplicated commit while other writers keep committing.
 const MAX_DEDUP_ATTEMPTS: usize = 10;
+
+impl Pending {
+    /// Keeps only the rows marked in `keep`; the others are duplicates.
+    fn drop_rows(&mut self, keep: &BooleanArray) -> Result<(), IngestError> {
+        let dropped = keep.false_count();
+        if dropped > 0 {
+            self.duplicates += dropped;
+            self.batch = filter_record_batch(&self.batch, keep)
+                .map_err(|e| IngestError::Internal(format!("dedup filter: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Drops the rows whose key (column `col`) another writer committed.
+    fn drop_keys(&mut self, col: usize, theirs: &HashSet<String>) -> Result<(), IngestError> {
+        if !self.keys.iter().any(|k| theirs.contains(k)) {
+            return Ok(());
+        }
+        let keys = self.batch.column(col).clone();
+        let keep: BooleanArray =
+            (0..self.batch.num_rows()).map(|i| Some(key_at(&keys, i).is_none_or(|k| !theirs.contains(&k)))).collect();
+        self.keys.retain(|k| !theirs.contains(k));
+        self.drop_rows(&keep)
+    }
+}
 
 /// The batches of `pending` that hold rows.
 fn non_empty(pending: &[Pending]) -> Vec<RecordBatch> {

@@ -11,7 +11,7 @@
 //! workers: `refresh` adds the keys of the rows that snapshots committed
 //! since its last look added, reading only those files' key column.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -155,12 +155,15 @@ impl TableDedup {
     }
 
     /// Adds the keys that snapshots of `table` newer than the last refresh
-    /// added: what other workers and sources committed meanwhile.
-    pub async fn refresh(&self, lake: &Lake, table: &LoadedTable) -> Result<(), TableError> {
+    /// added: what other workers and sources committed meanwhile. Returns
+    /// those of them the index already held — keys that may also be claimed
+    /// by rows not committed yet, which are then duplicates.
+    pub async fn refresh(&self, lake: &Lake, table: &LoadedTable) -> Result<HashSet<String>, TableError> {
+        let mut known = HashSet::new();
         let since = self.lock().seen_sequence;
         let newest = table.metadata.last_sequence_number();
         if newest <= since {
-            return Ok(());
+            return Ok(known);
         }
         let batches = added_since(lake, table, since, &[&self.key, "_ingested_at"]).await?;
         let mut synced = self.lock();
@@ -169,13 +172,14 @@ impl TableDedup {
             for i in 0..batch.num_rows() {
                 if let Some(k) = key_at(batch.column(0), i)
                     && !at.is_null(i)
+                    && !synced.index.insert(&k, at.value(i))
                 {
-                    synced.index.insert(&k, at.value(i));
+                    known.insert(k);
                 }
             }
         }
         synced.seen_sequence = synced.seen_sequence.max(newest);
-        Ok(())
+        Ok(known)
     }
 
     /// Notes that this process committed the table from sequence number

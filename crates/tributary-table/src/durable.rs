@@ -33,19 +33,35 @@ pub async fn sync(locations: Vec<String>) -> Result<()> {
 }
 
 fn sync_blocking(files: &[PathBuf]) -> Result<()> {
+    // The directory names the file; its parent names the directory, which
+    // may be new (a partition's first file).
+    let dirs: BTreeSet<PathBuf> =
+        files.iter().flat_map(|f| f.ancestors().skip(1).take(2)).map(Path::to_path_buf).collect();
+    sync_all(files)?;
+    sync_all(&dirs.into_iter().collect::<Vec<_>>())
+}
+
+/// Fsyncs `paths` a few at a time: the file system merges concurrent
+/// flushes into one journal commit, where one after another each waits for
+/// its own (a commit writes a file per partition).
+fn sync_all(paths: &[PathBuf]) -> Result<()> {
+    const PARALLEL: usize = 8;
     let fsync = |p: &Path| {
         std::fs::File::open(p)
             .and_then(|f| f.sync_all())
             .map_err(|e| TableError::Config(format!("cannot make {} durable (fsync): {e}", p.display())))
     };
-    let mut dirs = BTreeSet::new();
-    for f in files {
-        fsync(f)?;
-        // The directory names the file; its parent names the directory,
-        // which may be new (a partition's first file).
-        dirs.extend(f.ancestors().skip(1).take(2).map(Path::to_path_buf));
+    if paths.len() <= 1 {
+        return paths.iter().try_for_each(|p| fsync(p));
     }
-    dirs.iter().try_for_each(|d| fsync(d))
+    let chunk = paths.len().div_ceil(PARALLEL);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> =
+            paths.chunks(chunk).map(|part| scope.spawn(move || part.iter().try_for_each(|p| fsync(p)))).collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join().unwrap_or_else(|_| Err(TableError::Config("an fsync thread panicked".to_owned())))
+        })
+    })
 }
 
 /// The local path of a warehouse location, if it is on local disk.
