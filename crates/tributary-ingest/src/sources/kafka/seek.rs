@@ -103,7 +103,7 @@ impl KafkaPipeline {
 
     /// Whether messages of `tp` may be taken: not while its seek is pending.
     pub(super) fn sought(&self, tp: &Tp) -> bool {
-        !self.unsought.contains(tp)
+        self.unsought.is_empty() || !self.unsought.contains(tp)
     }
 
     /// With `start = "latest"`: commits the offset each new partition starts
