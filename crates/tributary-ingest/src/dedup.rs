@@ -64,6 +64,20 @@ impl DedupIndex {
         true
     }
 
+    /// Inserts the keys of `batch`, a key column and an `_ingested_at`
+    /// column as read from the table; `known` gets each key already held.
+    fn insert_rows(&mut self, batch: &RecordBatch, mut known: impl FnMut(String)) {
+        let at = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+        for i in 0..batch.num_rows() {
+            if let Some(k) = key_at(batch.column(0), i)
+                && !at.is_null(i)
+                && !self.insert(&k, at.value(i))
+            {
+                known(k);
+            }
+        }
+    }
+
     /// Forgets keys whose commit failed.
     pub fn remove(&mut self, keys: &[String]) {
         for k in keys {
@@ -106,15 +120,7 @@ impl DedupIndex {
             .map_err(iceberg_err)?;
         let mut stream = scan.to_arrow().await.map_err(iceberg_err)?;
         while let Some(batch) = stream.try_next().await.map_err(iceberg_err)? {
-            let keys = batch.column(0);
-            let at = batch.column(1).as_primitive::<TimestampMicrosecondType>();
-            for i in 0..batch.num_rows() {
-                if let Some(k) = key_at(keys, i)
-                    && !at.is_null(i)
-                {
-                    index.insert(&k, at.value(i));
-                }
-            }
+            index.insert_rows(&batch, |_| {});
         }
         tracing::info!(table = %table.name, keys = index.len(), "rebuilt dedup index from the table");
         Ok(index)
@@ -168,15 +174,9 @@ impl TableDedup {
         let batches = added_since(lake, table, since, &[&self.key, "_ingested_at"]).await?;
         let mut synced = self.lock();
         for batch in &batches {
-            let at = batch.column(1).as_primitive::<TimestampMicrosecondType>();
-            for i in 0..batch.num_rows() {
-                if let Some(k) = key_at(batch.column(0), i)
-                    && !at.is_null(i)
-                    && !synced.index.insert(&k, at.value(i))
-                {
-                    known.insert(k);
-                }
-            }
+            synced.index.insert_rows(batch, |k| {
+                known.insert(k);
+            });
         }
         synced.seen_sequence = synced.seen_sequence.max(newest);
         Ok(known)
