@@ -29,13 +29,11 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, A
                 format!("{}({source})", p.transform)
             })
             .collect();
-        let summary = meta.current_snapshot().map(|s| &s.summary().additional_properties);
-        let rows = summary.and_then(|p| p.get("total-records")).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         tables.push(json!({
             "name": name.to_string(),
             "columns": columns,
             "partition": partition,
-            "rows": rows,
+            "rows": loaded.total_records(),
             "snapshots": meta.snapshots().count(),
             "current_snapshot_id": meta.current_snapshot_id(),
             "metadata_location": loaded.location,

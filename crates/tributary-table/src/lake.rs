@@ -43,6 +43,14 @@ impl LoadedTable {
     pub fn current_snapshot_id(&self) -> Option<i64> {
         self.metadata.current_snapshot_id()
     }
+
+    /// Rows in the current snapshot, from its summary (0 for an empty table).
+    pub fn total_records(&self) -> u64 {
+        self.metadata
+            .current_snapshot()
+            .and_then(|s| s.summary().additional_properties.get("total-records")?.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 /// Catalog store + warehouse storage.

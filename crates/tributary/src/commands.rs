@@ -100,11 +100,7 @@ pub async fn drop_table(
     let name = TableName::parse(table).map_err(anyhow::Error::msg)?;
     let lake = open_lake(data_dir, config).await?;
     let loaded = lake.load(&name).await?;
-    let rows = loaded
-        .metadata
-        .current_snapshot()
-        .and_then(|s| s.summary().additional_properties.get("total-records").cloned())
-        .unwrap_or_else(|| "0".to_owned());
+    let rows = loaded.total_records();
     let what = if purge { "and delete its files" } else { "(its files stay)" };
     anyhow::ensure!(yes, "this would drop table {name} with {rows} rows {what}; run again with --yes to do it");
     lake.drop_table(&name, purge).await?;
