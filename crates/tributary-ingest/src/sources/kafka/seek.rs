@@ -156,12 +156,17 @@ impl KafkaPipeline {
                     tracing::info!(pipeline = %self.target.pipeline, topic = %tp.0, partition = tp.1, offset = high,
                         "partition starts at the end of its log; start recorded");
                     self.next.insert(tp.clone(), *high);
+                    self.unsought.insert(tp.clone());
                 }
+                // Only the partitions just pinned move; the others read on.
+                self.retry_seeks(consumer);
             }
             // Another worker recorded a position first: start from it.
-            Landed::Zombie { .. } => self.recover().await?,
+            Landed::Zombie { .. } => {
+                self.recover().await?;
+                self.seek_assigned(consumer);
+            }
         }
-        self.seek_assigned(consumer);
         let mut resume = TopicPartitionList::new();
         for (tp, _) in &marks {
             resume.add_partition(&tp.0, tp.1);
