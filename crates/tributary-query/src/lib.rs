@@ -21,7 +21,7 @@ use tributary_table::Lake;
 
 use crate::catalog::LakeCatalog;
 pub use crate::error::QueryError;
-use crate::read_only::Allowed;
+use datafusion::sql::parser::Statement;
 
 /// The DataFusion catalog name under which the lake's namespaces appear.
 pub const CATALOG: &str = "tributary";
@@ -69,24 +69,23 @@ impl QueryEngine {
     /// Plans and runs `sql` on the query runtime. Only reads are allowed
     /// ([`read_only`]).
     pub async fn sql(&self, sql: &str) -> Result<QueryResult, QueryError> {
-        let allowed = match read_only::check(sql) {
-            Ok(allowed) => allowed,
+        let statement = match read_only::check(sql) {
+            Ok(statement) => statement,
             Err(e) => {
                 metrics::counter!(m::QUERIES, "outcome" => "refused").increment(1);
                 return Err(e);
             }
         };
         let lake = self.lake.clone();
-        let sql = sql.to_owned();
         let rt = self.runtime.0.as_ref().ok_or(QueryError::ShuttingDown)?;
         let result = rt
             .spawn(async move {
-                if let Allowed::Describe(parts) = &allowed
-                    && let Some(result) = describe::describe(&lake, parts).await?
+                if let Some(parts) = read_only::describe_target(&statement)
+                    && let Some(result) = describe::describe(&lake, &parts).await?
                 {
                     return Ok(result);
                 }
-                run(&lake, &sql).await
+                run(&lake, statement).await
             })
             .await
             .map_err(|_| QueryError::ShuttingDown)?;
@@ -96,11 +95,13 @@ impl QueryEngine {
     }
 }
 
-async fn run(lake: &Lake, sql: &str) -> Result<QueryResult, QueryError> {
+async fn run(lake: &Lake, statement: Statement) -> Result<QueryResult, QueryError> {
     let config = SessionConfig::new().with_default_catalog_and_schema(CATALOG, "raw").with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
     ctx.register_catalog(CATALOG, Arc::new(LakeCatalog::load(lake).await?));
-    let df = ctx.sql_with_options(sql, read_only::options()).await?;
+    let plan = ctx.state().statement_to_plan(statement).await?;
+    read_only::options().verify_plan(&plan)?;
+    let df = ctx.execute_logical_plan(plan).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let batches = df.collect().await?;
     Ok(QueryResult { schema, batches })

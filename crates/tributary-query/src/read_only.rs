@@ -24,18 +24,9 @@ pub fn options() -> SQLOptions {
     SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
 }
 
-/// A statement that passed the gate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Allowed {
-    /// `DESCRIBE <name>`, answered from the Iceberg schema; the name's parts
-    /// as written.
-    Describe(Vec<String>),
-    /// Anything else that only reads, planned by DataFusion.
-    Read,
-}
-
-/// Refuses `sql` unless it is one read-only statement.
-pub fn check(sql: &str) -> Result<Allowed, QueryError> {
+/// Parses `sql` and refuses it unless it is one read-only statement; the
+/// statement is then planned as parsed, not parsed again.
+pub fn check(sql: &str) -> Result<DfStatement, QueryError> {
     let mut statements = DFParser::parse_sql(sql)?;
     let Some(statement) = statements.pop_front() else {
         return Err(QueryError::Sql(datafusion::error::DataFusionError::Plan(
@@ -51,15 +42,21 @@ pub fn check(sql: &str) -> Result<Allowed, QueryError> {
     if let Some(kind) = refused(&statement) {
         return Err(QueryError::ReadOnly { statement: kind, hint: HINT });
     }
-    Ok(match statement {
-        DfStatement::Statement(s) => match *s {
+    Ok(statement)
+}
+
+/// For `DESCRIBE <name>`, answered from the Iceberg schema: the name's parts
+/// as written.
+pub fn describe_target(statement: &DfStatement) -> Option<Vec<String>> {
+    match statement {
+        DfStatement::Statement(s) => match s.as_ref() {
             Statement::ExplainTable { table_name, .. } => {
-                Allowed::Describe(table_name.0.iter().map(|p| p.to_string().trim_matches('"').to_owned()).collect())
+                Some(table_name.0.iter().map(|p| p.to_string().trim_matches('"').to_owned()).collect())
             }
-            _ => Allowed::Read,
+            _ => None,
         },
-        _ => Allowed::Read,
-    })
+        _ => None,
+    }
 }
 
 const HINT: &str = "SQL here is read-only: use SELECT, SHOW, DESCRIBE or EXPLAIN; data enters through ingestion";
@@ -133,9 +130,10 @@ mod tests {
 
     #[test]
     fn describe_names_its_table() {
-        assert_eq!(check("DESCRIBE raw.t").unwrap(), Allowed::Describe(vec!["raw".into(), "t".into()]));
-        assert_eq!(check("DESCRIBE \"t@12\"").unwrap(), Allowed::Describe(vec!["t@12".into()]));
-        assert_eq!(check("SELECT 1").unwrap(), Allowed::Read);
+        let target = |sql| describe_target(&check(sql).unwrap());
+        assert_eq!(target("DESCRIBE raw.t"), Some(vec!["raw".into(), "t".into()]));
+        assert_eq!(target("DESCRIBE \"t@12\""), Some(vec!["t@12".into()]));
+        assert_eq!(target("SELECT 1"), None);
     }
 
     #[test]
