@@ -52,7 +52,7 @@ fn batch(table: &LoadedTable, from: i64, to: i64) -> RecordBatch {
 fn stamp(pipeline: &str, key: &str, next: u64, epoch: u64) -> PipelineStamp {
     let mut positions = Positions::default();
     positions.advance(key, next);
-    PipelineStamp { pipeline: pipeline.to_owned(), positions, epoch }
+    PipelineStamp::new(pipeline, positions, epoch)
 }
 
 #[tokio::test]
@@ -182,14 +182,7 @@ async fn recovery_walks_past_snapshots_without_positions() {
     // Two later snapshots by other writers, e.g. compaction or another pipeline.
     for other in ["maintenance", "backfill"] {
         let files = write_data_files(&lake, &t, &[batch(&t, 10, 12)], 1 << 20).await.unwrap();
-        t = commit(
-            &lake,
-            &t,
-            &files,
-            &PipelineStamp { pipeline: other.to_owned(), positions: Positions::default(), epoch: 0 },
-        )
-        .await
-        .unwrap();
+        t = commit(&lake, &t, &files, &PipelineStamp::new(other, Positions::default(), 0)).await.unwrap();
     }
     let reloaded = lake.load(&def.name).await.unwrap();
     let state = last_pipeline_state(&reloaded, "ingest").unwrap().unwrap();
@@ -209,7 +202,7 @@ async fn recovery_refuses_to_guess_when_the_history_is_broken() {
     t = commit(&lake, &t, &files, &stamp("ingest", "c/t/0", 10, 1)).await.unwrap();
     let ours = t.current_snapshot_id().unwrap();
     let files = write_data_files(&lake, &t, &[batch(&t, 10, 12)], 1 << 20).await.unwrap();
-    let other = PipelineStamp { pipeline: "other".to_owned(), positions: Positions::default(), epoch: 0 };
+    let other = PipelineStamp::new("other", Positions::default(), 0);
     t = commit(&lake, &t, &files, &other).await.unwrap();
     let edited = |edit: &dyn Fn(&mut serde_json::Value)| {
         let mut json = serde_json::to_value(&*t.metadata).unwrap();

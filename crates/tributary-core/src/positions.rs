@@ -4,6 +4,21 @@
 //! summary of the same Iceberg snapshot as the data they produced, so the table
 //! is the only authority on how far a pipeline has read. The invariant kept
 //! here is monotonicity: merging never moves a partition backwards.
+//!
+//! Every position is a number that only grows, but what it counts depends on
+//! the source, and so does what makes a batch a zombie ([`PositionKind`]):
+//!
+//! | key | kind | merge | zombie when the table's value |
+//! |---|---|---|---|
+//! | `kafka:<cluster>/<topic>/<partition>` | next offset | max | is past the batch's first offset |
+//! | `file:<path>` | next row of the file | max | is past the batch's first row |
+//! | `upstream:<table>` | upstream sequence number read to | max | is past the batch's first sequence number |
+//! | `http` | rows committed (a count) | sum, by the committer | never: HTTP input is not replayed |
+//!
+//! Snapshot ids are random, so they are never positions (a zone job records
+//! the upstream's sequence number instead). HTTP requests are made
+//! idempotent by their `Idempotency-Key`, a set rather than a number, kept in
+//! [`SUMMARY_REQUESTS`] (see `tributary-ingest::requests`).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +30,49 @@ pub const SUMMARY_PIPELINE: &str = "tributary.pipeline";
 pub const SUMMARY_POSITIONS: &str = "tributary.positions";
 /// Snapshot-summary key holding the writer's fencing epoch.
 pub const SUMMARY_EPOCH: &str = "tributary.epoch";
+/// Snapshot-summary key holding the idempotency keys of the HTTP requests
+/// this snapshot answered, with their receipts.
+pub const SUMMARY_REQUESTS: &str = "tributary.requests";
+
+/// What a position counts, read from its key (the format tables hold today).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PositionKind {
+    /// A Kafka partition's next offset.
+    KafkaOffset,
+    /// A landing file's next row.
+    FileRow,
+    /// An upstream table's sequence number, for zone jobs.
+    UpstreamSequence,
+    /// The HTTP endpoint's running count of committed rows.
+    HttpCount,
+}
+
+impl PositionKind {
+    /// The kind of position `key` names. A key of a kind this version does
+    /// not know is treated as an offset: merged by max, which keeps it
+    /// monotone, and compared like one.
+    pub fn of(key: &str) -> Self {
+        match key.split_once(':').map_or(key, |(prefix, _)| prefix) {
+            "http" => Self::HttpCount,
+            "file" => Self::FileRow,
+            "upstream" => Self::UpstreamSequence,
+            _ => Self::KafkaOffset,
+        }
+    }
+
+    /// The zombie rule: whether a batch that began at `started` is stale
+    /// because the table already holds `committed` for the same key.
+    pub fn overtaken(self, committed: u64, started: u64) -> bool {
+        match self {
+            // Input that can be read again: someone committed past the
+            // batch's first record, so it landed (part of) this input.
+            Self::KafkaOffset | Self::FileRow | Self::UpstreamSequence => committed > started,
+            // Every HTTP request is new input; retries are recognised by
+            // their idempotency key, not by a position.
+            Self::HttpCount => false,
+        }
+    }
+}
 
 /// Next position to read, per source partition.
 ///
@@ -45,10 +103,11 @@ impl Positions {
     }
 
     /// Whether any partition of `started_at` has been committed past where it
-    /// started: the sign that another writer consumed the same input, so a
-    /// batch that began at `started_at` is a zombie.
+    /// started, by the rule of its kind: the sign that another writer
+    /// consumed the same input, so a batch that began at `started_at` is a
+    /// zombie.
     pub fn overtakes(&self, started_at: &Positions) -> bool {
-        started_at.0.iter().any(|(k, start)| self.get(k).is_some_and(|now| now > *start))
+        started_at.0.iter().any(|(k, start)| self.get(k).is_some_and(|now| PositionKind::of(k).overtaken(now, *start)))
     }
 
     /// The JSON text stored in the snapshot summary.
@@ -106,6 +165,22 @@ mod tests {
         let mut other = Positions::default();
         other.advance("kafka:c/t/1", 0);
         assert!(!committed.overtakes(&other));
+    }
+
+    #[test]
+    fn each_kind_has_its_zombie_rule() {
+        assert_eq!(PositionKind::of("kafka:c/t/0"), PositionKind::KafkaOffset);
+        assert_eq!(PositionKind::of("file:landing/a.csv"), PositionKind::FileRow);
+        assert_eq!(PositionKind::of("upstream:raw.t"), PositionKind::UpstreamSequence);
+        assert_eq!(PositionKind::of("http"), PositionKind::HttpCount);
+        let mut committed = Positions::default();
+        committed.advance("http", 500);
+        committed.advance("file:a.csv", 10);
+        let mut started = Positions::default();
+        started.advance("http", 100);
+        assert!(!committed.overtakes(&started), "an HTTP count is never a zombie sign");
+        started.advance("file:a.csv", 9);
+        assert!(committed.overtakes(&started));
     }
 
     #[test]

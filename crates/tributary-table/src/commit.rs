@@ -53,6 +53,16 @@ pub struct PipelineStamp {
     pub positions: Positions,
     /// Fencing epoch of the writer; 0 means the pipeline is not fenced.
     pub epoch: u64,
+    /// Further summary properties that must land with these positions, e.g.
+    /// the HTTP requests this snapshot answers (`tributary.requests`).
+    pub extra: Vec<(String, String)>,
+}
+
+impl PipelineStamp {
+    /// A stamp carrying positions only.
+    pub fn new(pipeline: impl Into<String>, positions: Positions, epoch: u64) -> Self {
+        Self { pipeline: pipeline.into(), positions, epoch, extra: Vec::new() }
+    }
 }
 
 /// How a commit attempt ended.
@@ -129,6 +139,7 @@ pub async fn commit(
     props.insert(SUMMARY_PIPELINE.to_owned(), stamp.pipeline.clone());
     props.insert(SUMMARY_POSITIONS.to_owned(), stamp.positions.to_json());
     props.insert(SUMMARY_EPOCH.to_owned(), stamp.epoch.to_string());
+    props.extend(stamp.extra.iter().cloned());
     let snapshot = Snapshot::builder()
         .with_snapshot_id(snapshot_id)
         .with_parent_snapshot_id(parent.map(|p| p.snapshot_id()))
@@ -170,6 +181,7 @@ pub async fn commit(
 /// With the `failpoints` feature, `return(MS)` on `name` holds this commit
 /// for MS milliseconds without blocking the runtime (a thread sleep would
 /// stall every task): a writer that is slow at the worst moment.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
 async fn stall(name: &str) {
     let ms = (|| {
         fail::fail_point!(name, |ms: Option<String>| ms.and_then(|m| m.parse::<u64>().ok()));

@@ -86,5 +86,5 @@ pub fn stamp_unless_zombie(
         positions = state.positions;
     }
     positions.merge(ends_at);
-    Ok(Some(PipelineStamp { pipeline: pipeline.to_owned(), positions, epoch }))
+    Ok(Some(PipelineStamp::new(pipeline, positions, epoch)))
 }
