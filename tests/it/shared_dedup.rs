@@ -80,3 +80,29 @@ async fn two_workers_racing_with_the_same_keys_land_each_once() {
     first.stop().await;
     second.stop().await;
 }
+
+/// Two Kafka pipelines on two workers read the same keys (one topic, two
+/// consumer groups) into one table with a dedup key. Their commits race;
+/// each re-checks its keys against the table state it commits on, so every
+/// key lands once. Input arrives in rounds while both run, so that they
+/// read and commit the same keys at the same moments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_kafka_workers_reading_the_same_keys_land_each_once() {
+    let topic = new_topic("twin").await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = kafka_config(&topic, &format!("ga-{topic}"));
+    let b = kafka_config(&topic, &format!("gb-{topic}")).replace("name = \"orders\"", "name = \"mirror\"");
+    let (first, second) = (start(&config(&a, dir.path())).await, start(&config(&b, dir.path())).await);
+    let mut good = 0;
+    for round in 0..4 {
+        good += produce(&topic, &format!("t{round}-"), 1000).await;
+        // Each pipeline quarantines the malformed records of its own input.
+        let rejects = 2 * (1000 * (round + 1) - good);
+        wait_for(&first, i64::try_from(good).unwrap(), i64::try_from(rejects).unwrap()).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, v) = first.sql("SELECT count(*), count(DISTINCT event_id) FROM raw.transactions").await;
+    assert_eq!(v["rows"][0], serde_json::json!([good, good]), "{v}");
+    first.stop().await;
+    second.stop().await;
+}

@@ -229,6 +229,17 @@ fn iceberg_err(source: tributary_table::iceberg::Error) -> TableError {
     TableError::iceberg("rebuilding dedup index")(source)
 }
 
+/// The dedup key in a validated cell of a string, int or long column.
+pub fn cell_key(cell: &crate::validate::Cell) -> Option<String> {
+    use crate::validate::Cell;
+    match cell {
+        Cell::Str(s) => Some(s.clone()),
+        Cell::Long(v) => Some(v.to_string()),
+        Cell::Int(v) => Some(v.to_string()),
+        _ => None,
+    }
+}
+
 /// The dedup key of row `i` of a string, int or long column.
 pub fn key_at(col: &ArrayRef, i: usize) -> Option<String> {
     if col.is_null(i) {

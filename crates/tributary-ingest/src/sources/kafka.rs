@@ -42,7 +42,7 @@ mod context;
 mod health;
 mod seek;
 
-use crate::dedup::TableDedup;
+use crate::dedup::{TableDedup, cell_key};
 use crate::error::IngestError;
 use crate::health::Health;
 use crate::prepare::{Lineage, PreparedTable, Reject, prepare_record};
@@ -147,7 +147,7 @@ impl KafkaPipeline {
         let target_file_size = def.commit.target_file_size_bytes;
         Self {
             def,
-            target: Arc::new(Target { lake, schema, pipeline, clock, target_file_size }),
+            target: Arc::new(Target { lake, schema, pipeline, clock, target_file_size, dedup: dedup.clone() }),
             table,
             quarantine,
             dedup,
@@ -361,20 +361,14 @@ impl KafkaPipeline {
     }
 
     fn add_row(&mut self, row: Vec<Cell>, now_us: i64) {
-        if let (Some(index), Some((col, _))) = (&self.dedup, self.target.schema.dedup) {
-            let key = match &row[col] {
-                Cell::Str(s) => Some(s.clone()),
-                Cell::Long(v) => Some(v.to_string()),
-                Cell::Int(v) => Some(v.to_string()),
-                _ => None,
-            };
-            if let Some(k) = key {
-                if !index.insert(&k, now_us) {
-                    self.deduplicated.increment(1);
-                    return;
-                }
-                self.batch.keys.push(k);
+        if let (Some(index), Some((col, _))) = (&self.dedup, self.target.schema.dedup)
+            && let Some(k) = cell_key(&row[col])
+        {
+            if !index.insert(&k, now_us) {
+                self.deduplicated.increment(1);
+                return;
             }
+            self.batch.keys.push(k);
         }
         if let Some(col) = self.target.schema.event_time_column()
             && let Cell::Ts(t) = row[col]
@@ -434,9 +428,6 @@ impl KafkaPipeline {
             Landed::Committed { table, quarantine } => (table, quarantine),
             Landed::Zombie { keys } => return self.drop_zombie(consumer, keys).await,
         };
-        if let Some(index) = &self.dedup {
-            index.committed(self.table.metadata.last_sequence_number(), table.metadata.last_sequence_number());
-        }
         self.table = table;
         self.quarantine = quarantine;
         // `quarantined_to` keeps what recovery read: every offset read from

@@ -1,6 +1,12 @@
 //! Landing one sealed Kafka batch: rejects to the quarantine table, then rows
 //! to the data table, both stamped with the batch's positions.
 //!
+//! With a dedup key, the data commit is checked like the HTTP committer's:
+//! the shared index first learns what other workers and sources committed
+//! (their keys make our rows with the same keys duplicates), and the commit
+//! is pinned to the table state it checked; if anyone commits first, the
+//! check is redone from the new state. So two workers never both land one key.
+//!
 //! This runs as its own task so that the pipeline keeps reading the next
 //! batch while this one is encoded to Parquet and committed: on two cores
 //! that overlap is most of the difference between stalling on every commit
@@ -15,10 +21,14 @@ use tributary_core::{Clock, Positions};
 use tributary_table::{Lake, LoadedTable, Outcome, PipelineStamp, stamp_unless_zombie};
 
 use crate::columns::rows_to_batch;
+use crate::dedup::{TableDedup, cell_key};
 use crate::error::IngestError;
 use crate::prepare::{IngestSchema, Reject, quarantine_batch};
 use crate::sink::write_and_commit;
 use crate::validate::Cell;
+
+/// Attempts at a deduplicated commit while other writers keep committing.
+const MAX_DEDUP_ATTEMPTS: usize = 10;
 
 /// What every landing of one pipeline shares.
 pub(super) struct Target {
@@ -27,6 +37,8 @@ pub(super) struct Target {
     pub pipeline: String,
     pub clock: Arc<dyn Clock>,
     pub target_file_size: usize,
+    /// The table's shared dedup index, if it has a key.
+    pub dedup: Option<TableDedup>,
 }
 
 /// A batch taken off the pipeline, with the positions it covers.
@@ -77,19 +89,72 @@ pub(super) async fn land(
                 .increment(1);
         }
     }
-    let rows = rows_to_batch(&target.schema.arrow, &batch.rows)?;
-    let stamp = stamp_from(&target.pipeline, &batch.started_at, &batch.ends_at);
-    let table = match write_and_commit(&target.lake, table, &[rows], target.target_file_size, stamp).await? {
-        Outcome::Committed(t) => t,
-        Outcome::Zombie(_) => return Ok(Landed::Zombie { keys: batch.keys }),
+    let (table, written) = match land_rows(&target, table, &batch).await? {
+        Some(landed) => landed,
+        None => return Ok(Landed::Zombie { keys: batch.keys }),
     };
-    metrics::counter!(m::RECORDS_WRITTEN, "table" => label.clone()).increment(batch.rows.len() as u64);
+    metrics::counter!(m::RECORDS_WRITTEN, "table" => label.clone()).increment(written as u64);
     if let Some(t) = batch.max_event_us {
         #[allow(clippy::cast_precision_loss)]
         let lag = (target.clock.now().timestamp_micros() - t) as f64 / 1e6;
         metrics::gauge!(m::FRESHNESS, "table" => label).set(lag);
     }
     Ok(Landed::Committed { table, quarantine })
+}
+
+/// Commits the batch's rows; the new table state and the rows written, or
+/// `None` if the batch is a zombie.
+async fn land_rows(
+    target: &Target,
+    table: LoadedTable,
+    batch: &Sealed,
+) -> Result<Option<(LoadedTable, usize)>, IngestError> {
+    let (Some(index), Some((col, _))) = (&target.dedup, target.schema.dedup) else {
+        let rows = rows_to_batch(&target.schema.arrow, &batch.rows)?;
+        let stamp = stamp_from(&target.pipeline, &batch.started_at, &batch.ends_at);
+        return Ok(match write_and_commit(&target.lake, table, &[rows], target.target_file_size, stamp).await? {
+            Outcome::Committed(t) => Some((t, batch.rows.len())),
+            Outcome::Zombie(_) => None,
+        });
+    };
+    let mut base = table;
+    for _ in 0..MAX_DEDUP_ATTEMPTS {
+        let theirs = index.refresh(&target.lake, &base).await?;
+        let theirs_key = |r: &Vec<Cell>| cell_key(&r[col]).is_some_and(|k| theirs.contains(&k));
+        let rows = if batch.rows.iter().any(theirs_key) {
+            let keep: Vec<Vec<Cell>> = batch.rows.iter().filter(|r| !theirs_key(r)).cloned().collect();
+            rows_to_batch(&target.schema.arrow, &keep)?
+        } else {
+            rows_to_batch(&target.schema.arrow, &batch.rows)?
+        };
+        let written = rows.num_rows();
+        let dropped = batch.rows.len() - written;
+        let (pinned, before) = (base.location.clone(), base.metadata.last_sequence_number());
+        let mut zombie = stamp_from(&target.pipeline, &batch.started_at, &batch.ends_at);
+        let stamp = |b: &LoadedTable| if b.location == pinned { zombie(b) } else { Ok(None) };
+        match write_and_commit(&target.lake, base, &[rows], target.target_file_size, stamp).await? {
+            Outcome::Committed(t) => {
+                index.committed(before, t.metadata.last_sequence_number());
+                if dropped > 0 {
+                    metrics::counter!(m::RECORDS_DEDUPLICATED, "table" => target.schema.table.to_string())
+                        .increment(dropped as u64);
+                }
+                return Ok(Some((t, written)));
+            }
+            // Another writer committed since we checked: a zombie if it
+            // took our input, otherwise check the keys again from there.
+            Outcome::Zombie(fresh) => {
+                if stamp_unless_zombie(&fresh, &target.pipeline, &batch.started_at, &batch.ends_at, 0)?.is_none() {
+                    return Ok(None);
+                }
+                base = fresh;
+            }
+        }
+    }
+    Err(IngestError::Unavailable(format!(
+        "'{}' changed under each of {MAX_DEDUP_ATTEMPTS} deduplicated commits",
+        target.schema.table
+    )))
 }
 
 /// The zombie rule for a commit of input read from `from` up to `ends_at`.
