@@ -164,25 +164,57 @@ async fn an_http_retry_after_a_commit_with_an_unknown_outcome_is_a_duplicate() {
     scenario.teardown();
 }
 
-/// The quarantine commit failed after the data commit succeeded; the flush
-/// took back the keys of the committed rows.
+/// Rejects land before rows. A flush whose rejects landed and whose data
+/// commit then failed says so; the retry, under the same key, quarantines
+/// nothing twice and lands every row once — on a table without a dedup key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_quarantine_commit_keeps_the_committed_rows_claimed() {
+async fn a_retry_after_the_rejects_landed_and_the_rows_did_not_writes_each_once() {
     let scenario = fail::FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
-    let srv = start(&config(common::TRANSACTIONS, dir.path())).await;
+    let srv = start(&config(&common::without_dedup_key(common::TRANSACTIONS), dir.path())).await;
     let mut body: Vec<String> = (0..10).map(|i| common::event(&format!("q{i}"), "1.00")).collect();
     body.push("{not json".to_owned());
     let body = body.join("\n");
-    // The data commit's swap passes; the quarantine commit's fails.
+    // The quarantine commit's swap passes; the data commit's fails.
     fail::cfg("table::before_catalog_swap", "1*off->1*return").unwrap();
-    let (status, first) = srv.post("raw.transactions", body.clone()).await;
+    let (status, first) = srv.post_with_key("raw.transactions", "k-1", body.clone()).await;
     fail::remove("table::before_catalog_swap");
     assert_eq!(status, 503, "{first}");
-    assert!(first["error"]["message"].as_str().unwrap().contains("rows were committed"), "{first}");
-    let (status, retry) = srv.post("raw.transactions", body).await;
+    assert!(first["error"]["message"].as_str().unwrap().contains("rejects were quarantined"), "{first}");
+    assert_eq!(srv.count("quarantine.transactions").await, 1);
+    let (status, retry) = srv.post_with_key("raw.transactions", "k-1", body).await;
     assert_eq!(status, 200, "{retry}");
-    assert_eq!((retry["duplicates"].as_u64(), retry["quarantined"].as_u64()), (Some(10), Some(1)), "{retry}");
+    assert_eq!((retry["accepted"].as_u64(), retry["quarantined"].as_u64()), (Some(10), Some(1)), "{retry}");
+    assert_eq!(srv.count("raw.transactions").await, 10, "every row once");
+    assert_eq!(srv.count("quarantine.transactions").await, 1, "the reject once");
+    srv.stop().await;
+    scenario.teardown();
+}
+
+/// The data commit landed but the call failed (the connection broke after
+/// COMMIT); without a dedup key only the idempotency key recognises the
+/// retry, on this worker and on a restarted one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_retry_after_a_commit_with_an_unknown_outcome_writes_nothing() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&common::without_dedup_key(common::TRANSACTIONS), dir.path());
+    let srv = start(&cfg).await;
+    let body: Vec<String> = (0..10).map(|i| common::event(&format!("u{i}"), "1.00")).collect();
+    let body = body.join("\n");
+    fail::cfg("table::after_catalog_swap", "1*return").unwrap();
+    let (status, first) = srv.post_with_key("raw.transactions", "k-2", body.clone()).await;
+    fail::remove("table::after_catalog_swap");
+    assert_eq!(status, 200, "the read-back finds the snapshot: {first}");
+    let (status, retry) = srv.post_with_key("raw.transactions", "k-2", body.clone()).await;
+    assert_eq!(
+        (status, &retry["request_id"], &retry["snapshot_id"]),
+        (200, &first["request_id"], &first["snapshot_id"])
+    );
+    srv.stop().await;
+    let srv = start(&cfg).await;
+    let (status, retry) = srv.post_with_key("raw.transactions", "k-2", body).await;
+    assert_eq!((status, &retry["request_id"], retry["accepted"].as_u64()), (200, &first["request_id"], Some(10)));
     assert_eq!(srv.count("raw.transactions").await, 10, "every row once");
     srv.stop().await;
     scenario.teardown();

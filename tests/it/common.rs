@@ -33,6 +33,12 @@ fields = [
 ]
 "#;
 
+/// [`TRANSACTIONS`] without a dedup key: exactly-once rests on positions
+/// and idempotency keys alone.
+pub fn without_dedup_key(toml: &str) -> String {
+    toml.replace("dedup_key = \"event_id\"\n", "")
+}
+
 pub fn config(toml: &str, dir: &Path) -> ValidConfig {
     Config::from_toml(toml).unwrap().validate(dir).unwrap()
 }
@@ -54,6 +60,14 @@ pub async fn start(cfg: &ValidConfig) -> Running {
 impl Running {
     pub async fn post(&self, table: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
         let resp = self.client.post(format!("{}/v1/tables/{table}/events", self.base)).body(body).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs `body` with an `Idempotency-Key` header.
+    pub async fn post_with_key(&self, table: &str, key: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let url = format!("{}/v1/tables/{table}/events", self.base);
+        let resp = self.client.post(url).header("Idempotency-Key", key).body(body).send().await.unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }

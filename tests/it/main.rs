@@ -5,6 +5,7 @@ mod commit_protocol;
 mod common;
 mod http_ingest;
 mod http_input;
+mod idempotent_http;
 mod kafka_ingest;
 mod kafka_util;
 mod lake_admin;

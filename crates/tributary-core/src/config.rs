@@ -92,12 +92,23 @@ pub struct ServerConfig {
     /// Largest accepted request body, in bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// How long an `Idempotency-Key` is remembered, e.g. `"24h"`.
+    #[serde(default = "default_idempotency_window")]
+    pub idempotency_window: String,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: default_listen(), max_body_bytes: default_max_body() }
+        Self {
+            listen: default_listen(),
+            max_body_bytes: default_max_body(),
+            idempotency_window: default_idempotency_window(),
+        }
     }
+}
+
+fn default_idempotency_window() -> String {
+    "24h".to_owned()
 }
 
 fn default_listen() -> String {
@@ -162,6 +173,8 @@ pub struct ValidConfig {
     pub listen: String,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_window: Duration,
     /// Commit triggers.
     pub commit: CommitPolicy,
     /// Tables, in config order.
@@ -227,6 +240,8 @@ impl Config {
         if self.server.max_body_bytes == 0 {
             return Err("server.max_body_bytes must be at least 1".to_owned());
         }
+        let idempotency_window =
+            parse_duration(&self.server.idempotency_window).map_err(|e| format!("server.idempotency_window: {e}"))?;
         let mut seen = HashSet::new();
         let mut tables = Vec::with_capacity(self.tables.len());
         for (i, t) in self.tables.iter().enumerate() {
@@ -257,6 +272,7 @@ impl Config {
             warehouse,
             listen: self.server.listen.clone(),
             max_body_bytes: self.server.max_body_bytes,
+            idempotency_window,
             commit,
             tables,
             kafka,

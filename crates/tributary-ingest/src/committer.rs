@@ -5,12 +5,13 @@
 //! makes the HTTP handler wait). The task deduplicates, buffers, and flushes
 //! when the row, byte or age trigger fires, then answers every submission in
 //! the flush with the snapshot that made it durable. Nothing is acknowledged
-//! before its commit. A commit whose outcome is unknown (the connection broke
-//! around the swap) is resolved by reading the table back. A flush that
-//! failed before its rows landed takes its dedup keys back, so a retry is not
-//! mistaken for a duplicate; one whose rows landed keeps them, so a retry is.
+//! before its commit.
+//!
+//! A request with an `Idempotency-Key` that a snapshot already answered gets
+//! that answer back (`requests`); one whose key is still pending shares the
+//! pending request's answer. How a flush lands is in `land`.
 
-use std::collections::HashSet;
+mod land;
 
 use arrow_array::{BooleanArray, RecordBatch};
 use arrow_select::filter::filter_record_batch;
@@ -22,12 +23,12 @@ use tributary_core::Classify;
 use tributary_core::Clock;
 use tributary_core::config::CommitPolicy;
 use tributary_core::metrics as m;
-use tributary_table::{Lake, LoadedTable, Outcome, PipelineStamp, TableError, last_pipeline_state};
+use tributary_table::{Lake, LoadedTable};
 
-use crate::dedup::{TableDedup, key_at};
+use crate::dedup::TableDedup;
 use crate::error::IngestError;
-use crate::prepare::{IngestSchema, Prepared, PreparedTable, Reject, quarantine_batch};
-use crate::sink::write_and_commit;
+use crate::prepare::{IngestSchema, Prepared, PreparedTable, Reject};
+use crate::requests::{Entry, Idempotency, RequestLog};
 
 /// Position key of the HTTP endpoint: the running count of rows it committed.
 pub const HTTP_POSITION: &str = "http";
@@ -49,22 +50,40 @@ pub struct Receipt {
     pub snapshot_id: Option<i64>,
 }
 
+type Reply = oneshot::Sender<Result<Receipt, IngestError>>;
+
 /// A prepared request waiting for its commit.
 #[derive(Debug)]
 pub struct Submission {
+    /// The request's id, named by its quarantine rows.
+    pub request_id: String,
+    /// The client's idempotency key, if it sent one.
+    pub idempotency: Option<Idempotency>,
     /// Validated rows and rejects.
     pub prepared: Prepared,
     /// Where the receipt goes.
-    pub reply: oneshot::Sender<Result<Receipt, IngestError>>,
+    pub reply: Reply,
 }
 
+/// A request in the next flush.
 struct Pending {
+    request_id: String,
+    idempotency: Option<Idempotency>,
     batch: RecordBatch,
+    /// Rejects still to quarantine (emptied when a snapshot of the
+    /// quarantine table already holds this request's).
     rejects: Vec<Reject>,
+    /// Records the request quarantines, whether by this flush or earlier.
+    quarantined: usize,
     duplicates: usize,
+    received: usize,
     /// Dedup keys this submission's rows claimed and have not committed.
     keys: Vec<String>,
-    reply: oneshot::Sender<Result<Receipt, IngestError>>,
+    /// The request, and retries of it (same key) that arrived meanwhile.
+    replies: Vec<Reply>,
+    /// The answer a snapshot already gave this request's key, if the flush
+    /// found one: the request itself writes nothing.
+    replayed: Option<Result<Receipt, IngestError>>,
 }
 
 /// The committer task of one table.
@@ -76,15 +95,33 @@ pub struct Committer {
     table: LoadedTable,
     quarantine: LoadedTable,
     dedup: Option<TableDedup>,
+    /// Idempotency keys the data table answered, with their receipts.
+    requests: RequestLog,
+    /// Idempotency keys whose rejects the quarantine table holds.
+    quarantined_requests: RequestLog,
     pipeline: String,
     pending: Vec<Pending>,
     pending_rows: usize,
     pending_bytes: usize,
 }
 
+/// The request logs of a table and of its quarantine table.
+pub struct RequestLogs {
+    /// The data table's.
+    pub table: RequestLog,
+    /// The quarantine table's.
+    pub quarantine: RequestLog,
+}
+
 impl Committer {
     /// A committer starting from a prepared table.
-    pub fn new(lake: Lake, prepared: PreparedTable, policy: CommitPolicy, clock: std::sync::Arc<dyn Clock>) -> Self {
+    pub fn new(
+        lake: Lake,
+        prepared: PreparedTable,
+        logs: RequestLogs,
+        policy: CommitPolicy,
+        clock: std::sync::Arc<dyn Clock>,
+    ) -> Self {
         let PreparedTable { schema, table, quarantine, dedup } = prepared;
         let pipeline = format!("http:{}", schema.table);
         Self {
@@ -95,6 +132,8 @@ impl Committer {
             table,
             quarantine,
             dedup,
+            requests: logs.table,
+            quarantined_requests: logs.quarantine,
             pipeline,
             pending: Vec::new(),
             pending_rows: 0,
@@ -112,7 +151,9 @@ impl Committer {
                 sub = rx.recv() => match sub {
                     Some(sub) => {
                         self.accept(sub);
-                        deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.policy.max_latency);
+                        if !self.pending.is_empty() {
+                            deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.policy.max_latency);
+                        }
                         if self.pending_rows >= self.policy.max_rows || self.pending_bytes >= self.policy.max_bytes {
                             self.flush().await;
                             deadline = None;
@@ -136,19 +177,44 @@ impl Committer {
 
     /// Queues a submission for the next flush, claiming its dedup keys now
     /// (spread over the interval, not on the commit's critical path); the
-    /// flush checks them again against what other writers committed.
+    /// flush checks them again against what other writers committed. A
+    /// retry of an answered or pending request is answered without a flush
+    /// of its own.
     fn accept(&mut self, sub: Submission) {
-        let Submission { prepared, reply } = sub;
-        let table = self.schema.table.to_string();
-        metrics::counter!(m::RECORDS_RECEIVED, "table" => table.clone()).increment(prepared.received as u64);
-        let mut pending =
-            Pending { batch: prepared.batch, rejects: prepared.rejects, duplicates: 0, keys: Vec::new(), reply };
+        let Submission { request_id, idempotency, prepared, reply } = sub;
+        if let Some(idem) = &idempotency {
+            if let Some((entry, snapshot_id)) = self.requests.get(&idem.key) {
+                let _ = reply.send(entry.replay(idem, Some(*snapshot_id)));
+                return;
+            }
+            if let Some(p) = self.pending.iter_mut().find(|p| p.idempotency.as_ref().is_some_and(|i| i.key == idem.key))
+            {
+                if p.idempotency.as_ref() == Some(idem) {
+                    p.replies.push(reply);
+                } else {
+                    let _ = reply.send(Err(IngestError::KeyReused(idem.key.clone())));
+                }
+                return;
+            }
+        }
+        let mut pending = Pending {
+            request_id,
+            idempotency,
+            batch: prepared.batch,
+            quarantined: prepared.rejects.len(),
+            rejects: prepared.rejects,
+            duplicates: 0,
+            received: prepared.received,
+            keys: Vec::new(),
+            replies: vec![reply],
+            replayed: None,
+        };
         if let (Some(index), Some((col, _))) = (&self.dedup, self.schema.dedup) {
             let (keep, keys) = index.claim(&pending.batch, col, prepared.ingested_at_us);
             pending.keys = keys;
             if let Err(e) = pending.drop_rows(&keep) {
                 index.remove(&pending.keys);
-                let _ = pending.reply.send(Err(e));
+                pending.answer(&Err(e));
                 return;
             }
         }
@@ -164,177 +230,79 @@ impl Committer {
         let mut pending = std::mem::take(&mut self.pending);
         self.pending_rows = 0;
         self.pending_bytes = 0;
-        match self.commit_pending(&mut pending).await {
-            Ok(snapshot_id) => {
-                let label = self.schema.table.to_string();
-                for p in pending {
-                    let receipt = Receipt {
-                        request_id: String::new(),
-                        accepted: p.batch.num_rows(),
-                        quarantined: p.rejects.len(),
-                        duplicates: p.duplicates,
-                        snapshot_id,
-                    };
+        let outcome = self.land(&mut pending).await;
+        if let Err(failed) = &outcome {
+            tracing::error!(table = %self.schema.table, error = %failed.error, rejects_committed = failed.rejects_committed, "flush failed");
+            let reload = async {
+                Ok::<_, IngestError>((
+                    self.lake.load(&self.table.name).await?,
+                    self.lake.load(&self.quarantine.name).await?,
+                ))
+            };
+            if let Ok((t, q)) = reload.await {
+                self.table = t;
+                self.quarantine = q;
+            }
+        }
+        let label = self.schema.table.to_string();
+        for mut p in pending {
+            // A replayed answer is durable whatever became of the rest.
+            if let Some(replayed) = p.replayed.take() {
+                p.answer(&replayed);
+                continue;
+            }
+            let result = match &outcome {
+                Ok(snapshot_id) => {
+                    let receipt = p.receipt(*snapshot_id);
+                    metrics::counter!(m::RECORDS_RECEIVED, "table" => label.clone()).increment(p.received as u64);
                     metrics::counter!(m::RECORDS_WRITTEN, "table" => label.clone()).increment(receipt.accepted as u64);
                     metrics::counter!(m::RECORDS_DEDUPLICATED, "table" => label.clone())
                         .increment(receipt.duplicates as u64);
-                    for r in &p.rejects {
-                        metrics::counter!(m::RECORDS_QUARANTINED, "table" => label.clone(), "reason" => r.rejection.kind).increment(1);
+                    count_quarantined(&label, &p.rejects);
+                    Ok(receipt)
+                }
+                Err(failed) => {
+                    metrics::counter!(m::RECORDS_RECEIVED, "table" => label.clone()).increment(p.received as u64);
+                    if failed.rejects_committed {
+                        count_quarantined(&label, &p.rejects);
                     }
-                    let _ = p.reply.send(Ok(receipt));
+                    Err(failed.for_client())
                 }
-            }
-            Err(Failed { error: e, rows_committed }) => {
-                tracing::error!(table = %self.schema.table, error = %e, rows_committed, "flush failed");
-                let reload = async {
-                    Ok::<_, IngestError>((
-                        self.lake.load(&self.table.name).await?,
-                        self.lake.load(&self.quarantine.name).await?,
-                    ))
-                };
-                if let Ok((t, q)) = reload.await {
-                    self.table = t;
-                    self.quarantine = q;
-                }
-                let reply = |e: &IngestError| match e {
-                    IngestError::Superseded(t) => IngestError::Superseded(t.clone()),
-                    e if rows_committed => IngestError::RejectsNotQuarantined(e.to_string()),
-                    e if e.is_retryable() => IngestError::Unavailable(e.to_string()),
-                    e => IngestError::Internal(e.to_string()),
-                };
-                for p in pending {
-                    let _ = p.reply.send(Err(reply(&e)));
-                }
-            }
-        }
-    }
-
-    /// Writes and commits the data rows, then the rejects; returns the data
-    /// table's snapshot id.
-    async fn commit_pending(&mut self, pending: &mut [Pending]) -> Result<Option<i64>, Failed> {
-        let rows = self.commit_data(pending).await.map_err(Failed::before_rows)?;
-        let rejects: Vec<Reject> = pending.iter().flat_map(|p| p.rejects.iter().cloned()).collect();
-        if !rejects.is_empty() {
-            let after_rows = |error| Failed { error, rows_committed: rows > 0 };
-            let at = self.clock.now().timestamp_micros();
-            let batch = quarantine_batch(&self.schema.quarantine_arrow, &rejects, "http", at).map_err(after_rows)?;
-            self.quarantine =
-                self.commit_rows(self.quarantine.clone(), &[batch], rejects.len(), None).await.map_err(after_rows)?;
-        }
-        Ok(self.table.current_snapshot_id())
-    }
-
-    /// Commits the rows of `pending` to the data table; returns how many.
-    ///
-    /// With a dedup key, the commit is pinned to the table state the keys
-    /// were checked against: the index first learns what other sources and
-    /// workers committed (rows whose claimed key they committed become
-    /// duplicates), and if anyone commits before our swap, the check is
-    /// redone from the new state. A failure gives the claimed keys back;
-    /// keys of rows that landed stay claimed.
-    async fn commit_data(&mut self, pending: &mut [Pending]) -> Result<usize, IngestError> {
-        let Some(index) = self.dedup.clone() else {
-            let batches = non_empty(pending);
-            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            if rows > 0 {
-                self.table = self.commit_rows(self.table.clone(), &batches, rows, None).await?;
-            }
-            return Ok(rows);
-        };
-        let result = self.commit_deduplicated(pending, &index).await;
-        if result.is_err() {
-            for p in pending.iter() {
-                index.remove(&p.keys);
-            }
-        }
-        result
-    }
-
-    async fn commit_deduplicated(&mut self, pending: &mut [Pending], index: &TableDedup) -> Result<usize, IngestError> {
-        let col = self.schema.dedup.map_or(0, |(col, _)| col);
-        // The first attempt trusts the state this committer last saw: the
-        // pinned swap fails if anyone committed since, and only then is the
-        // table reloaded (one catalog read fewer per flush).
-        let mut base = self.table.clone();
-        for attempt in 0..MAX_DEDUP_ATTEMPTS {
-            if attempt > 0 {
-                base = self.lake.load(&self.table.name).await?;
-            }
-            let theirs = index.refresh(&self.lake, &base).await?;
-            if !theirs.is_empty() {
-                for p in pending.iter_mut() {
-                    p.drop_keys(col, &theirs)?;
-                }
-            }
-            let batches = non_empty(pending);
-            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            if rows == 0 {
-                self.table = base;
-                return Ok(0);
-            }
-            let (pinned, before) = (base.location.clone(), base.metadata.last_sequence_number());
-            match self.commit_rows(base.clone(), &batches, rows, Some(&pinned)).await {
-                Ok(table) => {
-                    index.committed(before, table.metadata.last_sequence_number());
-                    self.table = table;
-                    return Ok(rows);
-                }
-                // Someone committed since we checked: again, from there.
-                Err(IngestError::Superseded(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Err(IngestError::Unavailable(format!(
-            "'{}' changed under every one of {MAX_DEDUP_ATTEMPTS} deduplicated commits",
-            self.schema.table
-        )))
-    }
-
-    /// Commits `batches` on `base`. With `pinned`, a base other than that
-    /// location is refused (`Superseded`) instead of rebased onto.
-    async fn commit_rows(
-        &self,
-        base: LoadedTable,
-        batches: &[RecordBatch],
-        rows: usize,
-        pinned: Option<&str>,
-    ) -> Result<LoadedTable, IngestError> {
-        let pipeline = self.pipeline.clone();
-        let stamp_for = |b: &LoadedTable| {
-            if pinned.is_some_and(|p| p != b.location) {
-                return Ok(None);
-            }
-            let committed = last_pipeline_state(b, &pipeline)?.map(|s| s.positions).unwrap_or_default();
-            let mut positions = committed.clone();
-            positions.advance(HTTP_POSITION, committed.get(HTTP_POSITION).unwrap_or(0) + rows as u64);
-            Ok(Some(PipelineStamp { pipeline: pipeline.clone(), positions, epoch: 0 }))
-        };
-        let name = base.name.clone();
-        match write_and_commit(&self.lake, base, batches, self.policy.target_file_size_bytes, stamp_for).await {
-            Ok(Outcome::Committed(new)) => Ok(new),
-            Ok(Outcome::Zombie(_)) => Err(IngestError::Superseded(self.schema.table.clone())),
-            // The connection broke around the swap: read the table back.
-            Err(IngestError::Commit(TableError::CommitUnknown { snapshot_id, reason, .. })) => {
-                match self.lake.landed(&name, snapshot_id).await {
-                    Ok(Some(new)) => {
-                        tracing::warn!(table = %name, snapshot_id, %reason, "commit outcome was unknown; it landed");
-                        Ok(new)
-                    }
-                    Ok(None) => Err(IngestError::Unavailable(format!("commit to '{name}' did not land ({reason})"))),
-                    // Still unknown: the caller keeps nothing claimed, so a
-                    // retry may duplicate but never lose.
-                    Err(e) => Err(IngestError::Commit(e)),
-                }
-            }
-            Err(e) => Err(e),
+            };
+            p.answer(&result);
         }
     }
 }
 
-/// Attempts at a deduplicated commit while other writers keep committing.
-const MAX_DEDUP_ATTEMPTS: usize = 10;
-
 impl Pending {
+    /// The receipt of this request once its flush committed.
+    fn receipt(&self, snapshot_id: Option<i64>) -> Receipt {
+        Receipt {
+            request_id: self.request_id.clone(),
+            accepted: self.batch.num_rows(),
+            quarantined: self.quarantined,
+            duplicates: self.duplicates,
+            snapshot_id,
+        }
+    }
+
+    /// What a snapshot records for this request, if it has a key.
+    fn entry(&self) -> Option<(String, Entry)> {
+        let idem = self.idempotency.as_ref()?;
+        let entry = Entry::new(&self.request_id, idem, self.batch.num_rows(), self.quarantined, self.duplicates);
+        Some((idem.key.clone(), entry))
+    }
+
+    /// Sends `result` to the request and to every retry waiting on it.
+    fn answer(self, result: &Result<Receipt, IngestError>) {
+        for reply in self.replies {
+            let _ = reply.send(match result {
+                Ok(r) => Ok(r.clone()),
+                Err(e) => Err(e.for_another_client()),
+            });
+        }
+    }
+
     /// Keeps only the rows marked in `keep`; the others are duplicates.
     fn drop_rows(&mut self, keep: &BooleanArray) -> Result<(), IngestError> {
         let dropped = keep.false_count();
@@ -345,33 +313,35 @@ impl Pending {
         }
         Ok(())
     }
+}
 
-    /// Drops the rows whose key (column `col`) another writer committed.
-    fn drop_keys(&mut self, col: usize, theirs: &HashSet<String>) -> Result<(), IngestError> {
-        if !self.keys.iter().any(|k| theirs.contains(k)) {
-            return Ok(());
-        }
-        let keys = self.batch.column(col).clone();
-        let keep: BooleanArray =
-            (0..self.batch.num_rows()).map(|i| Some(key_at(&keys, i).is_none_or(|k| !theirs.contains(&k)))).collect();
-        self.keys.retain(|k| !theirs.contains(k));
-        self.drop_rows(&keep)
+fn count_quarantined(table: &str, rejects: &[Reject]) {
+    for r in rejects {
+        metrics::counter!(m::RECORDS_QUARANTINED, "table" => table.to_owned(), "reason" => r.rejection.kind)
+            .increment(1);
     }
 }
 
 /// The batches of `pending` that hold rows.
-fn non_empty(pending: &[Pending]) -> Vec<RecordBatch> {
-    pending.iter().map(|p| p.batch.clone()).filter(|b| b.num_rows() > 0).collect()
+fn non_empty<'a>(pending: impl IntoIterator<Item = &'a Pending>) -> Vec<RecordBatch> {
+    pending.into_iter().map(|p| p.batch.clone()).filter(|b| b.num_rows() > 0).collect()
 }
 
-/// A failed flush, and whether its rows reached the table before it failed.
+/// A failed flush, and whether its rejects reached the quarantine table
+/// before it failed.
 struct Failed {
     error: IngestError,
-    rows_committed: bool,
+    rejects_committed: bool,
 }
 
 impl Failed {
-    fn before_rows(error: IngestError) -> Self {
-        Self { error, rows_committed: false }
+    /// What each request of the flush is answered.
+    fn for_client(&self) -> IngestError {
+        match &self.error {
+            IngestError::Superseded(t) => IngestError::Superseded(t.clone()),
+            e if self.rejects_committed => IngestError::OnlyRejectsCommitted(e.to_string()),
+            e if e.is_retryable() => IngestError::Unavailable(e.to_string()),
+            e => IngestError::Internal(e.to_string()),
+        }
     }
 }

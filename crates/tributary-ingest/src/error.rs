@@ -23,18 +23,26 @@ pub enum IngestError {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// The `Idempotency-Key` header is not a usable key.
+    #[error("{0}")]
+    InvalidIdempotencyKey(String),
+    /// An `Idempotency-Key` already answered a request with another body.
+    #[error(
+        "Idempotency-Key '{0}' was already used for a request with a different body; send a new request under a new key"
+    )]
+    KeyReused(String),
     /// Preparing a table at start failed (creating, evolving or reading it).
     #[error(transparent)]
     Table(TableError),
     /// Committing the batch failed; nothing of it is visible.
     #[error("commit failed, nothing was written: {0}")]
     Commit(#[from] TableError),
-    /// The request's rows are committed but its rejects are not in the
-    /// quarantine table.
+    /// The request's rejects are in the quarantine table but its rows were
+    /// not committed.
     #[error(
-        "the request's rows were committed but its rejects could not be quarantined ({0}); retry the request: its rows count as duplicates"
+        "the request's rejects were quarantined but its rows were not committed ({0}); retry the request, with the same Idempotency-Key so that its rejects are not quarantined twice"
     )]
-    RejectsNotQuarantined(String),
+    OnlyRejectsCommitted(String),
     /// Storage or the catalog failed in a way a retry can fix; nothing of
     /// the request was written.
     #[error("nothing was written: {0}; retry the request")]
@@ -53,17 +61,37 @@ pub enum IngestError {
     Internal(String),
 }
 
+impl IngestError {
+    /// The same error for another client waiting on the same request (the
+    /// error is not `Clone`: some variants wrap their source).
+    pub fn for_another_client(&self) -> Self {
+        match self {
+            Self::KeyReused(k) => Self::KeyReused(k.clone()),
+            Self::Superseded(t) => Self::Superseded(t.clone()),
+            Self::OnlyRejectsCommitted(m) => Self::OnlyRejectsCommitted(m.clone()),
+            Self::Unavailable(m) => Self::Unavailable(m.clone()),
+            Self::Internal(m) => Self::Internal(m.clone()),
+            Self::ShuttingDown => Self::ShuttingDown,
+            e if e.is_retryable() => Self::Unavailable(e.to_string()),
+            e => Self::Internal(e.to_string()),
+        }
+    }
+}
+
 impl Classify for IngestError {
     fn class(&self) -> ErrorClass {
         match self {
-            Self::UnknownTable(_) | Self::MalformedBody(_) | Self::UnsupportedEncoding(_) | Self::TooLarge { .. } => {
-                ErrorClass::User
-            }
+            Self::UnknownTable(_)
+            | Self::MalformedBody(_)
+            | Self::UnsupportedEncoding(_)
+            | Self::TooLarge { .. }
+            | Self::InvalidIdempotencyKey(_)
+            | Self::KeyReused(_) => ErrorClass::User,
             Self::Commit(e) | Self::Table(e) => e.class(),
             Self::Superseded(_)
             | Self::ShuttingDown
             | Self::Source(_)
-            | Self::RejectsNotQuarantined(_)
+            | Self::OnlyRejectsCommitted(_)
             | Self::Unavailable(_) => ErrorClass::External,
             Self::Internal(_) => ErrorClass::Internal,
         }
@@ -72,7 +100,7 @@ impl Classify for IngestError {
     fn is_retryable(&self) -> bool {
         match self {
             Self::Commit(e) | Self::Table(e) => e.is_retryable(),
-            Self::Superseded(_) | Self::ShuttingDown | Self::RejectsNotQuarantined(_) | Self::Unavailable(_) => true,
+            Self::Superseded(_) | Self::ShuttingDown | Self::OnlyRejectsCommitted(_) | Self::Unavailable(_) => true,
             _ => false,
         }
     }

@@ -12,6 +12,7 @@ pub mod dedup;
 pub mod error;
 pub mod health;
 pub mod prepare;
+pub mod requests;
 pub mod sink;
 pub mod sources;
 pub mod validate;
@@ -28,12 +29,13 @@ use tributary_core::{Clock, TableName};
 use tributary_table::Lake;
 
 pub use committer::Receipt;
-use committer::{Committer, Submission};
+use committer::{Committer, RequestLogs, Submission};
 pub use decode::{BodyEncoding, BodyFormat};
 use dedup::TableDedup;
 pub use error::IngestError;
 pub use health::Health;
 use prepare::{IngestSchema, PreparedTable, prepare};
+use requests::{Idempotency, RequestLog};
 use sources::kafka::KafkaPipeline;
 
 /// Submissions queued per table before senders wait (backpressure).
@@ -58,34 +60,38 @@ pub struct Body {
     pub format: BodyFormat,
     /// The declared compression.
     pub encoding: BodyEncoding,
+    /// The client's `Idempotency-Key`, if it sent one.
+    pub idempotency_key: Option<String>,
 }
 
 impl From<Bytes> for Body {
     /// An uncompressed body whose format is sniffed.
     fn from(bytes: Bytes) -> Self {
-        Self { bytes, format: BodyFormat::Sniff, encoding: BodyEncoding::Identity }
+        Self { bytes, format: BodyFormat::Sniff, encoding: BodyEncoding::Identity, idempotency_key: None }
     }
 }
 
 impl TableIngest {
     /// Ingests one body and waits for its commit. The receipt carries the
-    /// request id that the quarantine table's `position` column names.
+    /// request id that the quarantine table's `position` column names; a
+    /// retry under an answered `Idempotency-Key` gets the original receipt.
     pub async fn ingest(&self, body: Body, source: &'static str) -> Result<Receipt, IngestError> {
         let schema = self.schema.clone();
         let now = self.clock.now().timestamp_micros();
         let request_id = uuid::Uuid::now_v7().to_string();
         let limit = self.max_body_bytes;
         let id = request_id.clone();
-        let prepared = tokio::task::spawn_blocking(move || {
+        let (idempotency, prepared) = tokio::task::spawn_blocking(move || {
             let bytes = body.encoding.decode(body.bytes, limit)?;
-            prepare(&schema, &bytes, body.format, source, &id, now)
+            let idempotency = body.idempotency_key.map(|k| Idempotency::parse(&k, &bytes)).transpose()?;
+            Ok::<_, IngestError>((idempotency, prepare(&schema, &bytes, body.format, source, &id, now)?))
         })
         .await
         .map_err(|e| IngestError::Internal(format!("validation task: {e}")))??;
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Submission { prepared, reply }).await.map_err(|_| IngestError::ShuttingDown)?;
-        let receipt = rx.await.map_err(|_| IngestError::ShuttingDown)??;
-        Ok(Receipt { request_id, ..receipt })
+        let submission = Submission { request_id, idempotency, prepared, reply };
+        self.tx.send(submission).await.map_err(|_| IngestError::ShuttingDown)?;
+        rx.await.map_err(|_| IngestError::ShuttingDown)?
     }
 
     /// The table this ingests into.
@@ -134,10 +140,17 @@ impl IngestService {
             })
             .collect::<Result<Vec<_>, IngestError>>()?;
         let mut tables = HashMap::new();
+        let now_ms = clock.now().timestamp_millis();
         for table in prepared {
             let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
             let schema = table.schema.clone();
-            tasks.spawn(Committer::new(lake.clone(), table, config.commit, clock.clone()).run(rx, shutdown.clone()));
+            let window = config.idempotency_window;
+            let logs = RequestLogs {
+                table: RequestLog::rebuild(&table.table, window, now_ms)?,
+                quarantine: RequestLog::rebuild(&table.quarantine, window, now_ms)?,
+            };
+            let committer = Committer::new(lake.clone(), table, logs, config.commit, clock.clone());
+            tasks.spawn(committer.run(rx, shutdown.clone()));
             let max_body_bytes = config.max_body_bytes;
             tables.insert(schema.table.clone(), TableIngest { schema, tx, clock: clock.clone(), max_body_bytes });
         }

@@ -66,6 +66,12 @@ async fn ingest(
         bytes: body,
         format: BodyFormat::from_content_type(header(header::CONTENT_TYPE)),
         encoding: BodyEncoding::from_header(header(header::CONTENT_ENCODING))?,
+        idempotency_key: match headers.get("idempotency-key") {
+            None => None,
+            Some(v) => Some(v.to_str().map(str::to_owned).map_err(|_| {
+                ApiError::bad_request("Idempotency-Key must be visible ASCII characters (a UUID is a good choice)")
+            })?),
+        },
     };
     let receipt = state.ingest.table(&name)?.ingest(body, "http").await?;
     Ok(Json(receipt))

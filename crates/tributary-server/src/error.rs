@@ -92,6 +92,7 @@ impl From<IngestError> for ApiError {
             IngestError::UnknownTable(_) => Some(StatusCode::NOT_FOUND),
             IngestError::UnsupportedEncoding(_) => Some(StatusCode::UNSUPPORTED_MEDIA_TYPE),
             IngestError::TooLarge { .. } => Some(StatusCode::PAYLOAD_TOO_LARGE),
+            IngestError::KeyReused(_) => Some(StatusCode::UNPROCESSABLE_ENTITY),
             _ => None,
         };
         Self::classified(&e, status)
