@@ -6,12 +6,15 @@ SIGKILLs workers at random, starts and stops workers (rebalances), SIGSTOPs a
 worker past its session timeout and resumes it (the zombie case), and
 restarts the broker. About 1 % of the records are malformed and must land in
 the quarantine table. The table has no dedup key, so exactly-once rests on
-positions alone. At the end it waits for the tables to settle and compares
-them with the topic and the producer's ledger, record by record: every good
-record once in raw.events, every malformed one once in quarantine.events.
-Exit status 1 on any missing or duplicated record.
+positions alone. Beside the Kafka workers, HTTP clients post batches to the
+same table with an Idempotency-Key each, retrying a failed or timed-out
+request with the same key against any live worker until it is answered. At
+the end it waits for the tables to settle and compares them with the topic,
+the producer's ledger and the HTTP clients' ledger, record by record: every
+good record once in raw.events, every malformed one once in
+quarantine.events. Exit status 1 on any missing or duplicated record.
 
-Usage: chaos.py BINARY [--events N] [--kills K] [--partitions P] [--seed S] [--malformed-every M]
+Usage: chaos.py BINARY [--events N] [--http-events H] [--kills K] [--partitions P] [--seed S] [--malformed-every M]
 The broker is managed with dev/kafka.sh (TRIBUTARY_KAFKA_PORT is honoured).
 """
 
@@ -23,8 +26,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import socket
 import threading
 import time
+import urllib.error
+import urllib.request
+import uuid
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -68,6 +75,8 @@ class Workers:
         self.binary, self.configs, self.data_dir, self.log_dir = binary, configs, data_dir, log_dir
         self.procs = []
         self.started = 0
+        # Each slot listens on its own port, so HTTP clients can find it.
+        self.ports = [free_port() for _ in range(self.SLOTS)]
 
     def start(self):
         # Each worker slot has a static group membership (group.instance.id):
@@ -81,7 +90,7 @@ class Workers:
         log = open(os.path.join(self.log_dir, f"worker-{self.started}.log"), "w")
         p = subprocess.Popen(
             [self.binary, "--log-format", "json", "serve", "--config", self.configs[slot],
-             "--data-dir", self.data_dir, "--http", "127.0.0.1:0"],
+             "--data-dir", self.data_dir, "--http", f"127.0.0.1:{self.ports[slot]}"],
             stdout=log, stderr=subprocess.STDOUT,
         )
         p.born = time.time()
@@ -113,6 +122,75 @@ class Workers:
                 p.kill()
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HttpClients:
+    """Clients that post batches with an Idempotency-Key and retry each one,
+    same key, same body, against any live worker until it is answered."""
+
+    BATCH = 20
+
+    def __init__(self, workers, events, malformed_every, clients=2):
+        self.workers = workers
+        def bad(i):
+            return malformed_every and i % malformed_every == malformed_every - 1
+        self.is_bad = bad
+        self.good = {f"h-{i}" for i in range(events) if not bad(i)}
+        self.bad = sum(1 for i in range(events) if bad(i))
+        self.retries = self.requests = 0
+        self.refused = []
+        self.done = threading.Event()
+        batches = [list(range(i, min(i + self.BATCH, events))) for i in range(0, events, self.BATCH)]
+        self.threads = [threading.Thread(target=self.run, args=(batches[c::clients], c), daemon=True)
+                        for c in range(clients)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def join(self):
+        for t in self.threads:
+            t.join()
+
+    def run(self, batches, client):
+        for batch in batches:
+            lines = []
+            for i in batch:
+                if self.is_bad(i):
+                    lines.append(f'{{"event_id":"h-{i}",')
+                else:
+                    lines.append(json.dumps({"event_id": f"h-{i}", "seq": i}))
+            self.post("\n".join(lines).encode(), str(uuid.uuid4()))
+            time.sleep(random.uniform(0.01, 0.1))
+
+    def post(self, body, key):
+        while True:
+            ports = [self.workers.ports[p.slot] for p in self.workers.alive()]
+            if not ports:
+                time.sleep(0.5)
+                continue
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{random.choice(ports)}/v1/tables/raw.events/events", data=body, method="POST",
+                headers={"Idempotency-Key": key, "Content-Type": "application/x-ndjson"})
+            self.requests += 1
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    if r.status == 200:
+                        return
+            except urllib.error.HTTPError as e:
+                if e.code < 500:
+                    self.refused.append(f"{e.code}: {e.read()[:300]!r}")
+                    return
+            except (OSError, ValueError):
+                pass  # killed, stopped or paused worker: retry elsewhere
+            self.retries += 1
+            time.sleep(0.2)
+
+
 def sql(binary, config, data_dir, query):
     out = subprocess.run([binary, "sql", "--config", config, "--data-dir", data_dir, "--format", "json", query],
                          check=True, capture_output=True, text=True).stdout
@@ -123,6 +201,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("binary")
     ap.add_argument("--events", type=int, default=20_000)
+    ap.add_argument("--http-events", type=int, default=2_000, help="events posted over HTTP")
     ap.add_argument("--kills", type=int, default=5)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--rate", type=int, default=2_000, help="events per second")
@@ -187,12 +266,16 @@ def main():
     time.sleep(2)  # create the tables before others race to
     prod = threading.Thread(target=producer, daemon=True)
     prod.start()
+    clients = HttpClients(workers, args.http_events, args.malformed_every)
+    clients.start()
+    def all_produced():
+        return produced.is_set() and not any(t.is_alive() for t in clients.threads)
 
     stats = {"kills": 0, "starts": 1, "graceful_stops": 0, "zombies": 0, "broker_restarts": 0}
     # Broker restarts are spread evenly over the kills.
     restart_at = [args.kills * (i + 1) // (args.broker_restarts + 1) for i in range(args.broker_restarts)]
     # Go on until everything is produced and every kind of fault happened.
-    while not produced.is_set() or stats["kills"] < args.kills or stats["zombies"] == 0:
+    while not all_produced() or stats["kills"] < args.kills or stats["zombies"] == 0:
         time.sleep(random.uniform(0.5, 2.0))
         action = random.random()
         if stats["broker_restarts"] < args.broker_restarts and stats["kills"] >= restart_at[stats["broker_restarts"]]:
@@ -221,6 +304,7 @@ def main():
             stats["starts"] += 1
 
     prod.join()
+    clients.join()
     # Fill every slot: a static member that died holds its partitions until
     # a worker with the same group.instance.id comes back (the test broker
     # does not expire it), so the final drain needs all slots.
@@ -229,7 +313,7 @@ def main():
         stats["starts"] += 1
     data = os.path.join(work, "lake")
     malformed = sum(1 for i in range(args.events) if args.malformed_every and i % args.malformed_every == args.malformed_every - 1)
-    good_expected = args.events - malformed
+    good_expected = args.events - malformed + len(clients.good)
     total, last, stable_since = 0, -1, time.time()
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -246,11 +330,21 @@ def main():
 
     topic_all, topic_bad = read_topic(brokers, topic, args.partitions)
     topic_records = {k: v for k, v in topic_all.items() if k not in topic_bad}
-    table_rows = sql(args.binary, config, data, "SELECT _source_partition, _source_offset, event_id FROM raw.events")
-    # Quarantine positions are "<topic>/<partition>@<offset>".
+    table_rows = sql(args.binary, config, data,
+                     "SELECT _source_partition, _source_offset, event_id FROM raw.events WHERE _source = 'kafka'")
+    http_rows = [r[0] for r in sql(args.binary, config, data, "SELECT event_id FROM raw.events WHERE _source = 'http'")]
+    http_missing = len(clients.good - set(http_rows))
+    http_duplicated = len(http_rows) - len(set(http_rows))
+    http_unexpected = len(set(http_rows) - clients.good)
+    # Kafka quarantine positions are "<topic>/<partition>@<offset>"; HTTP
+    # ones "request <id> record <n>".
     quarantined = {}
     q_duplicated = 0
+    http_quarantined = []
     for (position,) in sql(args.binary, config, data, "SELECT position FROM quarantine.events"):
+        if position.startswith("request "):
+            http_quarantined.append(position)
+            continue
         part, off = position.rsplit("/", 1)[1].split("@")
         key = (int(part), int(off))
         q_duplicated += key in quarantined
@@ -289,12 +383,18 @@ def main():
     print(f"  unexpected/mismatched   {unexpected}/{wrong}")
     print(f"  quarantine              {len(quarantined)} of {len(topic_bad)} malformed records, missing {q_missing}, "
           f"duplicated {q_duplicated}, unexpected {q_unexpected}")
+    print(f"  http                    {len(clients.good)} good + {clients.bad} malformed in {clients.requests} requests "
+          f"({clients.retries} retried): rows {len(http_rows)}, missing {http_missing}, duplicated {http_duplicated}, "
+          f"unexpected {http_unexpected}; quarantined {len(http_quarantined)} of {clients.bad}, "
+          f"distinct {len(set(http_quarantined))}; refused {len(clients.refused)} {clients.refused[:3]}")
     print(f"  per partition           table {dict(sorted(per_part_table.items()))}  topic {dict(sorted(per_part_topic.items()))}")
     print(f"  snapshots               {snapshots}")
     print(f"  kills {stats['kills']}, worker starts {stats['starts']}, graceful stops {stats['graceful_stops']}, "
           f"zombie pauses {stats['zombies']}, broker restarts {stats['broker_restarts']}")
     ok = (missing == 0 and duplicated == 0 and unexpected == 0 and wrong == 0 and ids_missing == 0
-          and acked_missing == 0 and broker_lost == 0 and q_missing == 0 and q_duplicated == 0 and q_unexpected == 0)
+          and acked_missing == 0 and broker_lost == 0 and q_missing == 0 and q_duplicated == 0 and q_unexpected == 0
+          and http_missing == 0 and http_duplicated == 0 and http_unexpected == 0 and not clients.refused
+          and len(http_quarantined) == clients.bad == len(set(http_quarantined)))
     print("chaos: OK, every record exactly once" if ok else f"chaos: FAILED (logs in {work})")
     sys.exit(0 if ok else 1)
 
