@@ -20,7 +20,7 @@
 //! landing pauses the partitions until it can be sealed (backpressure), so
 //! memory stays bounded by two batches whatever the backlog.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -39,6 +39,7 @@ use tributary_table::{Lake, LoadedTable};
 
 mod commit;
 mod context;
+mod cursor;
 mod health;
 mod seek;
 
@@ -50,6 +51,7 @@ use crate::validate::Cell;
 use commit::{Landed, Sealed, Target, land};
 pub use context::check_client;
 use context::{Context, Shared, client_config, consumer_error};
+use cursor::Cursor;
 
 type Tp = (String, i32);
 
@@ -79,15 +81,10 @@ pub struct KafkaPipeline {
     dedup: Option<TableDedup>,
     cluster: String,
     shared: Arc<Shared>,
-    /// Next offset to accept per partition (committed position or beyond).
-    next: HashMap<Tp, i64>,
+    /// Which offsets are taken per partition.
+    cursor: Cursor,
     /// Quarantine table's positions: rejects below them are already there.
     quarantined_to: HashMap<Tp, i64>,
-    /// Partitions whose seek to `next` has not succeeded yet (`seek`).
-    unsought: HashSet<Tp>,
-    /// For partitions the table holds no position for: the first offset this
-    /// worker read or pinned there, so a dropped batch is re-read from it.
-    origin: HashMap<Tp, i64>,
     batch: Batch,
     /// The user field filled from the message key (`key_field`), resolved once.
     key_fill: Option<usize>,
@@ -153,10 +150,8 @@ impl KafkaPipeline {
             dedup,
             cluster: String::new(),
             shared,
-            next: HashMap::new(),
+            cursor: Cursor::default(),
             quarantined_to: HashMap::new(),
-            unsought: HashSet::new(),
-            origin: HashMap::new(),
             batch: Batch::default(),
             key_fill,
             records_read,
@@ -328,16 +323,8 @@ impl KafkaPipeline {
     fn accept(&mut self, msg: &BorrowedMessage<'_>) -> bool {
         let tp = (msg.topic().to_owned(), msg.partition());
         let offset = msg.offset();
-        if !self.sought(&tp) {
+        if !self.cursor.admit(&tp, offset) {
             return false;
-        }
-        match self.next.get_mut(&tp) {
-            Some(next) if offset < *next => return false,
-            Some(next) => *next = offset + 1,
-            None => {
-                self.next.insert(tp.clone(), offset + 1);
-                self.origin.entry(tp.clone()).or_insert(offset);
-            }
         }
         self.batch.read(&tp, offset, offset + 1);
         self.batch.messages += 1;

@@ -52,7 +52,7 @@ impl KafkaPipeline {
             return Ok(());
         }
         for (tp, (low, _high)) in watermarks(consumer).await {
-            let pos = self.next.get(&tp).copied().unwrap_or(0);
+            let pos = self.cursor.next.get(&tp).copied().unwrap_or(0);
             if pos >= low {
                 continue;
             }
@@ -74,7 +74,7 @@ impl KafkaPipeline {
                 rejection: Rejection { kind: "offset_gap", field: None, message: what },
                 position: format!("{}/{}@{pos}", tp.0, tp.1),
             });
-            self.next.insert(tp.clone(), low);
+            self.cursor.next.insert(tp.clone(), low);
             let _ = consumer.seek(&tp.0, tp.1, Offset::Offset(low), Duration::from_millis(200));
         }
         Ok(())

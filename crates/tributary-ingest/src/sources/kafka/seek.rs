@@ -54,13 +54,7 @@ impl KafkaPipeline {
             index.remove(&std::mem::take(&mut self.batch.keys));
         }
         self.batch = Batch::default();
-        self.next = data.clone();
-        // Input read where the table has no position yet is read again from
-        // where this worker began; otherwise it would be skipped.
-        self.origin.retain(|tp, _| !data.contains_key(tp));
-        for (tp, first) in &self.origin {
-            self.next.insert(tp.clone(), *first);
-        }
+        self.cursor.reset(&data);
         if let Ok(mut p) = self.shared.positions.lock() {
             *p = data;
         }
@@ -70,40 +64,30 @@ impl KafkaPipeline {
     /// Seeks every assigned partition to its committed position; those whose
     /// seek fails are held until [`Self::retry_seeks`] succeeds.
     pub(super) fn seek_assigned(&mut self, consumer: &StreamConsumer<Context>) {
-        self.unsought.clear();
-        let Ok(assignment) = consumer.assignment() else { return };
-        for e in assignment.elements() {
-            let tp = (e.topic().to_owned(), e.partition());
-            if self.next.contains_key(&tp) {
-                self.unsought.insert(tp);
-            }
-        }
+        let Ok(assignment) = consumer.assignment() else {
+            self.cursor.hold([]);
+            return;
+        };
+        self.cursor.hold(assignment.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
         self.retry_seeks(consumer);
     }
 
     /// Retries the seeks that failed.
     pub(super) fn retry_seeks(&mut self, consumer: &StreamConsumer<Context>) {
-        let pending: Vec<Tp> = self.unsought.iter().cloned().collect();
+        let pending: Vec<Tp> = self.cursor.unsought.iter().cloned().collect();
         for tp in pending {
-            let Some(next) = self.next.get(&tp).copied() else {
-                self.unsought.remove(&tp);
+            let Some(next) = self.cursor.next.get(&tp).copied() else {
+                self.cursor.sought(&tp);
                 continue;
             };
             match consumer.seek(&tp.0, tp.1, Offset::Offset(next), Duration::from_millis(200)) {
-                Ok(()) => {
-                    self.unsought.remove(&tp);
-                }
+                Ok(()) => self.cursor.sought(&tp),
                 Err(err) => {
                     tracing::debug!(pipeline = %self.target.pipeline, topic = %tp.0, partition = tp.1, error = %err,
                         "seek to the committed position failed; holding the partition until it succeeds");
                 }
             }
         }
-    }
-
-    /// Whether messages of `tp` may be taken: not while its seek is pending.
-    pub(super) fn sought(&self, tp: &Tp) -> bool {
-        self.unsought.is_empty() || !self.unsought.contains(tp)
     }
 
     /// With `start = "latest"`: commits the offset each new partition starts
@@ -121,7 +105,7 @@ impl KafkaPipeline {
             .elements()
             .iter()
             .map(|e| (e.topic().to_owned(), e.partition()))
-            .filter(|tp| !self.next.contains_key(tp))
+            .filter(|tp| !self.cursor.next.contains_key(tp))
             .collect();
         if fresh.is_empty() {
             return Ok(());
@@ -155,8 +139,8 @@ impl KafkaPipeline {
                 for (tp, high) in &marks {
                     tracing::info!(pipeline = %self.target.pipeline, topic = %tp.0, partition = tp.1, offset = high,
                         "partition starts at the end of its log; start recorded");
-                    self.next.insert(tp.clone(), *high);
-                    self.unsought.insert(tp.clone());
+                    self.cursor.next.insert(tp.clone(), *high);
+                    self.cursor.unsought.insert(tp.clone());
                 }
                 // Only the partitions just pinned move; the others read on.
                 self.retry_seeks(consumer);
