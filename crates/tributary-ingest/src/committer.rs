@@ -22,11 +22,11 @@ use tokio_util::sync::CancellationToken;
 use tributary_core::Classify;
 use tributary_core::Clock;
 use tributary_core::config::CommitPolicy;
-use tributary_core::metrics as m;
 use tributary_table::{Lake, LoadedTable};
 
 use crate::dedup::TableDedup;
 use crate::error::IngestError;
+use crate::outcomes::Outcomes;
 use crate::prepare::{IngestSchema, Prepared, PreparedTable, Reject};
 use crate::requests::{Entry, Idempotency, RequestLog};
 
@@ -95,6 +95,7 @@ pub struct Committer {
     table: LoadedTable,
     quarantine: LoadedTable,
     dedup: Option<TableDedup>,
+    outcomes: Outcomes,
     /// Idempotency keys the data table answered, with their receipts.
     requests: RequestLog,
     /// Idempotency keys whose rejects the quarantine table holds.
@@ -122,7 +123,7 @@ impl Committer {
         policy: CommitPolicy,
         clock: std::sync::Arc<dyn Clock>,
     ) -> Self {
-        let PreparedTable { schema, table, quarantine, dedup } = prepared;
+        let PreparedTable { schema, table, quarantine, dedup, outcomes } = prepared;
         let pipeline = format!("http:{}", schema.table);
         Self {
             lake,
@@ -132,6 +133,7 @@ impl Committer {
             table,
             quarantine,
             dedup,
+            outcomes,
             requests: logs.table,
             quarantined_requests: logs.quarantine,
             pipeline,
@@ -244,7 +246,7 @@ impl Committer {
                 self.quarantine = q;
             }
         }
-        let label = self.schema.table.to_string();
+        let counted = &self.outcomes;
         for mut p in pending {
             // A replayed answer is durable whatever became of the rest.
             if let Some(replayed) = p.replayed.take() {
@@ -254,17 +256,16 @@ impl Committer {
             let result = match &outcome {
                 Ok(snapshot_id) => {
                     let receipt = p.receipt(*snapshot_id);
-                    metrics::counter!(m::RECORDS_RECEIVED, "table" => label.clone()).increment(p.received as u64);
-                    metrics::counter!(m::RECORDS_WRITTEN, "table" => label.clone()).increment(receipt.accepted as u64);
-                    metrics::counter!(m::RECORDS_DEDUPLICATED, "table" => label.clone())
-                        .increment(receipt.duplicates as u64);
-                    count_quarantined(&label, &p.rejects);
+                    counted.received(p.received);
+                    counted.written(receipt.accepted);
+                    counted.deduplicated(receipt.duplicates);
+                    counted.quarantined(&p.rejects);
                     Ok(receipt)
                 }
                 Err(failed) => {
-                    metrics::counter!(m::RECORDS_RECEIVED, "table" => label.clone()).increment(p.received as u64);
+                    counted.received(p.received);
                     if failed.rejects_committed {
-                        count_quarantined(&label, &p.rejects);
+                        counted.quarantined(&p.rejects);
                     }
                     Err(failed.for_client())
                 }
@@ -312,13 +313,6 @@ impl Pending {
                 .map_err(|e| IngestError::Internal(format!("dedup filter: {e}")))?;
         }
         Ok(())
-    }
-}
-
-fn count_quarantined(table: &str, rejects: &[Reject]) {
-    for r in rejects {
-        metrics::counter!(m::RECORDS_QUARANTINED, "table" => table.to_owned(), "reason" => r.rejection.kind)
-            .increment(1);
     }
 }
 

@@ -11,6 +11,7 @@ pub mod decode;
 pub mod dedup;
 pub mod error;
 pub mod health;
+pub mod outcomes;
 pub mod prepare;
 pub mod requests;
 pub mod sink;
@@ -126,7 +127,8 @@ impl IngestService {
             let quarantine = lake.ensure_quarantine(&def.name).await.map_err(IngestError::Table)?;
             let schema = Arc::new(IngestSchema::new(def, &table, &quarantine)?);
             let dedup = dedup_index(lake, &table, def, clock.as_ref()).await?;
-            prepared.push(PreparedTable { schema, table, quarantine, dedup });
+            let outcomes = outcomes::Outcomes::new(&def.name);
+            prepared.push(PreparedTable { schema, table, quarantine, dedup, outcomes });
         }
         // Every source of a table shares its one dedup index.
         let health = Health::default();

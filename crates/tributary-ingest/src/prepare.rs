@@ -128,6 +128,8 @@ pub struct PreparedTable {
     pub quarantine: LoadedTable,
     /// The table's dedup index, shared by its sources, if it has a key.
     pub dedup: Option<crate::dedup::TableDedup>,
+    /// The table's outcome metrics.
+    pub outcomes: crate::outcomes::Outcomes,
 }
 
 /// One rejected record on its way to quarantine.

@@ -34,9 +34,10 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tributary_core::kafka::KafkaDef;
 use tributary_core::metrics as m;
-use tributary_core::{Clock, Positions};
+use tributary_core::Clock;
 use tributary_table::{Lake, LoadedTable};
 
+mod batch;
 mod commit;
 mod context;
 mod cursor;
@@ -48,7 +49,8 @@ use crate::error::IngestError;
 use crate::health::Health;
 use crate::prepare::{Lineage, PreparedTable, Reject, prepare_record};
 use crate::validate::Cell;
-use commit::{Landed, Sealed, Target, land};
+use batch::Batch;
+use commit::{Landed, Target, land};
 pub use context::check_client;
 use context::{Context, Shared, client_config, consumer_error};
 use cursor::Cursor;
@@ -90,44 +92,17 @@ pub struct KafkaPipeline {
     key_fill: Option<usize>,
     /// `tributary_kafka_records_total` for this pipeline, registered once.
     records_read: metrics::Counter,
-    /// `tributary_records_deduplicated_total` for the table, registered once.
-    deduplicated: metrics::Counter,
     /// Backpressure: 1 while paused, and how often it paused.
     paused: metrics::Gauge,
     pauses: metrics::Counter,
 }
 
-impl Batch {
-    /// Records that `tp` was read from `first` up to (excluding) `end`.
-    fn read(&mut self, tp: &Tp, first: i64, end: i64) {
-        match self.ranges.get_mut(tp) {
-            Some(range) => range.1 = range.1.max(end),
-            None => {
-                self.ranges.insert(tp.clone(), (first, end));
-            }
-        }
-    }
-}
-
-#[derive(Default)]
-struct Batch {
-    rows: Vec<Vec<Cell>>,
-    rejects: Vec<Reject>,
-    keys: Vec<String>,
-    /// First offset and next offset read per partition.
-    ranges: HashMap<Tp, (i64, i64)>,
-    bytes: usize,
-    messages: usize,
-    max_event_us: Option<i64>,
-}
-
 impl KafkaPipeline {
     /// A pipeline for `def`, writing through a prepared table.
     pub fn new(def: KafkaDef, lake: Lake, prepared: PreparedTable, clock: Arc<dyn Clock>, health: Health) -> Self {
-        let PreparedTable { schema, table, quarantine, dedup } = prepared;
+        let PreparedTable { schema, table, quarantine, dedup, outcomes } = prepared;
         let pipeline = format!("kafka:{}", def.name);
         let records_read = metrics::counter!(m::KAFKA_RECORDS, "pipeline" => pipeline.clone());
-        let deduplicated = metrics::counter!(m::RECORDS_DEDUPLICATED, "table" => schema.table.to_string());
         let key_fill = def.key_field.as_deref().and_then(|k| schema.user_field(k));
         let paused = metrics::gauge!(m::KAFKA_PAUSED, "pipeline" => pipeline.clone());
         let pauses = metrics::counter!(m::KAFKA_PAUSES, "pipeline" => pipeline.clone());
@@ -144,7 +119,15 @@ impl KafkaPipeline {
         let target_file_size = def.commit.target_file_size_bytes;
         Self {
             def,
-            target: Arc::new(Target { lake, schema, pipeline, clock, target_file_size, dedup: dedup.clone() }),
+            target: Arc::new(Target {
+                lake,
+                schema,
+                pipeline,
+                clock,
+                target_file_size,
+                dedup: dedup.clone(),
+                outcomes,
+            }),
             table,
             quarantine,
             dedup,
@@ -155,7 +138,6 @@ impl KafkaPipeline {
             batch: Batch::default(),
             key_fill,
             records_read,
-            deduplicated,
             paused,
             pauses,
         }
@@ -352,7 +334,7 @@ impl KafkaPipeline {
             && let Some(k) = cell_key(&row[col])
         {
             if !index.insert(&k, now_us) {
-                self.deduplicated.increment(1);
+                self.target.outcomes.deduplicated(1);
                 return;
             }
             self.batch.keys.push(k);
@@ -370,29 +352,10 @@ impl KafkaPipeline {
     /// read after a zombie is dropped with it (by `landed`) before sealing.
     fn flush(&mut self, in_flight: &mut InFlight) {
         debug_assert!(in_flight.is_none(), "one landing at a time");
-        if self.batch.messages == 0 && self.batch.rejects.is_empty() {
+        if self.batch.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.batch);
-        // Position keys are built once per batch, not per message.
-        let (mut started_at, mut ends_at) = (Positions::default(), Positions::default());
-        let mut rejects_from = Positions::default();
-        for (tp, (first, end)) in &batch.ranges {
-            let key = self.key(tp);
-            let quarantined = self.quarantined_to.get(tp).copied().unwrap_or(0);
-            started_at.advance(key.clone(), u64::try_from(*first).unwrap_or(0));
-            rejects_from.advance(key.clone(), u64::try_from((*first).max(quarantined)).unwrap_or(0));
-            ends_at.advance(key, u64::try_from(*end).unwrap_or(0));
-        }
-        let sealed = Sealed {
-            rows: batch.rows,
-            rejects: batch.rejects,
-            keys: batch.keys,
-            started_at,
-            rejects_from,
-            ends_at,
-            max_event_us: batch.max_event_us,
-        };
+        let sealed = std::mem::take(&mut self.batch).seal(|tp| self.key(tp), &self.quarantined_to);
         let landing = land(self.target.clone(), self.table.clone(), self.quarantine.clone(), sealed);
         *in_flight = Some(tokio::spawn(landing));
     }

@@ -16,13 +16,13 @@
 
 use std::sync::Arc;
 
-use tributary_core::metrics as m;
 use tributary_core::{Clock, Positions};
 use tributary_table::{Lake, LoadedTable, Outcome, PipelineStamp, stamp_unless_zombie};
 
 use crate::columns::rows_to_batch;
 use crate::dedup::{TableDedup, cell_key};
 use crate::error::IngestError;
+use crate::outcomes::Outcomes;
 use crate::prepare::{IngestSchema, Reject, quarantine_batch};
 use crate::sink::write_and_commit;
 use crate::validate::Cell;
@@ -39,6 +39,7 @@ pub(super) struct Target {
     pub target_file_size: usize,
     /// The table's shared dedup index, if it has a key.
     pub dedup: Option<TableDedup>,
+    pub outcomes: Outcomes,
 }
 
 /// A batch taken off the pipeline, with the positions it covers.
@@ -75,7 +76,6 @@ pub(super) async fn land(
     mut quarantine: LoadedTable,
     batch: Sealed,
 ) -> Result<Landed, IngestError> {
-    let label = target.schema.table.to_string();
     if !batch.rejects.is_empty() {
         let at = target.clock.now().timestamp_micros();
         let q = quarantine_batch(&target.schema.quarantine_arrow, &batch.rejects, "kafka", at)?;
@@ -84,21 +84,14 @@ pub(super) async fn land(
             Outcome::Committed(t) => quarantine = t,
             Outcome::Zombie(_) => return Ok(Landed::Zombie { keys: batch.keys }),
         }
-        for r in &batch.rejects {
-            metrics::counter!(m::RECORDS_QUARANTINED, "table" => label.clone(), "reason" => r.rejection.kind)
-                .increment(1);
-        }
+        target.outcomes.quarantined(&batch.rejects);
     }
     let (table, written) = match land_rows(&target, table, &batch).await? {
         Some(landed) => landed,
         None => return Ok(Landed::Zombie { keys: batch.keys }),
     };
-    metrics::counter!(m::RECORDS_WRITTEN, "table" => label.clone()).increment(written as u64);
-    if let Some(t) = batch.max_event_us {
-        #[allow(clippy::cast_precision_loss)]
-        let lag = (target.clock.now().timestamp_micros() - t) as f64 / 1e6;
-        metrics::gauge!(m::FRESHNESS, "table" => label).set(lag);
-    }
+    target.outcomes.written(written);
+    target.outcomes.fresh(batch.max_event_us, target.clock.now().timestamp_micros());
     Ok(Landed::Committed { table, quarantine })
 }
 
@@ -135,10 +128,7 @@ async fn land_rows(
         match write_and_commit(&target.lake, base, &[rows], target.target_file_size, stamp).await? {
             Outcome::Committed(t) => {
                 index.committed(before, t.metadata.last_sequence_number());
-                if dropped > 0 {
-                    metrics::counter!(m::RECORDS_DEDUPLICATED, "table" => target.schema.table.to_string())
-                        .increment(dropped as u64);
-                }
+                target.outcomes.deduplicated(dropped);
                 return Ok(Some((t, written)));
             }
             // Another writer committed since we checked: a zombie if it
