@@ -60,7 +60,7 @@ async fn crash_before_the_catalog_swap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_the_quarantine_swap() {
     // The first swap of a batch with rejects is the quarantine table's.
-    crash_and_recover("table::after_catalog_swap", "1*return").await;
+    crash_and_recover("table::crash_after_catalog_swap", "1*return").await;
 }
 
 /// The quarantine table got ahead of the data table (a crash between the
@@ -71,7 +71,7 @@ async fn crash_after_the_quarantine_swap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_the_quarantine_swap_then_more_input_with_rejects() {
     let scenario = fail::FailScenario::setup();
-    let point = "table::after_catalog_swap";
+    let point = "table::crash_after_catalog_swap";
     let topic = new_topic("qahead").await;
     let mut good = produce(&topic, "a", 600).await;
     let dir = tempfile::tempdir().unwrap();
@@ -97,7 +97,27 @@ async fn crash_after_the_quarantine_swap_then_more_input_with_rejects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_the_data_swap() {
-    crash_and_recover("table::after_catalog_swap", "1*off->1*return").await;
+    crash_and_recover("table::crash_after_catalog_swap", "1*off->1*return").await;
+}
+
+/// The connection broke after the catalog committed a Kafka batch: the
+/// source reads the table back, finds its snapshot and goes on, without a
+/// restart and without landing the batch twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_commit_with_an_unknown_outcome_is_read_back_and_the_source_goes_on() {
+    let scenario = fail::FailScenario::setup();
+    let topic = new_topic("unknown").await;
+    let good = produce(&topic, "u", 600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg =
+        config(&kafka_config(&topic, &format!("g-{topic}")).replace("dedup_key = \"event_id\"\n", ""), dir.path());
+    fail::cfg("table::after_catalog_swap", "1*off->1*return").unwrap();
+    let srv = start(&cfg).await;
+    wait_for(&srv, i64::try_from(good).unwrap(), 12).await;
+    fail::remove("table::after_catalog_swap");
+    assert_exactly_once(&srv, 600, good).await;
+    srv.stop().await;
+    scenario.teardown();
 }
 
 /// A zombie commit caught in the act: worker A's first commit stalls before

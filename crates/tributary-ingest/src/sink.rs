@@ -1,12 +1,14 @@
 //! The last stage every source shares: Arrow batches → Parquet data files →
 //! one snapshot through the commit protocol, with the commit's log line and
-//! metrics emitted together.
+//! metrics emitted together. A commit whose outcome is unknown (the
+//! connection broke around the swap) is resolved here, for every source, by
+//! reading the table back.
 
 use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use tributary_core::metrics as m;
-use tributary_table::{Lake, LoadedTable, Outcome, PipelineStamp, commit_with_retry, write_data_files};
+use tributary_table::{Lake, LoadedTable, Outcome, PipelineStamp, TableError, commit_with_retry, write_data_files};
 
 use crate::error::IngestError;
 
@@ -27,7 +29,21 @@ pub async fn write_and_commit(
     let started = Instant::now();
     let files = write_data_files(lake, &base, batches, target_file_size).await?;
     let bytes: u64 = files.iter().map(|f| f.file_size_in_bytes()).sum();
-    let (outcome, conflicts) = commit_with_retry(lake, base, &files, stamp_for, MAX_COMMIT_ATTEMPTS).await?;
+    let name = base.name.clone();
+    let (outcome, conflicts) = match commit_with_retry(lake, base, &files, stamp_for, MAX_COMMIT_ATTEMPTS).await {
+        Ok(done) => done,
+        Err(TableError::CommitUnknown { snapshot_id, reason, .. }) => match lake.landed(&name, snapshot_id).await {
+            Ok(Some(new)) => {
+                tracing::warn!(table = %name, snapshot_id, %reason, "commit outcome was unknown; it landed");
+                (Outcome::Committed(new), 0)
+            }
+            Ok(None) => return Err(IngestError::Unavailable(format!("commit to '{name}' did not land ({reason})"))),
+            // Still unknown: the caller gives back what it claimed, so a
+            // retry may duplicate but never lose.
+            Err(e) => return Err(IngestError::Commit(e)),
+        },
+        Err(e) => return Err(e.into()),
+    };
     if conflicts > 0 {
         metrics::counter!(m::COMMIT_CONFLICTS, "table" => label.clone(), "outcome" => "retried")
             .increment(u64::from(conflicts));

@@ -174,7 +174,13 @@ pub async fn commit(
     if !swapped {
         return Err(TableError::CommitConflict { table: base.name.clone(), expected: base.location.clone() });
     }
+    // The connection broke after the database committed: the caller cannot
+    // tell whether the swap happened.
     fail::fail_point!("table::after_catalog_swap", |_| Err(unknown("failpoint table::after_catalog_swap".to_owned())));
+    // The process died right after the swap: nothing after it runs.
+    fail::fail_point!("table::crash_after_catalog_swap", |_| Err(TableError::Injected(
+        "table::crash_after_catalog_swap"
+    )));
     Ok(LoadedTable { name: base.name.clone(), location: path, metadata: new_meta.into() })
 }
 

@@ -7,13 +7,12 @@
 //! whenever the checks matter: a dedup key (did another writer commit this
 //! key?) or an idempotency key (did another worker answer this request?).
 //! If anyone commits first, the pinned swap fails, and the checks are
-//! redone from the new state rather than rebased onto it. A commit whose
-//! outcome is unknown (the connection broke around the swap) is resolved by
-//! reading the table back. A flush whose rows did not land takes its dedup
-//! keys back, so a retry is not mistaken for a duplicate.
+//! redone from the new state rather than rebased onto it. A flush whose rows
+//! did not land takes its dedup keys back, so a retry is not mistaken for a
+//! duplicate.
 
 use arrow_array::RecordBatch;
-use tributary_table::{LoadedTable, Outcome, PipelineStamp, TableError, last_pipeline_state};
+use tributary_table::{LoadedTable, Outcome, PipelineStamp, last_pipeline_state};
 
 use super::{Committer, Failed, HTTP_POSITION, Pending, non_empty};
 use crate::error::IngestError;
@@ -176,24 +175,9 @@ impl Committer {
             positions.advance(HTTP_POSITION, committed.get(HTTP_POSITION).unwrap_or(0) + rows as u64);
             Ok(Some(PipelineStamp { extra: extra.clone(), ..PipelineStamp::new(pipeline.clone(), positions, 0) }))
         };
-        let name = base.name.clone();
-        match write_and_commit(&self.lake, base, batches, self.policy.target_file_size_bytes, stamp_for).await {
-            Ok(Outcome::Committed(new)) => Ok(new),
-            Ok(Outcome::Zombie(_)) => Err(IngestError::Superseded(self.schema.table.clone())),
-            // The connection broke around the swap: read the table back.
-            Err(IngestError::Commit(TableError::CommitUnknown { snapshot_id, reason, .. })) => {
-                match self.lake.landed(&name, snapshot_id).await {
-                    Ok(Some(new)) => {
-                        tracing::warn!(table = %name, snapshot_id, %reason, "commit outcome was unknown; it landed");
-                        Ok(new)
-                    }
-                    Ok(None) => Err(IngestError::Unavailable(format!("commit to '{name}' did not land ({reason})"))),
-                    // Still unknown: the caller keeps nothing claimed, so a
-                    // retry may duplicate but never lose.
-                    Err(e) => Err(IngestError::Commit(e)),
-                }
-            }
-            Err(e) => Err(e),
+        match write_and_commit(&self.lake, base, batches, self.policy.target_file_size_bytes, stamp_for).await? {
+            Outcome::Committed(new) => Ok(new),
+            Outcome::Zombie(_) => Err(IngestError::Superseded(self.schema.table.clone())),
         }
     }
 }

@@ -32,9 +32,9 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
+use tributary_core::Clock;
 use tributary_core::kafka::KafkaDef;
 use tributary_core::metrics as m;
-use tributary_core::Clock;
 use tributary_table::{Lake, LoadedTable};
 
 mod batch;
