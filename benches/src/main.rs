@@ -7,10 +7,12 @@
 //!   to one zstd Parquet file by arrow-rs alone (no Iceberg, no HTTP);
 //! * `direct`: Tributary's ingest pipeline called in process (validate,
 //!   dedup, write, commit), bodies of 5,000 events, 4 in flight;
-//! * `http`: the same bodies POSTed to a running server over loopback.
+//! * `http`: the same bodies POSTed to a running server over loopback;
+//! * `http-keyed`: the same, each request with its own `Idempotency-Key`.
 //!
-//! It prints events/s, MiB/s, request→durable latency p50/p99 and peak RSS
-//! for each, side by side. Nothing here asserts on time.
+//! It prints events/s, MiB/s, CPU µs per event (the phase's process, timed
+//! part only), request→durable latency p50/p99 and peak RSS for each, side
+//! by side. Nothing here asserts on time.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +21,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tributary_benches::{peak_rss_mib, quantile, sorted_ms};
+use tributary_benches::{cpu_seconds, peak_rss_mib, quantile, sorted_ms};
 use tributary_core::TableName;
 use tributary_core::config::Config;
 
@@ -85,7 +87,7 @@ fn bodies(events: usize) -> Vec<Bytes> {
 }
 
 /// One phase's figures, printed as a JSON line by the child.
-fn report(phase: &str, events: usize, bytes: usize, elapsed: Duration, lat: Vec<Duration>) {
+fn report(phase: &str, events: usize, bytes: usize, elapsed: Duration, cpu_s: f64, lat: Vec<Duration>) {
     let lat = sorted_ms(lat);
     let secs = elapsed.as_secs_f64();
     #[allow(clippy::cast_precision_loss)]
@@ -95,6 +97,7 @@ fn report(phase: &str, events: usize, bytes: usize, elapsed: Duration, lat: Vec<
         "seconds": secs,
         "events_per_s": events as f64 / secs,
         "mib_per_s": bytes as f64 / secs / 1_048_576.0,
+        "cpu_us_per_event": cpu_s * 1e6 / events as f64,
         "p50_ms": quantile(&lat, 0.5),
         "p99_ms": quantile(&lat, 0.99),
         "peak_rss_mib": peak_rss_mib(),
@@ -121,7 +124,7 @@ fn parquet_phase(events: usize) -> anyhow::Result<()> {
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::try_new(1)?))
         .build();
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), cpu_seconds());
     let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(props))?;
     let mut lat = Vec::new();
     for body in &bodies {
@@ -135,11 +138,20 @@ fn parquet_phase(events: usize) -> anyhow::Result<()> {
         lat.push(t.elapsed());
     }
     writer.close()?;
-    report("parquet", events, bytes, started.elapsed(), lat);
+    report("parquet", events, bytes, started.elapsed(), cpu_seconds() - cpu, lat);
     Ok(())
 }
 
-async fn pipeline_phase(events: usize, http: bool) -> anyhow::Result<()> {
+/// How the pipeline phase reaches the pipeline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Direct,
+    Http,
+    /// HTTP with an `Idempotency-Key` per request.
+    HttpKeyed,
+}
+
+async fn pipeline_phase(events: usize, via: Via) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let cfg = Config::from_toml(CONFIG).and_then(|c| c.validate(dir.path())).map_err(anyhow::Error::msg)?;
     let shutdown = CancellationToken::new();
@@ -148,13 +160,17 @@ async fn pipeline_phase(events: usize, http: bool) -> anyhow::Result<()> {
     let table = TableName::new("raw", "events");
     let mut lat = Vec::with_capacity(bodies.len());
     let started;
-    if http {
+    if via != Via::Direct {
         let server = tributary_server::start(&cfg, shutdown.clone()).await?;
         let url = format!("http://{}/v1/tables/raw.events/events", server.addr);
         let client = reqwest::Client::new();
         started = Instant::now();
-        let mut s = futures::stream::iter(bodies.into_iter().map(|b| {
-            let req = client.post(&url).body(b);
+        let cpu = cpu_seconds();
+        let mut s = futures::stream::iter(bodies.into_iter().enumerate().map(|(i, b)| {
+            let mut req = client.post(&url).body(b);
+            if via == Via::HttpKeyed {
+                req = req.header("Idempotency-Key", format!("bench-{i}"));
+            }
             async move {
                 let t = Instant::now();
                 let r = req.send().await?.error_for_status()?;
@@ -166,10 +182,10 @@ async fn pipeline_phase(events: usize, http: bool) -> anyhow::Result<()> {
         while let Some(r) = s.next().await {
             lat.push(r?);
         }
-        let elapsed = started.elapsed();
+        let (elapsed, cpu) = (started.elapsed(), cpu_seconds() - cpu);
         shutdown.cancel();
         server.wait().await?;
-        report("http", events, bytes, elapsed, lat);
+        report(if via == Via::Http { "http" } else { "http-keyed" }, events, bytes, elapsed, cpu, lat);
     } else {
         let lake = tributary_table::Lake::open(&cfg.catalog_url, &cfg.catalog_name, &cfg.warehouse).await?;
         let tasks = tokio_util::task::TaskTracker::new();
@@ -183,6 +199,7 @@ async fn pipeline_phase(events: usize, http: bool) -> anyhow::Result<()> {
         .await?;
         let ingest = svc.table(&table)?.clone();
         started = Instant::now();
+        let cpu = cpu_seconds();
         let mut s = futures::stream::iter(bodies.into_iter().map(|b| {
             let ingest = ingest.clone();
             async move {
@@ -195,11 +212,11 @@ async fn pipeline_phase(events: usize, http: bool) -> anyhow::Result<()> {
         while let Some(r) = s.next().await {
             lat.push(r?);
         }
-        let elapsed = started.elapsed();
+        let (elapsed, cpu) = (started.elapsed(), cpu_seconds() - cpu);
         shutdown.cancel();
         tasks.close();
         tasks.wait().await;
-        report("direct", events, bytes, elapsed, lat);
+        report("direct", events, bytes, elapsed, cpu, lat);
     }
     Ok(())
 }
@@ -211,8 +228,9 @@ fn main() -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         return match args.get(2).map(String::as_str) {
             Some("parquet") => parquet_phase(events),
-            Some("direct") => rt.block_on(pipeline_phase(events, false)),
-            Some("http") => rt.block_on(pipeline_phase(events, true)),
+            Some("direct") => rt.block_on(pipeline_phase(events, Via::Direct)),
+            Some("http") => rt.block_on(pipeline_phase(events, Via::Http)),
+            Some("http-keyed") => rt.block_on(pipeline_phase(events, Via::HttpKeyed)),
             other => anyhow::bail!("unknown phase {other:?}"),
         };
     }
@@ -223,11 +241,11 @@ fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     println!(
-        "{:<9} {:>12} {:>9} {:>10} {:>10} {:>13}",
-        "phase", "events/s", "MiB/s", "p50 ms", "p99 ms", "peak RSS MiB"
+        "{:<10} {:>12} {:>9} {:>12} {:>10} {:>10} {:>13}",
+        "phase", "events/s", "MiB/s", "CPU µs/ev", "p50 ms", "p99 ms", "peak RSS MiB"
     );
     let mut floor = None;
-    for phase in ["parquet", "direct", "http"] {
+    for phase in ["parquet", "direct", "http", "http-keyed"] {
         let out = std::process::Command::new(&exe).args(["phase", phase, &events.to_string()]).output()?;
         anyhow::ensure!(out.status.success(), "phase {phase} failed: {}", String::from_utf8_lossy(&out.stderr));
         let v: serde_json::Value =
@@ -236,10 +254,11 @@ fn main() -> anyhow::Result<()> {
         let vs = floor.map_or(String::from("(baseline)"), |f: f64| format!("({:.0}% of baseline)", eps / f * 100.0));
         floor.get_or_insert(eps);
         println!(
-            "{:<9} {:>12.0} {:>9.1} {:>10.1} {:>10.1} {:>13.0}  {vs}",
+            "{:<10} {:>12.0} {:>9.1} {:>12.2} {:>10.1} {:>10.1} {:>13.0}  {vs}",
             phase,
             eps,
             v["mib_per_s"].as_f64().unwrap_or(0.0),
+            v["cpu_us_per_event"].as_f64().unwrap_or(0.0),
             v["p50_ms"].as_f64().unwrap_or(0.0),
             v["p99_ms"].as_f64().unwrap_or(0.0),
             v["peak_rss_mib"].as_f64().unwrap_or(0.0)
