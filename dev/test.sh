@@ -60,7 +60,7 @@ for run in 1 2; do
   grep -q "reconciled: .* OK" "$LAKE/report-$run.txt"
 done
 
-step "chaos (short): kills, rebalances, a zombie pause, a broker restart, 1 % malformed, no dedup key; every record exactly once"
+step "chaos (short): kills, rebalances, a zombie pause, a broker restart, 1 % malformed, no dedup key, keyed HTTP retries; every record exactly once"
 .dev/venv/bin/python dev/chaos.py target/debug/tributary --events 20000 --kills 5 --broker-restarts 1
 
 step "PyIceberg reads the same lake"
