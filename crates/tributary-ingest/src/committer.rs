@@ -21,7 +21,7 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 use tributary_core::Classify;
 use tributary_core::Clock;
-use tributary_core::config::CommitPolicy;
+use tributary_core::config::{CommitPolicy, ValidConfig};
 use tributary_table::{Lake, LoadedTable};
 
 use crate::dedup::TableDedup;
@@ -106,41 +106,33 @@ pub struct Committer {
     pending_bytes: usize,
 }
 
-/// The request logs of a table and of its quarantine table.
-pub struct RequestLogs {
-    /// The data table's.
-    pub table: RequestLog,
-    /// The quarantine table's.
-    pub quarantine: RequestLog,
-}
-
 impl Committer {
-    /// A committer starting from a prepared table.
+    /// A committer starting from a prepared table; it reads the idempotency
+    /// keys both tables answered within the window from their summaries.
     pub fn new(
         lake: Lake,
         prepared: PreparedTable,
-        logs: RequestLogs,
-        policy: CommitPolicy,
+        config: &ValidConfig,
         clock: std::sync::Arc<dyn Clock>,
-    ) -> Self {
+    ) -> Result<Self, IngestError> {
         let PreparedTable { schema, table, quarantine, dedup, outcomes } = prepared;
-        let pipeline = format!("http:{}", schema.table);
-        Self {
+        let (window, now_ms) = (config.idempotency_window, clock.now().timestamp_millis());
+        Ok(Self {
+            requests: RequestLog::rebuild(&table, window, now_ms)?,
+            quarantined_requests: RequestLog::rebuild(&quarantine, window, now_ms)?,
+            pipeline: format!("http:{}", schema.table),
             lake,
             schema,
-            policy,
+            policy: config.commit,
             clock,
             table,
             quarantine,
             dedup,
             outcomes,
-            requests: logs.table,
-            quarantined_requests: logs.quarantine,
-            pipeline,
             pending: Vec::new(),
             pending_rows: 0,
             pending_bytes: 0,
-        }
+        })
     }
 
     /// Runs until `shutdown`, then drains queued submissions and flushes them.
@@ -186,7 +178,7 @@ impl Committer {
         let Submission { request_id, idempotency, prepared, reply } = sub;
         if let Some(idem) = &idempotency {
             if let Some((entry, snapshot_id)) = self.requests.get(&idem.key) {
-                let _ = reply.send(entry.replay(idem, Some(*snapshot_id)));
+                let _ = reply.send(entry.replay(idem, *snapshot_id));
                 return;
             }
             if let Some(p) = self.pending.iter_mut().find(|p| p.idempotency.as_ref().is_some_and(|i| i.key == idem.key))

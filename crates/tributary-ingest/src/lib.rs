@@ -30,13 +30,13 @@ use tributary_core::{Clock, TableName};
 use tributary_table::Lake;
 
 pub use committer::Receipt;
-use committer::{Committer, RequestLogs, Submission};
+use committer::{Committer, Submission};
 pub use decode::{BodyEncoding, BodyFormat};
 use dedup::TableDedup;
 pub use error::IngestError;
 pub use health::Health;
 use prepare::{IngestSchema, PreparedTable, prepare};
-use requests::{Idempotency, RequestLog};
+use requests::Idempotency;
 use sources::kafka::KafkaPipeline;
 
 /// Submissions queued per table before senders wait (backpressure).
@@ -142,16 +142,10 @@ impl IngestService {
             })
             .collect::<Result<Vec<_>, IngestError>>()?;
         let mut tables = HashMap::new();
-        let now_ms = clock.now().timestamp_millis();
         for table in prepared {
             let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
             let schema = table.schema.clone();
-            let window = config.idempotency_window;
-            let logs = RequestLogs {
-                table: RequestLog::rebuild(&table.table, window, now_ms)?,
-                quarantine: RequestLog::rebuild(&table.quarantine, window, now_ms)?,
-            };
-            let committer = Committer::new(lake.clone(), table, logs, config.commit, clock.clone());
+            let committer = Committer::new(lake.clone(), table, config, clock.clone())?;
             tasks.spawn(committer.run(rx, shutdown.clone()));
             let max_body_bytes = config.max_body_bytes;
             tables.insert(schema.table.clone(), TableIngest { schema, tx, clock: clock.clone(), max_body_bytes });

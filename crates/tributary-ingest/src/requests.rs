@@ -100,7 +100,7 @@ impl Entry {
 
     /// The receipt a retry gets, or the refusal of a different body sent
     /// under the same key.
-    pub fn replay(&self, idem: &Idempotency, snapshot_id: Option<i64>) -> Result<Receipt, IngestError> {
+    pub fn replay(&self, idem: &Idempotency, snapshot_id: i64) -> Result<Receipt, IngestError> {
         if self.fingerprint != format!("{:016x}", idem.fingerprint) {
             return Err(IngestError::KeyReused(idem.key.clone()));
         }
@@ -109,7 +109,7 @@ impl Entry {
             accepted: self.accepted,
             quarantined: self.quarantined,
             duplicates: self.duplicates,
-            snapshot_id,
+            snapshot_id: Some(snapshot_id),
         })
     }
 }
@@ -218,10 +218,10 @@ mod tests {
     fn a_replay_with_another_body_is_refused() {
         let idem = Idempotency::parse("k", b"{\"a\":1}").unwrap();
         let entry = Entry::new("req", &idem, 1, 0, 0);
-        let receipt = entry.replay(&idem, Some(7)).unwrap();
+        let receipt = entry.replay(&idem, 7).unwrap();
         assert_eq!((receipt.request_id.as_str(), receipt.accepted, receipt.snapshot_id), ("req", 1, Some(7)));
         let other = Idempotency::parse("k", b"{\"a\":2}").unwrap();
-        assert!(matches!(entry.replay(&other, Some(7)), Err(IngestError::KeyReused(_))));
+        assert!(matches!(entry.replay(&other, 7), Err(IngestError::KeyReused(_))));
     }
 
     #[test]

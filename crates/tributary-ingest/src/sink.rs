@@ -14,6 +14,17 @@ use crate::error::IngestError;
 
 const MAX_COMMIT_ATTEMPTS: u32 = 10;
 
+/// Attempts at a commit pinned to the table state its checks ran against
+/// (dedup keys, idempotency keys), while other writers keep committing.
+pub const MAX_PINNED_ATTEMPTS: usize = 10;
+
+/// The error when `table` moved under every pinned attempt.
+pub fn kept_changing(table: &impl std::fmt::Display) -> IngestError {
+    IngestError::Unavailable(format!(
+        "'{table}' changed under each of {MAX_PINNED_ATTEMPTS} commit attempts; other writers are busy"
+    ))
+}
+
 /// Writes `batches` on top of `base` and commits them; `stamp_for` decides,
 /// for each base an attempt builds on, the stamp or that the batch is a zombie.
 /// Empty `batches` still commit, so that positions can advance.

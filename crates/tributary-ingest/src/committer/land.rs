@@ -18,10 +18,7 @@ use super::{Committer, Failed, HTTP_POSITION, Pending, non_empty};
 use crate::error::IngestError;
 use crate::prepare::{Reject, quarantine_batch};
 use crate::requests::summary;
-use crate::sink::write_and_commit;
-
-/// Attempts at a pinned commit while other writers keep committing.
-const MAX_PINNED_ATTEMPTS: usize = 10;
+use crate::sink::{MAX_PINNED_ATTEMPTS, kept_changing, write_and_commit};
 
 impl Committer {
     /// Lands the flush; returns the data table's snapshot id.
@@ -75,7 +72,7 @@ impl Committer {
                 Err(e) => return Err(e),
             }
         }
-        Err(self.kept_changing())
+        Err(kept_changing(&self.schema.table))
     }
 
     /// Commits the rows of the requests no snapshot answered yet, with the
@@ -123,7 +120,7 @@ impl Committer {
                 Err(e) => return Err(e),
             }
         }
-        Err(self.kept_changing())
+        Err(kept_changing(&self.schema.table))
     }
 
     /// Marks the requests whose key a snapshot of `base` already answered:
@@ -134,7 +131,7 @@ impl Committer {
         for p in pending.iter_mut().filter(|p| p.replayed.is_none()) {
             let Some(idem) = &p.idempotency else { continue };
             let Some((entry, snapshot_id)) = self.requests.get(&idem.key) else { continue };
-            let replayed = entry.replay(idem, Some(*snapshot_id));
+            let replayed = entry.replay(idem, *snapshot_id);
             // A true retry's keys are the answered request's, committed.
             if replayed.is_err()
                 && let Some(index) = &self.dedup
@@ -145,13 +142,6 @@ impl Committer {
             p.replayed = Some(replayed);
         }
         Ok(())
-    }
-
-    fn kept_changing(&self) -> IngestError {
-        IngestError::Unavailable(format!(
-            "'{}' changed under each of {MAX_PINNED_ATTEMPTS} commit attempts; other writers are busy",
-            self.schema.table
-        ))
     }
 
     /// Commits `batches` on `base` with `extra` summary properties. With

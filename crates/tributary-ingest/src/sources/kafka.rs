@@ -397,17 +397,19 @@ impl KafkaPipeline {
         {
             tracing::debug!(pipeline = %self.target.pipeline, error = %e, "kafka offset commit failed (monitoring only)");
         }
-        self.refresh_dedup().await;
+        // The landing refreshed the dedup index before its pinned commit and
+        // noted its own snapshot: nothing is left to read back here.
         Ok(())
     }
 
-    /// Learns the keys other sources and workers committed to the table.
-    /// A failure only delays that, so it is logged, not fatal.
+    /// Learns the keys other sources and workers committed to the table, on
+    /// recovery. A failure only delays that (each landing refreshes before
+    /// it commits), so it is logged, not fatal.
     async fn refresh_dedup(&self) {
         if let Some(index) = &self.dedup
             && let Err(e) = index.refresh(&self.target.lake, &self.table).await
         {
-            tracing::warn!(pipeline = %self.target.pipeline, error = %e, "cannot refresh the dedup index; retrying after the next commit");
+            tracing::warn!(pipeline = %self.target.pipeline, error = %e, "cannot refresh the dedup index; the next landing retries");
         }
     }
 

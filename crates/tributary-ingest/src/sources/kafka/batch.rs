@@ -36,9 +36,10 @@ impl Batch {
         }
     }
 
-    /// Whether nothing was read since the last seal.
+    /// Whether nothing was read since the last seal (every reject and row
+    /// is a message read).
     pub fn is_empty(&self) -> bool {
-        self.messages == 0 && self.rejects.is_empty()
+        self.messages == 0
     }
 
     /// Seals the batch. `key` names a partition's position; `quarantined_to`

@@ -24,11 +24,8 @@ use crate::dedup::{TableDedup, cell_key};
 use crate::error::IngestError;
 use crate::outcomes::Outcomes;
 use crate::prepare::{IngestSchema, Reject, quarantine_batch};
-use crate::sink::write_and_commit;
+use crate::sink::{MAX_PINNED_ATTEMPTS, kept_changing, write_and_commit};
 use crate::validate::Cell;
-
-/// Attempts at a deduplicated commit while other writers keep committing.
-const MAX_DEDUP_ATTEMPTS: usize = 10;
 
 /// What every landing of one pipeline shares.
 pub(super) struct Target {
@@ -111,11 +108,13 @@ async fn land_rows(
         });
     };
     let mut base = table;
-    for _ in 0..MAX_DEDUP_ATTEMPTS {
+    for _ in 0..MAX_PINNED_ATTEMPTS {
         let theirs = index.refresh(&target.lake, &base).await?;
-        let theirs_key = |r: &Vec<Cell>| cell_key(&r[col]).is_some_and(|k| theirs.contains(&k));
-        let rows = if batch.rows.iter().any(theirs_key) {
-            let keep: Vec<Vec<Cell>> = batch.rows.iter().filter(|r| !theirs_key(r)).cloned().collect();
+        // Only rows with a claimed key can clash: no key is built per row
+        // unless one of the claimed keys was committed by someone else.
+        let rows = if batch.keys.iter().any(|k| theirs.contains(k)) {
+            let keep: Vec<Vec<Cell>> =
+                batch.rows.iter().filter(|r| cell_key(&r[col]).is_none_or(|k| !theirs.contains(&k))).cloned().collect();
             rows_to_batch(&target.schema.arrow, &keep)?
         } else {
             rows_to_batch(&target.schema.arrow, &batch.rows)?
@@ -141,10 +140,7 @@ async fn land_rows(
             }
         }
     }
-    Err(IngestError::Unavailable(format!(
-        "'{}' changed under each of {MAX_DEDUP_ATTEMPTS} deduplicated commits",
-        target.schema.table
-    )))
+    Err(kept_changing(&target.schema.table))
 }
 
 /// The zombie rule for a commit of input read from `from` up to `ends_at`.
