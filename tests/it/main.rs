@@ -14,3 +14,4 @@ mod readiness;
 mod schema_evolution;
 mod shared_dedup;
 mod sql_read_only;
+mod table_pipeline;

@@ -114,7 +114,7 @@ async fn widening_a_column_and_repartitioning_keep_old_rows_readable() {
 }
 
 /// Another worker evolved the table; after its next reload this worker's
-/// committer wrote its (older) batches through the evolved schema and
+/// HTTP committer wrote its (older) batches through the evolved schema and
 /// failed every request with "field id not found" until restarted.
 #[tokio::test]
 async fn a_worker_keeps_writing_after_another_worker_evolves_the_table() {

@@ -13,7 +13,7 @@
 //! | `kafka:<cluster>/<topic>/<partition>` | next offset | max | is past the batch's first offset |
 //! | `file:<path>` | next row of the file | max | is past the batch's first row |
 //! | `upstream:<table>` | upstream sequence number read to | max | is past the batch's first sequence number |
-//! | `http` | rows committed (a count) | sum, by the committer | never: HTTP input is not replayed |
+//! | `http` | rows committed (a count) | sum, by the table pipeline | never: HTTP input is not replayed |
 //!
 //! Snapshot ids are random, so they are never positions (a zone job records
 //! the upstream's sequence number instead). HTTP requests are made

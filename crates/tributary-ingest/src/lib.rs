@@ -1,17 +1,19 @@
 //! Ingestion: decode → validate → enrich → dedup → batch → write → commit.
 //!
-//! Sources (today the HTTP endpoint; Kafka and file drops later) hand raw
-//! bodies to a [`TableIngest`]; each table has one committer task that owns
-//! its write path, so concurrent requests share one snapshot per commit
-//! interval and the dedup index has a single owner.
+//! Sources (the HTTP endpoint, Kafka; file drops next) decode and validate
+//! on their own tasks and hand chunks to their table's pipeline
+//! ([`pipeline::TablePipeline`]), one task per table that owns every later
+//! stage for all of the table's sources: concurrent requests and Kafka
+//! chunks share one snapshot per commit interval and source, and the dedup
+//! index has a single writer per process.
 
 pub mod columns;
-pub mod committer;
 pub mod decode;
 pub mod dedup;
 pub mod error;
 pub mod health;
 pub mod outcomes;
+pub mod pipeline;
 pub mod prepare;
 pub mod requests;
 pub mod sink;
@@ -22,31 +24,33 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tributary_core::config::ValidConfig;
 use tributary_core::{Clock, TableName};
 use tributary_table::Lake;
 
-pub use committer::Receipt;
-use committer::{Committer, Submission};
 pub use decode::{BodyEncoding, BodyFormat};
 use dedup::TableDedup;
 pub use error::IngestError;
 pub use health::Health;
+pub use pipeline::Receipt;
+use pipeline::{Chunk, Delta, Landed, TablePipeline};
 use prepare::{IngestSchema, PreparedTable, prepare};
 use requests::Idempotency;
-use sources::kafka::KafkaPipeline;
+use sources::kafka::KafkaSource;
 
-/// Submissions queued per table before senders wait (backpressure).
+/// HTTP requests queued per table before senders wait (backpressure).
 const QUEUE_DEPTH: usize = 64;
+/// Chunks a Kafka source may queue before it waits (it keeps polling).
+const KAFKA_QUEUE_DEPTH: usize = 4;
 
 /// The ingest side of one table.
 #[derive(Debug, Clone)]
 pub struct TableIngest {
     schema: Arc<IngestSchema>,
-    tx: mpsc::Sender<Submission>,
+    tx: mpsc::Sender<Chunk>,
     clock: Arc<dyn Clock>,
     /// Largest body accepted once decompressed.
     max_body_bytes: usize,
@@ -89,10 +93,14 @@ impl TableIngest {
         })
         .await
         .map_err(|e| IngestError::Internal(format!("validation task: {e}")))??;
-        let (reply, rx) = oneshot::channel();
-        let submission = Submission { request_id, idempotency, prepared, reply };
-        self.tx.send(submission).await.map_err(|_| IngestError::ShuttingDown)?;
-        rx.await.map_err(|_| IngestError::ShuttingDown)?
+        let delta = Delta::Request { request_id, idempotency };
+        let p = prepared;
+        let (chunk, rx) = Chunk::new(p.batch, p.rejects, p.received, p.bytes, p.ingested_at_us, delta);
+        self.tx.send(chunk).await.map_err(|_| IngestError::ShuttingDown)?;
+        match rx.await.map_err(|_| IngestError::ShuttingDown)?? {
+            Landed::Committed(receipt) => Ok(receipt),
+            Landed::Zombie => Err(IngestError::Internal("an HTTP request was taken for replayed input".to_owned())),
+        }
     }
 
     /// The table this ingests into.
@@ -113,7 +121,8 @@ pub struct IngestService {
 
 impl IngestService {
     /// Creates or evolves every configured table, rebuilds dedup state from
-    /// the tables, and starts one committer per table on `tasks`.
+    /// the tables, and starts one pipeline per table, and every Kafka source,
+    /// on `tasks`.
     pub async fn start(
         lake: &Lake,
         config: &ValidConfig,
@@ -121,48 +130,41 @@ impl IngestService {
         shutdown: &CancellationToken,
         tasks: &TaskTracker,
     ) -> Result<Self, IngestError> {
-        let mut prepared = Vec::with_capacity(config.tables.len());
+        for k in &config.kafka {
+            if !config.tables.iter().any(|t| t.name == k.table) {
+                return Err(IngestError::UnknownTable(k.table.clone()));
+            }
+        }
+        let health = Health::default();
+        let fatal: Arc<std::sync::OnceLock<String>> = Arc::default();
+        let mut tables = HashMap::new();
         for def in &config.tables {
             let table = lake.ensure_table(def).await.map_err(IngestError::Table)?;
             let quarantine = lake.ensure_quarantine(&def.name).await.map_err(IngestError::Table)?;
             let schema = Arc::new(IngestSchema::new(def, &table, &quarantine)?);
             let dedup = dedup_index(lake, &table, def, clock.as_ref()).await?;
             let outcomes = outcomes::Outcomes::new(&def.name);
-            prepared.push(PreparedTable { schema, table, quarantine, dedup, outcomes });
-        }
-        // Every source of a table shares its one dedup index.
-        let health = Health::default();
-        let pipelines = config
-            .kafka
-            .iter()
-            .map(|k| {
-                let table = prepared.iter().find(|p| p.schema.table == k.table);
-                let table = table.cloned().ok_or_else(|| IngestError::UnknownTable(k.table.clone()))?;
-                Ok(KafkaPipeline::new(k.clone(), lake.clone(), table, clock.clone(), health.clone()))
-            })
-            .collect::<Result<Vec<_>, IngestError>>()?;
-        let mut tables = HashMap::new();
-        for table in prepared {
-            let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-            let schema = table.schema.clone();
-            let committer = Committer::new(lake.clone(), table, config, clock.clone())?;
-            tasks.spawn(committer.run(rx, shutdown.clone()));
+            let prepared = PreparedTable { schema: schema.clone(), table, quarantine, dedup, outcomes };
+            let mut pipeline = TablePipeline::new(lake.clone(), prepared, config, clock.clone())?;
+            let tx = pipeline.add_source(format!("http:{}", def.name), config.commit, QUEUE_DEPTH, true);
+            for k in config.kafka.iter().filter(|k| k.table == def.name) {
+                let id = sources::kafka::pipeline_id(k);
+                let chunks = pipeline.add_source(id, k.commit, KAFKA_QUEUE_DEPTH, false);
+                let source =
+                    KafkaSource::new(k.clone(), lake.clone(), schema.clone(), chunks, clock.clone(), health.clone());
+                let (token, name, fatal) = (shutdown.clone(), k.name.clone(), fatal.clone());
+                tasks.spawn(async move {
+                    if let Err(e) = source.run(token.clone()).await {
+                        // The first fatal error stops the whole process, in order.
+                        tracing::error!(source = %name, error = %e, "kafka source failed; shutting down");
+                        let _ = fatal.set(format!("kafka source '{name}': {e}"));
+                        token.cancel();
+                    }
+                });
+            }
+            tasks.spawn(pipeline.run(shutdown.clone()));
             let max_body_bytes = config.max_body_bytes;
-            tables.insert(schema.table.clone(), TableIngest { schema, tx, clock: clock.clone(), max_body_bytes });
-        }
-        let fatal: Arc<std::sync::OnceLock<String>> = Arc::default();
-        for (k, pipeline) in config.kafka.iter().zip(pipelines) {
-            let token = shutdown.clone();
-            let name = k.name.clone();
-            let fatal = fatal.clone();
-            tasks.spawn(async move {
-                if let Err(e) = pipeline.run(token.clone()).await {
-                    // The first fatal error stops the whole process, in order.
-                    tracing::error!(source = %name, error = %e, "kafka source failed; shutting down");
-                    let _ = fatal.set(format!("kafka source '{name}': {e}"));
-                    token.cancel();
-                }
-            });
+            tables.insert(def.name.clone(), TableIngest { schema, tx, clock: clock.clone(), max_body_bytes });
         }
         Ok(Self { tables, fatal, health })
     }

@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use tributary_core::positions::SUMMARY_REQUESTS;
 use tributary_table::{LoadedTable, TableError};
 
-use crate::committer::Receipt;
 use crate::error::IngestError;
+use crate::pipeline::Receipt;
 
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_KEY_LEN: usize = 255;

@@ -2,7 +2,7 @@
 //!
 //! Lifecycle: one root `CancellationToken` and one `TaskTracker`. On
 //! cancellation the HTTP server stops accepting, in-flight requests finish,
-//! each table's committer drains its queue and makes its last commit, and
+//! each table's pipeline lands what its sources queued or sent last, and
 //! only then does [`Server::wait`] return. Nothing is acknowledged before it
 //! is committed, so a shutdown at any moment loses nothing acknowledged.
 
@@ -71,8 +71,8 @@ pub async fn start_with_clock(
 }
 
 impl Server {
-    /// Waits until the server has shut down and every committer has made its
-    /// last commit. Fails if a source stopped the process.
+    /// Waits until the server has shut down and every table pipeline has
+    /// made its last commit. Fails if a source stopped the process.
     pub async fn wait(self) -> Result<(), ServerError> {
         let http = self.http.await.map_err(|e| ServerError::Io(std::io::Error::other(e)));
         self.tasks.wait().await;

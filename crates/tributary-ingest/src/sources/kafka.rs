@@ -1,110 +1,137 @@
-//! Kafka source: a consumer-group member that lands its partitions in one
-//! table exactly once.
+//! Kafka source: a consumer-group member that reads its partitions into
+//! chunks for its table's pipeline, which lands them exactly once.
 //!
-//! Positions live in the table, not in Kafka. Every commit stamps, for each
-//! partition read, the next offset into the same snapshot as the rows
-//! (`kafka:<cluster>/<topic>/<partition>`). On start and on every rebalance
-//! the pipeline drops what it had not committed, reloads the table and seeks
-//! to those positions. Messages below a partition's committed position are
-//! skipped. At commit the protocol's zombie rule applies: if the table's
-//! position for any partition in the batch is beyond the batch's first
-//! offset, another worker already landed that input and the batch is dropped.
-//! Kafka's own group offsets are committed afterwards, for lag monitoring only.
+//! Positions live in the table, not in Kafka. Every chunk carries, per
+//! partition, the offsets it read `[from, to)`; the pipeline stamps `to` into
+//! the same snapshot as the rows (`kafka:<cluster>/<topic>/<partition>`) and
+//! applies the zombie rule to `from`: if the table is already past where the
+//! input began, another worker landed it and the chunk is dropped. On start,
+//! on every rebalance, and after a chunk that did not land, the source reloads
+//! the table's positions, re-seeks, and reads on under a new read generation
+//! (the pipeline refuses the rest of the old one). Kafka's own group offsets
+//! are committed afterwards, for lag monitoring only.
 //!
-//! Rejected records go to the quarantine table *before* the data commit,
-//! stamped with the same positions; on replay a reject below the quarantine
-//! table's position is skipped, so quarantine is exactly-once as well.
+//! Rejected records go to the quarantine table before the rows, stamped with
+//! the same positions; on replay a reject below the quarantine table's
+//! position is skipped, so quarantine is exactly-once as well.
 //!
-//! A sealed batch lands in its own task (`commit`) while the next one is
-//! read; at most one is in flight. A batch that fills up while another is
-//! landing pauses the partitions until it can be sealed (backpressure), so
-//! memory stays bounded by two batches whatever the backlog.
+//! A chunk is sealed when no message is ready at once, or when it is full, so
+//! a trickle lands with no added delay and a backlog in large chunks. The
+//! source keeps reading while the pipeline lands; when more than two commit
+//! batches' worth is in flight, it pauses its partitions (backpressure), and
+//! keeps polling so that rebalances and errors are still served.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use tokio::task::{JoinError, JoinHandle};
-use tokio::time::{Instant, sleep_until};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tributary_core::Clock;
 use tributary_core::kafka::KafkaDef;
 use tributary_core::metrics as m;
-use tributary_table::{Lake, LoadedTable};
+use tributary_table::Lake;
 
 mod batch;
-mod commit;
 mod context;
 mod cursor;
+mod flow;
 mod health;
 mod seek;
 
-use crate::dedup::{TableDedup, cell_key};
 use crate::error::IngestError;
 use crate::health::Health;
-use crate::prepare::{Lineage, PreparedTable, Reject, prepare_record};
-use crate::validate::Cell;
+use crate::pipeline::{Chunk, Landed};
+use crate::prepare::{IngestSchema, Lineage, Reject, prepare_record};
 use batch::Batch;
-use commit::{Landed, Target, land};
 pub use context::check_client;
 use context::{Context, Shared, client_config, consumer_error};
 use cursor::Cursor;
 
 type Tp = (String, i32);
 
-/// The batch being landed, at most one.
-type InFlight = Option<JoinHandle<Result<Landed, IngestError>>>;
+/// Most records in one chunk; a commit batch is made of several.
+const CHUNK_RECORDS: usize = 4096;
+/// Most bytes in one chunk.
+const CHUNK_BYTES: usize = 4 << 20;
 
-/// Whether the current batch waits to be sealed behind the one in flight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sealing {
-    No,
-    /// Its age trigger fired.
-    Due,
-    /// It is full and the partitions are paused.
-    Paused,
+/// A chunk handed to the pipeline and not answered yet.
+struct Sent {
+    epoch: u64,
+    /// Next offset per partition once it lands.
+    ends: Vec<(Tp, i64)>,
+    records: usize,
+    bytes: usize,
+    ack: tokio::sync::oneshot::Receiver<Result<Landed, IngestError>>,
 }
 
-fn joined(r: Result<Result<Landed, IngestError>, JoinError>) -> Result<Landed, IngestError> {
-    r.map_err(|e| IngestError::Internal(format!("kafka landing task: {e}")))?
+/// What the source's loop woke up for.
+enum Event<'a> {
+    Answer(Result<Result<Landed, IngestError>, tokio::sync::oneshot::error::RecvError>),
+    /// The channel has room for the sealed chunk.
+    Room,
+    Message(rdkafka::error::KafkaResult<BorrowedMessage<'a>>),
+    /// No message was ready at once.
+    Idle,
+    Tick,
 }
 
 /// One `[[kafka]]` source.
-pub struct KafkaPipeline {
+pub struct KafkaSource {
     def: KafkaDef,
-    target: Arc<Target>,
-    table: LoadedTable,
-    quarantine: LoadedTable,
-    dedup: Option<TableDedup>,
+    lake: Lake,
+    schema: Arc<IngestSchema>,
+    clock: Arc<dyn Clock>,
+    /// The pipeline id its snapshots are stamped with: `kafka:<name>`.
+    pipeline: String,
+    /// The table pipeline's input for this source.
+    tx: mpsc::Sender<Chunk>,
     cluster: String,
     shared: Arc<Shared>,
     /// Which offsets are taken per partition.
     cursor: Cursor,
     /// Quarantine table's positions: rejects below them are already there.
     quarantined_to: HashMap<Tp, i64>,
+    /// The data table's positions, as far as this worker knows.
+    committed: HashMap<Tp, i64>,
+    /// Read generation: bumped whenever reading restarts from the table.
+    epoch: u64,
     batch: Batch,
+    /// A sealed chunk waiting for room in the channel.
+    ready: Option<(Chunk, Sent)>,
+    /// Chunks handed over and not answered yet, oldest first.
+    sent: VecDeque<Sent>,
+    /// Records and bytes handed over and not answered yet.
+    in_flight: (usize, usize),
     /// The user field filled from the message key (`key_field`), resolved once.
     key_fill: Option<usize>,
-    /// `tributary_kafka_records_total` for this pipeline, registered once.
+    /// `tributary_kafka_records_total` for this source, registered once.
     records_read: metrics::Counter,
-    /// Backpressure: 1 while paused, and how often it paused.
-    paused: metrics::Gauge,
+    /// Backpressure: whether the partitions are paused, as a gauge too, and
+    /// how often they were.
+    paused: bool,
+    paused_gauge: metrics::Gauge,
     pauses: metrics::Counter,
 }
 
-impl KafkaPipeline {
-    /// A pipeline for `def`, writing through a prepared table.
-    pub fn new(def: KafkaDef, lake: Lake, prepared: PreparedTable, clock: Arc<dyn Clock>, health: Health) -> Self {
-        let PreparedTable { schema, table, quarantine, dedup, outcomes } = prepared;
-        let pipeline = format!("kafka:{}", def.name);
+impl KafkaSource {
+    /// A source for `def`, feeding its table's pipeline through `tx`.
+    pub fn new(
+        def: KafkaDef,
+        lake: Lake,
+        schema: Arc<IngestSchema>,
+        tx: mpsc::Sender<Chunk>,
+        clock: Arc<dyn Clock>,
+        health: Health,
+    ) -> Self {
+        let pipeline = pipeline_id(&def);
         let records_read = metrics::counter!(m::KAFKA_RECORDS, "pipeline" => pipeline.clone());
         let key_fill = def.key_field.as_deref().and_then(|k| schema.user_field(k));
-        let paused = metrics::gauge!(m::KAFKA_PAUSED, "pipeline" => pipeline.clone());
+        let paused_gauge = metrics::gauge!(m::KAFKA_PAUSED, "pipeline" => pipeline.clone());
         let pauses = metrics::counter!(m::KAFKA_PAUSES, "pipeline" => pipeline.clone());
         let shared = Arc::new(Shared {
             positions: std::sync::Mutex::new(HashMap::new()),
@@ -116,29 +143,27 @@ impl KafkaPipeline {
             last_failure: std::sync::Mutex::new(None),
         });
         shared.health.starting(&pipeline, &format!("connecting to the brokers at {}", def.brokers));
-        let target_file_size = def.commit.target_file_size_bytes;
         Self {
             def,
-            target: Arc::new(Target {
-                lake,
-                schema,
-                pipeline,
-                clock,
-                target_file_size,
-                dedup: dedup.clone(),
-                outcomes,
-            }),
-            table,
-            quarantine,
-            dedup,
+            lake,
+            schema,
+            clock,
+            pipeline,
+            tx,
             cluster: String::new(),
             shared,
             cursor: Cursor::default(),
             quarantined_to: HashMap::new(),
+            committed: HashMap::new(),
+            epoch: 0,
             batch: Batch::default(),
+            ready: None,
+            sent: VecDeque::new(),
+            in_flight: (0, 0),
             key_fill,
             records_read,
-            paused,
+            paused: false,
+            paused_gauge,
             pauses,
         }
     }
@@ -182,7 +207,7 @@ impl KafkaPipeline {
             if let Ok(Err(e)) = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await {
                 self.shared.down(&e.to_string());
             }
-            tracing::debug!(pipeline = %self.target.pipeline, attempt, brokers = %self.def.brokers, "kafka cluster id not available yet; retrying");
+            tracing::debug!(pipeline = %self.pipeline, attempt, brokers = %self.def.brokers, "kafka cluster id not available yet; retrying");
         }
         Err(IngestError::Source(format!(
             "cannot read the cluster id from {}; check that the brokers are reachable",
@@ -190,7 +215,7 @@ impl KafkaPipeline {
         )))
     }
 
-    /// Runs until `shutdown`, then commits what it has read.
+    /// Runs until `shutdown`, then lands what it has read.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), IngestError> {
         let consumer = Arc::new(self.consumer()?);
         self.cluster = match self.cluster_id(&consumer, &shutdown).await {
@@ -201,112 +226,80 @@ impl KafkaPipeline {
         self.recover().await?;
         let topics: Vec<&str> = self.def.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|e| IngestError::Source(format!("cannot subscribe to {topics:?}: {e}")))?;
-        tracing::info!(pipeline = %self.target.pipeline, cluster = %self.cluster, ?topics, "kafka source started");
-        let mut deadline: Option<Instant> = None;
-        let mut in_flight: InFlight = None;
-        // A batch whose trigger fired while another was in flight: it is
-        // sealed as soon as that one lands. If it is full, the partitions are
-        // paused meanwhile; `recv` keeps being polled so that rebalances and
-        // errors are still served.
-        let mut sealing = Sealing::No;
+        tracing::info!(pipeline = %self.pipeline, cluster = %self.cluster, ?topics, "kafka source started");
         let mut lag_tick = tokio::time::interval(Duration::from_secs(5));
         loop {
-            tokio::select! {
+            // The branches only wait; each event is handled once they are
+            // dropped, with the whole source at hand.
+            let event = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                landed = async { in_flight.as_mut().expect("guarded by the branch condition").await }, if in_flight.is_some() => {
-                    in_flight = None;
-                    self.landed(&consumer, joined(landed)?).await?;
-                    if sealing != Sealing::No {
-                        self.flush(&mut in_flight);
-                        if sealing == Sealing::Paused {
-                            self.pause(&consumer, false);
-                        }
-                        sealing = Sealing::No;
-                        deadline = None;
-                    }
+                answer = async { (&mut self.sent.front_mut().expect("guarded by the branch condition").ack).await }, if !self.sent.is_empty() => Event::Answer(answer),
+                room = self.tx.reserve(), if self.ready.is_some() => match room {
+                    Ok(_) => Event::Room,
+                    Err(_) => return Err(pipeline_gone()),
+                },
+                msg = consumer.recv() => Event::Message(msg),
+                // No message was ready at once: what was read goes now.
+                () = std::future::ready(()), if self.ready.is_none() && !self.batch.is_empty() => Event::Idle,
+                _ = lag_tick.tick() => Event::Tick,
+            };
+            match event {
+                Event::Answer(answer) => {
+                    let sent = self.sent.pop_front().expect("an answer came for it");
+                    self.acked(&consumer, sent, answer).await?;
                 }
-                msg = consumer.recv() => {
+                Event::Room => {
+                    // This source is the channel's only sender: the room is still there.
+                    let (chunk, sent) = self.ready.take().expect("guarded by the branch condition");
+                    self.tx.try_send(chunk).map_err(|_| pipeline_gone())?;
+                    self.hand_over(sent);
+                }
+                Event::Message(msg) => {
                     if self.shared.rebalanced.swap(false, Ordering::SeqCst) {
-                        self.settle(&consumer, &mut in_flight).await?;
-                        self.recover().await?;
-                        self.seek_assigned(&consumer);
-                        self.start_latest(&consumer).await?;
-                        if sealing == Sealing::Paused {
-                            self.pause(&consumer, false);
-                        }
-                        (deadline, sealing) = (None, Sealing::No);
+                        self.rebalanced(&consumer).await?;
                     }
                     match msg {
                         Ok(msg) => {
                             self.shared.up();
-                            if self.accept(&msg) {
-                                deadline.get_or_insert_with(|| Instant::now() + self.def.commit.max_latency);
-                            }
+                            self.accept(&msg);
                         }
                         Err(e) => {
                             self.shared.down(&e.to_string());
                             self.on_error(&consumer, &e).await?;
                         }
                     }
-                    let full = self.batch.rows.len() + self.batch.rejects.len() >= self.def.commit.max_rows
-                        || self.batch.bytes >= self.def.commit.max_bytes;
-                    if full && sealing != Sealing::Paused {
-                        if in_flight.is_none() {
-                            self.flush(&mut in_flight);
-                            deadline = None;
-                        } else {
-                            self.pause(&consumer, true);
-                            sealing = Sealing::Paused;
-                        }
+                    if self.ready.is_none() && self.batch_full() {
+                        self.seal()?;
                     }
                 }
-                () = async { sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() && sealing == Sealing::No => {
-                    if in_flight.is_none() {
-                        self.flush(&mut in_flight);
-                        deadline = None;
-                    } else {
-                        sealing = Sealing::Due;
-                    }
-                }
-                _ = lag_tick.tick() => {
+                Event::Idle => self.seal()?,
+                Event::Tick => {
                     self.check_fatal(&consumer)?;
                     self.report_lag(&consumer).await;
                     self.retry_seeks(&consumer);
-                    if in_flight.is_none() {
+                    if self.sent.is_empty() && self.ready.is_none() {
                         self.start_latest(&consumer).await?;
                     }
                 }
             }
+            self.backpressure(&consumer);
         }
-        self.settle(&consumer, &mut in_flight).await?;
-        if !self.shared.rebalanced.load(Ordering::SeqCst) {
-            self.flush(&mut in_flight);
-            self.settle(&consumer, &mut in_flight).await?;
+        // After a rebalance nothing read is ours to land; the next owner reads it.
+        if self.shared.rebalanced.load(Ordering::SeqCst) {
+            self.drop_unsent();
         }
-        tracing::info!(pipeline = %self.target.pipeline, "kafka source stopped");
+        self.settle(&consumer).await?;
+        tracing::info!(pipeline = %self.pipeline, "kafka source stopped");
         Ok(())
     }
 
-    /// Pauses (or resumes) fetching for every assigned partition.
-    fn pause(&self, consumer: &StreamConsumer<Context>, pause: bool) {
-        let Ok(assignment) = consumer.assignment() else { return };
-        let result = if pause { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
-        if let Err(e) = result {
-            tracing::warn!(pipeline = %self.target.pipeline, error = %e, pause, "kafka pause/resume failed");
-        }
-        self.paused.set(if pause { 1.0 } else { 0.0 });
-        if pause {
-            self.pauses.increment(1);
-        }
-    }
-
-    /// Adds one message to the batch; false if it was below a position.
-    fn accept(&mut self, msg: &BorrowedMessage<'_>) -> bool {
+    /// Adds one message to the batch, unless it lies below a position.
+    fn accept(&mut self, msg: &BorrowedMessage<'_>) {
         let tp = (msg.topic().to_owned(), msg.partition());
         let offset = msg.offset();
         if !self.cursor.admit(&tp, offset) {
-            return false;
+            return;
         }
         self.batch.read(&tp, offset, offset + 1);
         self.batch.messages += 1;
@@ -315,10 +308,10 @@ impl KafkaPipeline {
         self.batch.bytes += payload.len();
         let key = self.key_fill.and_then(|_| msg.key()).map(String::from_utf8_lossy);
         let fill = self.key_fill.zip(key.as_deref());
-        let now = self.target.clock.now().timestamp_micros();
+        let now = self.clock.now().timestamp_micros();
         let lineage = Lineage { source: "kafka", partition: Some(tp.1), offset: Some(offset), ingested_at_us: now };
-        match prepare_record(&self.target.schema, payload, fill, &lineage) {
-            Ok(row) => self.add_row(row, now),
+        match prepare_record(&self.schema, payload, fill, &lineage) {
+            Ok(row) => self.batch.rows.push(row),
             Err(rejection) => {
                 if self.quarantined_to.get(&tp).is_none_or(|q| offset >= *q) {
                     let position = format!("{}/{}@{}", tp.0, tp.1, offset);
@@ -326,100 +319,20 @@ impl KafkaPipeline {
                 }
             }
         }
-        true
     }
 
-    fn add_row(&mut self, row: Vec<Cell>, now_us: i64) {
-        if let (Some(index), Some((col, _))) = (&self.dedup, self.target.schema.dedup)
-            && let Some(k) = cell_key(&row[col])
-        {
-            if !index.insert(&k, now_us) {
-                self.target.outcomes.deduplicated(1);
-                return;
-            }
-            self.batch.keys.push(k);
-        }
-        if let Some(col) = self.target.schema.event_time_column()
-            && let Cell::Ts(t) = row[col]
-        {
-            self.batch.max_event_us = Some(self.batch.max_event_us.map_or(t, |m| m.max(t)));
-        }
-        self.batch.rows.push(row);
+    /// Whether the batch being read is a full chunk.
+    fn batch_full(&self) -> bool {
+        self.batch.records() >= CHUNK_RECORDS.min(self.def.commit.max_rows)
+            || self.batch.bytes >= CHUNK_BYTES.min(self.def.commit.max_bytes)
     }
+}
 
-    /// Seals the batch and hands it to a landing task. The caller makes sure
-    /// no other batch is in flight, so commits stay in order and a batch
-    /// read after a zombie is dropped with it (by `landed`) before sealing.
-    fn flush(&mut self, in_flight: &mut InFlight) {
-        debug_assert!(in_flight.is_none(), "one landing at a time");
-        if self.batch.is_empty() {
-            return;
-        }
-        let sealed = std::mem::take(&mut self.batch).seal(|tp| self.key(tp), &self.quarantined_to);
-        let landing = land(self.target.clone(), self.table.clone(), self.quarantine.clone(), sealed);
-        *in_flight = Some(tokio::spawn(landing));
-    }
+/// The pipeline id of a Kafka source, stamped into its snapshots.
+pub fn pipeline_id(def: &KafkaDef) -> String {
+    format!("kafka:{}", def.name)
+}
 
-    /// Waits for the batch in flight, if any, and applies its outcome.
-    async fn settle(
-        &mut self,
-        consumer: &StreamConsumer<Context>,
-        in_flight: &mut InFlight,
-    ) -> Result<(), IngestError> {
-        match in_flight.take() {
-            Some(handle) => self.landed(consumer, joined(handle.await)?).await,
-            None => Ok(()),
-        }
-    }
-
-    /// Adopts the tables a landing produced, or drops the work on a zombie.
-    async fn landed(&mut self, consumer: &StreamConsumer<Context>, landed: Landed) -> Result<(), IngestError> {
-        let (table, quarantine) = match landed {
-            Landed::Committed { table, quarantine } => (table, quarantine),
-            Landed::Zombie { keys } => return self.drop_zombie(consumer, keys).await,
-        };
-        self.table = table;
-        self.quarantine = quarantine;
-        // `quarantined_to` keeps what recovery read: every offset read from
-        // now on lies past these positions, so raising it to them would
-        // change nothing.
-        let committed = self.positions(&self.table)?;
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), off) in &committed {
-            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*off));
-        }
-        if let Ok(mut p) = self.shared.positions.lock() {
-            *p = committed;
-        }
-        // Only for lag monitoring: the table stays the authority.
-        if tpl.count() > 0
-            && let Err(e) = consumer.commit(&tpl, CommitMode::Async)
-        {
-            tracing::debug!(pipeline = %self.target.pipeline, error = %e, "kafka offset commit failed (monitoring only)");
-        }
-        // The landing refreshed the dedup index before its pinned commit and
-        // noted its own snapshot: nothing is left to read back here.
-        Ok(())
-    }
-
-    /// Learns the keys other sources and workers committed to the table, on
-    /// recovery. A failure only delays that (each landing refreshes before
-    /// it commits), so it is logged, not fatal.
-    async fn refresh_dedup(&self) {
-        if let Some(index) = &self.dedup
-            && let Err(e) = index.refresh(&self.target.lake, &self.table).await
-        {
-            tracing::warn!(pipeline = %self.target.pipeline, error = %e, "cannot refresh the dedup index; the next landing retries");
-        }
-    }
-
-    async fn drop_zombie(&mut self, consumer: &StreamConsumer<Context>, keys: Vec<String>) -> Result<(), IngestError> {
-        tracing::warn!(pipeline = %self.target.pipeline, "another worker committed this input; dropping the batch and re-seeking");
-        if let Some(index) = &self.dedup {
-            index.remove(&keys);
-        }
-        self.recover().await?;
-        self.seek_assigned(consumer);
-        Ok(())
-    }
+fn pipeline_gone() -> IngestError {
+    IngestError::Internal("the table pipeline stopped before its Kafka source".to_owned())
 }

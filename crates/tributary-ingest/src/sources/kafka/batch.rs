@@ -1,13 +1,13 @@
-//! The batch a Kafka pipeline is reading, and how it is sealed into the
-//! positions its commits are stamped and checked with. No broker involved,
-//! so the rules are unit-tested.
+//! The chunk a Kafka source is reading, and how it is sealed into the
+//! position delta the pipeline stamps and checks its commits with. No
+//! broker involved, so the rules are unit-tested.
 
 use std::collections::HashMap;
 
 use tributary_core::Positions;
 
 use super::Tp;
-use super::commit::Sealed;
+use crate::pipeline::Range;
 use crate::prepare::Reject;
 use crate::validate::Cell;
 
@@ -16,13 +16,19 @@ use crate::validate::Cell;
 pub(super) struct Batch {
     pub rows: Vec<Vec<Cell>>,
     pub rejects: Vec<Reject>,
-    /// Dedup keys the rows claimed.
-    pub keys: Vec<String>,
     /// First offset and next offset read per partition.
     pub ranges: HashMap<Tp, (i64, i64)>,
     pub bytes: usize,
     pub messages: usize,
-    pub max_event_us: Option<i64>,
+}
+
+/// A sealed batch: its records and the delta they cover.
+pub(super) struct Sealed {
+    pub rows: Vec<Vec<Cell>>,
+    pub rejects: Vec<Reject>,
+    pub messages: usize,
+    pub bytes: usize,
+    pub range: Range,
 }
 
 impl Batch {
@@ -36,17 +42,23 @@ impl Batch {
         }
     }
 
-    /// Whether nothing was read since the last seal (every reject and row
-    /// is a message read).
+    /// Whether nothing was read since the last seal (every row and reject,
+    /// an offset gap's too, lies in a range read).
     pub fn is_empty(&self) -> bool {
-        self.messages == 0
+        self.ranges.is_empty()
     }
 
-    /// Seals the batch. `key` names a partition's position; `quarantined_to`
-    /// holds the quarantine table's positions, which may be ahead of the data
-    /// table's after a crash between the two commits: the rejects past them
-    /// are this batch's, and the quarantine commit's zombie rule starts there.
-    pub fn seal(self, key: impl Fn(&Tp) -> String, quarantined_to: &HashMap<Tp, i64>) -> Sealed {
+    /// Records and rejects held.
+    pub fn records(&self) -> usize {
+        self.rows.len() + self.rejects.len()
+    }
+
+    /// Seals the batch as read generation `epoch`. `key` names a partition's
+    /// position; `quarantined_to` holds the quarantine table's positions,
+    /// which may be ahead of the data table's after a crash between the two
+    /// commits: the rejects past them are this batch's, and the quarantine
+    /// commit's zombie rule starts there.
+    pub fn seal(self, key: impl Fn(&Tp) -> String, quarantined_to: &HashMap<Tp, i64>, epoch: u64) -> Sealed {
         let (mut started_at, mut ends_at) = (Positions::default(), Positions::default());
         let mut rejects_from = Positions::default();
         let offset = |o: i64| u64::try_from(o).unwrap_or(0);
@@ -61,11 +73,9 @@ impl Batch {
         Sealed {
             rows: self.rows,
             rejects: self.rejects,
-            keys: self.keys,
-            started_at,
-            rejects_from,
-            ends_at,
-            max_event_us: self.max_event_us,
+            messages: self.messages,
+            bytes: self.bytes,
+            range: Range { epoch, from: started_at, rejects_from, to: ends_at },
         }
     }
 }
@@ -85,10 +95,11 @@ mod tests {
             b.read(&tp(0), o, o + 1);
         }
         b.read(&tp(1), 3, 4);
-        let sealed = b.seal(|tp| format!("p{}", tp.1), &HashMap::new());
-        assert_eq!((sealed.started_at.get("p0"), sealed.ends_at.get("p0")), (Some(10), Some(20)));
-        assert_eq!((sealed.started_at.get("p1"), sealed.ends_at.get("p1")), (Some(3), Some(4)));
-        assert_eq!(sealed.rejects_from, sealed.started_at);
+        let Range { epoch, from, rejects_from, to } = b.seal(|tp| format!("p{}", tp.1), &HashMap::new(), 7).range;
+        assert_eq!((from.get("p0"), to.get("p0")), (Some(10), Some(20)));
+        assert_eq!((from.get("p1"), to.get("p1")), (Some(3), Some(4)));
+        assert_eq!(rejects_from, from);
+        assert_eq!(epoch, 7);
     }
 
     /// The quarantine table got ahead (a crash between the two swaps): the
@@ -100,13 +111,13 @@ mod tests {
         for o in 10..20 {
             b.read(&tp(0), o, o + 1);
         }
-        let sealed = b.seal(|tp| format!("p{}", tp.1), &HashMap::from([(tp(0), 15), (tp(9), 99)]));
-        assert_eq!(sealed.started_at.get("p0"), Some(10));
+        let sealed = b.seal(|tp| format!("p{}", tp.1), &HashMap::from([(tp(0), 15), (tp(9), 99)]), 0).range;
+        assert_eq!(sealed.from.get("p0"), Some(10));
         assert_eq!(sealed.rejects_from.get("p0"), Some(15));
         assert_eq!(sealed.rejects_from.get("p9"), None, "only partitions the batch read");
         let mut quarantine = Positions::default();
         quarantine.advance("p0", 15);
         assert!(!quarantine.overtakes(&sealed.rejects_from));
-        assert!(quarantine.overtakes(&sealed.started_at));
+        assert!(quarantine.overtakes(&sealed.from));
     }
 }

@@ -13,12 +13,12 @@ use tributary_core::kafka::GapPolicy;
 use tributary_core::metrics as m;
 
 use super::context::Context;
-use super::{KafkaPipeline, Tp};
+use super::{KafkaSource, Tp};
 use crate::error::IngestError;
 use crate::prepare::Reject;
 use crate::validate::Rejection;
 
-impl KafkaPipeline {
+impl KafkaSource {
     /// A fatal librdkafka error (e.g. this worker was fenced because another
     /// one uses the same `group.instance.id`) leaves a consumer that never
     /// delivers again: stop the source, and the process, with the reason.
@@ -48,7 +48,7 @@ impl KafkaPipeline {
             Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
         );
         if !gap {
-            tracing::warn!(pipeline = %self.target.pipeline, error = %e, "kafka consumer error; librdkafka retries");
+            tracing::warn!(pipeline = %self.pipeline, error = %e, "kafka consumer error; librdkafka retries");
             return Ok(());
         }
         for (tp, (low, _high)) in watermarks(consumer).await {
@@ -65,8 +65,8 @@ impl KafkaPipeline {
                     "{what}; set on_offset_gap = \"continue\" to skip them (they are counted and quarantined)"
                 )));
             }
-            tracing::error!(pipeline = %self.target.pipeline, topic = %tp.0, partition = tp.1, from = pos, to = low, "offset gap; continuing");
-            metrics::counter!(m::KAFKA_OFFSET_GAPS, "pipeline" => self.target.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
+            tracing::error!(pipeline = %self.pipeline, topic = %tp.0, partition = tp.1, from = pos, to = low, "offset gap; continuing");
+            metrics::counter!(m::KAFKA_OFFSET_GAPS, "pipeline" => self.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
                 .increment(u64::try_from(low - pos).unwrap_or(0));
             self.batch.read(&tp, pos, low);
             self.batch.rejects.push(Reject {
@@ -92,13 +92,13 @@ impl KafkaPipeline {
             if truncated {
                 // The broker lost records we had already committed (e.g. an
                 // unclean leader election) and will reuse their offsets.
-                tracing::error!(pipeline = %self.target.pipeline, topic = %tp.0, partition = tp.1, committed = pos, high_watermark = high,
+                tracing::error!(pipeline = %self.pipeline, topic = %tp.0, partition = tp.1, committed = pos, high_watermark = high,
                     "partition truncated below the committed position: records produced at reused offsets will be skipped");
             }
-            metrics::gauge!(m::KAFKA_TRUNCATED, "pipeline" => self.target.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
+            metrics::gauge!(m::KAFKA_TRUNCATED, "pipeline" => self.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
                 .set(if truncated { 1.0 } else { 0.0 });
             #[allow(clippy::cast_precision_loss)]
-            metrics::gauge!(m::KAFKA_LAG, "pipeline" => self.target.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
+            metrics::gauge!(m::KAFKA_LAG, "pipeline" => self.pipeline.clone(), "topic" => tp.0.clone(), "partition" => tp.1.to_string())
                 .set((high - pos).max(0) as f64);
         }
     }

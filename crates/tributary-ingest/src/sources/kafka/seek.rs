@@ -20,43 +20,42 @@ use std::time::Duration;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::topic_partition_list::Offset;
-use tributary_core::Positions;
 use tributary_core::kafka::StartAt;
+use tributary_core::{Classify, Positions};
 use tributary_table::{LoadedTable, last_pipeline_state};
 
-use super::commit::{Landed, Sealed, land};
 use super::context::Context;
 use super::health::watermarks;
-use super::{Batch, KafkaPipeline, Tp};
+use super::{KafkaSource, Tp, pipeline_gone};
 use crate::error::IngestError;
+use crate::pipeline::{Landed, Range};
 
-impl KafkaPipeline {
+impl KafkaSource {
     /// The next offset per partition of this cluster that `table` holds.
     pub(super) fn positions(&self, table: &LoadedTable) -> Result<HashMap<Tp, i64>, IngestError> {
-        let recorded = last_pipeline_state(table, &self.target.pipeline)?.map(|s| s.positions).unwrap_or_default();
+        let recorded = last_pipeline_state(table, &self.pipeline)?.map(|s| s.positions).unwrap_or_default();
         let ours: HashMap<Tp, i64> =
             recorded.0.iter().filter_map(|(k, v)| Some((self.parse_key(k)?, i64::try_from(*v).ok()?))).collect();
         if ours.is_empty() && !recorded.0.is_empty() {
-            tracing::error!(pipeline = %self.target.pipeline, table = %table.name, cluster = %self.cluster, recorded = ?recorded.0.keys().collect::<Vec<_>>(),
+            tracing::error!(pipeline = %self.pipeline, table = %table.name, cluster = %self.cluster, recorded = ?recorded.0.keys().collect::<Vec<_>>(),
                 "the table holds positions for another Kafka cluster id; partitions start from the `start` policy");
         }
         Ok(ours)
     }
 
-    /// Reloads both tables and resets every position from them.
+    /// Drops what was read and not handed over, reloads both tables' positions
+    /// and starts a new read generation from them.
     pub(super) async fn recover(&mut self) -> Result<(), IngestError> {
-        self.table = self.target.lake.load(&self.table.name).await?;
-        self.quarantine = self.target.lake.load(&self.quarantine.name).await?;
-        let data = self.positions(&self.table)?;
-        self.quarantined_to = self.positions(&self.quarantine)?;
-        self.refresh_dedup().await;
-        if let Some(index) = &self.dedup {
-            index.remove(&std::mem::take(&mut self.batch.keys));
-        }
-        self.batch = Batch::default();
+        let table = self.lake.load(&self.schema.table).await?;
+        let quarantine = self.lake.load(&self.schema.table.quarantine()).await?;
+        let data = self.positions(&table)?;
+        self.quarantined_to = self.positions(&quarantine)?;
+        self.drop_unsent();
+        self.epoch += 1;
         self.cursor.reset(&data);
+        self.committed = data;
         if let Ok(mut p) = self.shared.positions.lock() {
-            *p = data;
+            p.clone_from(&self.committed);
         }
         Ok(())
     }
@@ -83,7 +82,7 @@ impl KafkaPipeline {
             match consumer.seek(&tp.0, tp.1, Offset::Offset(next), Duration::from_millis(200)) {
                 Ok(()) => self.cursor.sought(&tp),
                 Err(err) => {
-                    tracing::debug!(pipeline = %self.target.pipeline, topic = %tp.0, partition = tp.1, error = %err,
+                    tracing::debug!(pipeline = %self.pipeline, topic = %tp.0, partition = tp.1, error = %err,
                         "seek to the committed position failed; holding the partition until it succeeds");
                 }
             }
@@ -123,33 +122,30 @@ impl KafkaPipeline {
         for (tp, high) in &marks {
             starts.advance(self.key(tp), u64::try_from(*high).unwrap_or(0));
         }
-        let sealed = Sealed {
-            rows: Vec::new(),
-            rejects: Vec::new(),
-            keys: Vec::new(),
-            started_at: starts.clone(),
-            rejects_from: starts.clone(),
-            ends_at: starts,
-            max_event_us: None,
-        };
-        match land(self.target.clone(), self.table.clone(), self.quarantine.clone(), sealed).await? {
-            Landed::Committed { table, quarantine } => {
-                self.table = table;
-                self.quarantine = quarantine;
+        let range = Range { epoch: self.epoch, from: starts.clone(), rejects_from: starts.clone(), to: starts };
+        self.send_urgent(range).await?;
+        let mut sent = self.sent.pop_front().expect("just sent, and nothing else was in flight");
+        let answer = (&mut sent.ack).await.map_err(|_| pipeline_gone())?;
+        match answer {
+            Ok(Landed::Committed(_)) => {
                 for (tp, high) in &marks {
-                    tracing::info!(pipeline = %self.target.pipeline, topic = %tp.0, partition = tp.1, offset = high,
+                    tracing::info!(pipeline = %self.pipeline, topic = %tp.0, partition = tp.1, offset = high,
                         "partition starts at the end of its log; start recorded");
                     self.cursor.next.insert(tp.clone(), *high);
                     self.cursor.unsought.insert(tp.clone());
+                    self.committed.insert(tp.clone(), *high);
                 }
                 // Only the partitions just pinned move; the others read on.
                 self.retry_seeks(consumer);
             }
             // Another worker recorded a position first: start from it.
-            Landed::Zombie { .. } => {
-                self.recover().await?;
-                self.seek_assigned(consumer);
+            Ok(Landed::Zombie) => self.restart(consumer).await?,
+            // The partitions stay paused: the next tick tries again.
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(pipeline = %self.pipeline, error = %e, "cannot record where new partitions start yet; retrying");
+                return self.restart(consumer).await;
             }
+            Err(e) => return Err(e),
         }
         let mut resume = TopicPartitionList::new();
         for (tp, _) in &marks {
