@@ -23,7 +23,7 @@ fields = [
 ]
 "#;
 
-async fn setup() -> (tempfile::TempDir, Lake, TableDef) {
+pub async fn setup() -> (tempfile::TempDir, Lake, TableDef) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(TABLE, dir.path());
     let lake = open_lake(&cfg).await;
@@ -32,7 +32,7 @@ async fn setup() -> (tempfile::TempDir, Lake, TableDef) {
     (dir, lake, def)
 }
 
-fn batch(table: &LoadedTable, from: i64, to: i64) -> RecordBatch {
+pub fn batch(table: &LoadedTable, from: i64, to: i64) -> RecordBatch {
     let schema = Arc::new(schema_to_arrow_schema(table.metadata.current_schema()).unwrap());
     let n = usize::try_from(to - from).unwrap();
     let cols: Vec<ArrayRef> = schema
@@ -49,7 +49,7 @@ fn batch(table: &LoadedTable, from: i64, to: i64) -> RecordBatch {
     RecordBatch::try_new(schema, cols).unwrap()
 }
 
-fn stamp(pipeline: &str, key: &str, next: u64, epoch: u64) -> PipelineStamp {
+pub fn stamp(pipeline: &str, key: &str, next: u64, epoch: u64) -> PipelineStamp {
     let mut positions = Positions::default();
     positions.advance(key, next);
     PipelineStamp::new(pipeline, positions, epoch)

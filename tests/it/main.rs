@@ -9,6 +9,7 @@ mod idempotent_http;
 mod kafka_ingest;
 mod kafka_util;
 mod lake_admin;
+mod maintenance;
 mod postgres_catalog;
 mod readiness;
 mod schema_evolution;

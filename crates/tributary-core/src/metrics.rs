@@ -1,7 +1,7 @@
 //! Every metric name Tributary emits, in one place, so dashboards and the
 //! code cannot drift apart. Labels are noted beside each name.
 
-/// Records received by an ingest endpoint. Labels: `table`.
+/// Records received by any source. Labels: `table`.
 pub const RECORDS_RECEIVED: &str = "tributary_records_received_total";
 /// Records committed to their target table. Labels: `table`.
 pub const RECORDS_WRITTEN: &str = "tributary_records_written_total";

@@ -33,6 +33,10 @@ pub const SUMMARY_EPOCH: &str = "tributary.epoch";
 /// Snapshot-summary key holding the idempotency keys of the HTTP requests
 /// this snapshot answered, with their receipts.
 pub const SUMMARY_REQUESTS: &str = "tributary.requests";
+/// Snapshot-summary key of a snapshot that snapshot expiry adds: every
+/// pipeline's state at that point (`{pipeline: {positions, epoch}}`), so
+/// recovery stops there instead of walking into expired history.
+pub const SUMMARY_CARRIED: &str = "tributary.carried";
 
 /// What a position counts, read from its key (the format tables hold today).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

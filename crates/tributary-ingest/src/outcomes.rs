@@ -1,10 +1,12 @@
-//! What became of each record, counted in one place for every source, so
-//! that metric names and labels cannot drift between HTTP and Kafka.
+//! What became of each record, counted in one place for every source (the
+//! table pipeline, as it answers each chunk), so that metric names and
+//! labels cannot drift between sources.
 //!
-//! The handles are registered once per table, not per flush: a label set is
-//! looked up when it is registered, and the Kafka source counts per record.
-//! They reconcile like a receipt: `received = written + quarantined +
-//! deduplicated` (the Kafka source counts what it reads as
+//! The handles are registered once per table, not per landing: a label set
+//! is looked up when it is registered. They reconcile like a receipt:
+//! `received = written + quarantined + deduplicated`. Replayable input is
+//! counted when it lands, so a chunk dropped as a zombie and read again is
+//! counted once (the Kafka source counts every read, re-reads included, as
 //! `tributary_kafka_records_total`).
 
 use metrics::Counter;
@@ -34,7 +36,7 @@ impl Outcomes {
         }
     }
 
-    /// Records an HTTP request brought.
+    /// Records a chunk brought.
     pub fn received(&self, n: usize) {
         self.received.increment(n as u64);
     }

@@ -116,8 +116,8 @@ impl LineageColumn {
 }
 
 /// A table made ready for ingestion once at start-up: its ingest view, the
-/// states of it and its quarantine table, and its dedup index. Every source
-/// writing to the table starts from a copy; the copies share the index.
+/// states of it and its quarantine table, and its dedup index: what the
+/// table's pipeline starts from.
 #[derive(Debug, Clone)]
 pub struct PreparedTable {
     /// Ingest view of the schema.
@@ -126,7 +126,7 @@ pub struct PreparedTable {
     pub table: LoadedTable,
     /// Its quarantine table.
     pub quarantine: LoadedTable,
-    /// The table's dedup index, shared by its sources, if it has a key.
+    /// The table's dedup index, if it has a key.
     pub dedup: Option<crate::dedup::TableDedup>,
     /// The table's outcome metrics.
     pub outcomes: crate::outcomes::Outcomes,

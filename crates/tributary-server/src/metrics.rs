@@ -28,7 +28,7 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 /// Describes every metric so the exposition carries HELP lines.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(m::RECORDS_RECEIVED, "Records received by an ingest endpoint");
+    describe_counter!(m::RECORDS_RECEIVED, "Records received by any source");
     describe_counter!(m::RECORDS_WRITTEN, "Records committed to their target table");
     describe_counter!(m::RECORDS_QUARANTINED, "Records committed to the quarantine table, by reason");
     describe_counter!(m::RECORDS_DEDUPLICATED, "Records dropped as duplicates of the dedup key");

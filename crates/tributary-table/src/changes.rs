@@ -10,7 +10,7 @@
 use arrow_array::RecordBatch;
 use futures::{StreamExt, TryStreamExt};
 use iceberg::scan::FileScanTask;
-use iceberg::spec::{DataContentType, ManifestContentType, ManifestStatus};
+use iceberg::spec::{DataContentType, ManifestContentType, ManifestStatus, Operation};
 
 use crate::error::{Result, TableError};
 use crate::lake::{Lake, LoadedTable};
@@ -32,6 +32,11 @@ pub async fn added_since(lake: &Lake, table: &LoadedTable, since: i64, columns: 
     let mut tasks = Vec::new();
     let mut next = meta.current_snapshot();
     while let Some(snapshot) = next.filter(|s| s.sequence_number() > since) {
+        next = snapshot.parent_snapshot_id().and_then(|p| meta.snapshot_by_id(p));
+        // A rewrite (compaction) adds files of rows the table already had.
+        if snapshot.summary().operation == Operation::Replace {
+            continue;
+        }
         let list = iceberg
             .manifest_list_reader(snapshot)
             .load()
@@ -65,7 +70,6 @@ pub async fn added_since(lake: &Lake, table: &LoadedTable, since: i64, columns: 
                 );
             }
         }
-        next = snapshot.parent_snapshot_id().and_then(|p| meta.snapshot_by_id(p));
     }
     if tasks.is_empty() {
         return Ok(Vec::new());

@@ -30,19 +30,19 @@
 //! rebase (iceberg-rust's `Transaction::commit` would); (3) positions travel
 //! in the same snapshot as the rows they produced.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::time::Duration;
 
 use iceberg::spec::{
-    DataFile, MAIN_BRANCH, ManifestFile, ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot,
-    SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Summary, TableMetadataBuilder,
+    DataFile, MAIN_BRANCH, MetadataLog, Snapshot, SnapshotReference, SnapshotRetention, Summary,
+    TableMetadataBuildResult, TableMetadataBuilder,
 };
 use tributary_core::Positions;
 use tributary_core::positions::{SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS};
-use uuid::Uuid;
 
 use crate::error::{Result, TableError};
 use crate::lake::{Lake, LoadedTable, next_version};
+use crate::snapshot;
 
 /// What a commit records about the pipeline that produced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,90 +84,103 @@ pub async fn commit(
     data_files: &[DataFile],
     stamp: &PipelineStamp,
 ) -> Result<LoadedTable> {
-    let meta = &base.metadata;
-    let snapshot_id = unique_snapshot_id(base);
-    let seq = meta.next_sequence_number();
-    let commit_id = Uuid::new_v4();
-    let schema = meta.current_schema().clone();
-    let spec = meta.default_partition_spec().clone();
-    let parent = meta.current_snapshot();
+    publish(lake, base, Change::Append { files: data_files, stamp }).await
+}
 
-    let mut manifests: Vec<ManifestFile> = match parent {
-        Some(p) => lake
-            .iceberg_table(base)?
-            .manifest_list_reader(p)
-            .load()
-            .await
-            .map_err(TableError::iceberg("reading manifest list"))?
-            .consume_entries()
-            .into_iter()
-            .collect(),
-        None => Vec::new(),
+/// A change to a table, by kind. Every kind is built from an explicit base
+/// and published by the same compare-and-swap of the catalog pointer; each
+/// has its own validation rule.
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    /// Ingest: `files` join the table, in the same snapshot as the positions
+    /// of `stamp`. Rule: the caller's zombie rule, on every base it tries.
+    Append {
+        /// The new data files.
+        files: &'a [DataFile],
+        /// The pipeline's positions after them.
+        stamp: &'a PipelineStamp,
+    },
+    /// Compaction: `added` replaces the live files whose paths are in
+    /// `removed`, holding the same rows. Rule: every removed file is still
+    /// live in the base, else [`TableError::RewriteConflict`]; files other
+    /// writers appended meanwhile are kept.
+    Rewrite {
+        /// Paths of the files replaced.
+        removed: &'a HashSet<String>,
+        /// The files that replace them.
+        added: &'a [DataFile],
+    },
+}
+
+/// Publishes `change` on top of `base`.
+///
+/// Fails with [`TableError::CommitConflict`] if `base` is no longer current.
+pub async fn publish(lake: &Lake, base: &LoadedTable, change: Change<'_>) -> Result<LoadedTable> {
+    let empty = HashSet::new();
+    let (added, removed, stamp) = match change {
+        Change::Append { files, stamp } => (files, &empty, Some(stamp)),
+        Change::Rewrite { removed, added } => (added, removed, None),
     };
-    let mut collector = SnapshotSummaryCollector::default();
-    // Everything the new metadata references, made durable before it is.
-    let mut written: Vec<String> = data_files.iter().map(|f| f.file_path().to_owned()).collect();
-    if !data_files.is_empty() {
-        let path = format!("{}/metadata/{commit_id}-m0.avro", meta.location());
-        written.push(path.clone());
-        let output = lake.file_io().new_output(&path).map_err(TableError::iceberg("creating manifest"))?;
-        let mut writer =
-            ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), (*spec).clone()).build_v2_data();
-        for f in data_files {
-            collector.add_file(f, schema.clone(), spec.clone());
-            writer.add_file(f.clone(), seq).map_err(TableError::iceberg("adding data file to manifest"))?;
-        }
-        manifests.push(writer.write_manifest_file().await.map_err(TableError::iceberg("writing manifest"))?);
+    let next = snapshot::build(lake, base, added, removed).await?;
+    crate::durable::sync(next.written).await?;
+    let mut props = next.summary;
+    if let Some(stamp) = stamp {
+        props.insert(SUMMARY_PIPELINE.to_owned(), stamp.pipeline.clone());
+        props.insert(SUMMARY_POSITIONS.to_owned(), stamp.positions.to_json());
+        props.insert(SUMMARY_EPOCH.to_owned(), stamp.epoch.to_string());
+        props.extend(stamp.extra.iter().cloned());
     }
-
-    let list_path = format!("{}/metadata/snap-{snapshot_id}-1-{commit_id}.avro", meta.location());
-    let list_out = lake
-        .file_io()
-        .new_output(&list_path)
-        .map_err(TableError::iceberg("creating manifest list"))?
-        .writer()
-        .await
-        .map_err(TableError::iceberg("creating manifest list"))?;
-    let mut list = ManifestListWriter::v2(list_out, snapshot_id, parent.map(|p| p.snapshot_id()), seq);
-    list.add_manifests(manifests.into_iter()).map_err(TableError::iceberg("writing manifest list"))?;
-    list.close().await.map_err(TableError::iceberg("writing manifest list"))?;
-    written.push(list_path.clone());
-    crate::durable::sync(written).await?;
-
-    let mut props = collector.build();
-    add_totals(&mut props, parent.map(|p| p.summary()));
-    props.insert(SUMMARY_PIPELINE.to_owned(), stamp.pipeline.clone());
-    props.insert(SUMMARY_POSITIONS.to_owned(), stamp.positions.to_json());
-    props.insert(SUMMARY_EPOCH.to_owned(), stamp.epoch.to_string());
-    props.extend(stamp.extra.iter().cloned());
+    let meta = &base.metadata;
     let snapshot = Snapshot::builder()
-        .with_snapshot_id(snapshot_id)
-        .with_parent_snapshot_id(parent.map(|p| p.snapshot_id()))
-        .with_sequence_number(seq)
+        .with_snapshot_id(next.id)
+        .with_parent_snapshot_id(meta.current_snapshot_id())
+        .with_sequence_number(next.sequence_number)
         .with_timestamp_ms(chrono::Utc::now().timestamp_millis().max(meta.last_updated_ms() + 1))
-        .with_manifest_list(list_path)
+        .with_manifest_list(next.manifest_list)
         .with_schema_id(meta.current_schema_id())
-        .with_summary(Summary { operation: Operation::Append, additional_properties: props })
+        .with_summary(Summary { operation: next.operation, additional_properties: props })
         .build();
-    let new_meta = TableMetadataBuilder::new_from_metadata((**meta).clone(), Some(base.location.clone()))
+    let built = TableMetadataBuilder::new_from_metadata((**meta).clone(), Some(base.location.clone()))
         .add_snapshot(snapshot)
         .and_then(|b| {
-            b.set_ref(MAIN_BRANCH, SnapshotReference::new(snapshot_id, SnapshotRetention::branch(None, None, None)))
+            b.set_ref(MAIN_BRANCH, SnapshotReference::new(next.id, SnapshotRetention::branch(None, None, None)))
         })
         .and_then(|b| b.build())
-        .map_err(TableError::iceberg("building snapshot metadata"))?
-        .metadata;
-    let path = lake.write_metadata(meta.location(), next_version(&base.location), &new_meta).await?;
+        .map_err(TableError::iceberg("building snapshot metadata"))?;
+    swap(lake, base, built, Some(next.id)).await
+}
+
+/// Writes `built` as the next metadata file and swaps the catalog pointer
+/// from `base` to it: the one publishing step of every commit kind. After
+/// the swap, the metadata files that fell off the metadata log are deleted.
+/// `snapshot_id` is the snapshot the change adds, which tells whether an
+/// interrupted swap landed.
+pub(crate) async fn swap(
+    lake: &Lake,
+    base: &LoadedTable,
+    built: TableMetadataBuildResult,
+    snapshot_id: Option<i64>,
+) -> Result<LoadedTable> {
+    let new_meta = built.metadata;
+    let path = lake.write_metadata(base.metadata.location(), next_version(&base.location), &new_meta).await?;
     fail::fail_point!("table::before_catalog_swap", |_| Err(TableError::Injected("table::before_catalog_swap")));
     stall("table::stall_before_catalog_swap").await;
-    let unknown = |reason: String| TableError::CommitUnknown { table: base.name.clone(), snapshot_id, reason };
+    let unknown = |reason: String| TableError::CommitUnknown {
+        table: base.name.clone(),
+        snapshot_id: snapshot_id.unwrap_or(0),
+        reason,
+    };
     let swapped = match lake.store().swap(&base.name, &base.location, &path).await {
         Ok(swapped) => swapped,
         // The connection may have broken after the database committed: the
-        // table itself says whether our snapshot landed.
-        Err(e) => match lake.landed(&base.name, snapshot_id).await {
-            Ok(Some(_)) => true,
-            Ok(None) => return Err(e),
+        // table itself says whether our change landed.
+        Err(e) => match lake.try_load(&base.name).await {
+            Ok(Some(now))
+                if snapshot_id.map_or(now.location == path, |id| now.metadata.snapshot_by_id(id).is_some()) =>
+            {
+                true
+            }
+            Ok(_) => return Err(e),
             Err(_) => return Err(unknown(e.to_string())),
         },
     };
@@ -181,7 +194,19 @@ pub async fn commit(
     fail::fail_point!("table::crash_after_catalog_swap", |_| Err(TableError::Injected(
         "table::crash_after_catalog_swap"
     )));
+    delete_expired_metadata(lake, &base.name, &built.expired_metadata_logs).await;
     Ok(LoadedTable { name: base.name.clone(), location: path, metadata: new_meta.into() })
+}
+
+/// Deletes metadata files that no longer appear in the metadata log (it
+/// keeps the last `write.metadata.previous-versions-max`, 100 by default).
+/// Best effort: a file left behind is an orphan that orphan cleanup removes.
+async fn delete_expired_metadata(lake: &Lake, table: &tributary_core::TableName, expired: &[MetadataLog]) {
+    for log in expired {
+        if let Err(e) = lake.file_io().delete(&log.metadata_file).await {
+            tracing::debug!(%table, file = %log.metadata_file, error = %e, "cannot delete an old metadata file; orphan cleanup will");
+        }
+    }
 }
 
 /// With the `failpoints` feature, `return(MS)` on `name` holds this commit
@@ -226,50 +251,5 @@ pub async fn commit_with_retry(
             }
             Err(e) => return Err(e),
         }
-    }
-}
-
-fn unique_snapshot_id(base: &LoadedTable) -> i64 {
-    loop {
-        let (a, b) = Uuid::new_v4().as_u64_pair();
-        // 53 bits: exact in JSON numbers and in Prometheus gauges.
-        let id = ((a ^ b) & ((1u64 << 53) - 1)) as i64;
-        if id != 0 && base.metadata.snapshot_by_id(id).is_none() {
-            return id;
-        }
-    }
-}
-
-/// Carries the `total-*` counters forward from the parent summary.
-fn add_totals(props: &mut HashMap<String, String>, parent: Option<&Summary>) {
-    let get = |m: &HashMap<String, String>, k: &str| m.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    for (total, added) in [
-        ("total-data-files", "added-data-files"),
-        ("total-records", "added-records"),
-        ("total-files-size", "added-files-size"),
-        ("total-delete-files", "added-delete-files"),
-        ("total-position-deletes", "added-position-deletes"),
-        ("total-equality-deletes", "added-equality-deletes"),
-    ] {
-        let prev = parent.map_or(0, |p| get(&p.additional_properties, total));
-        let value = prev + get(props, added);
-        props.insert(total.to_owned(), value.to_string());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn totals_accumulate_over_the_parent() {
-        let parent = Summary {
-            operation: Operation::Append,
-            additional_properties: HashMap::from([("total-records".to_owned(), "10".to_owned())]),
-        };
-        let mut props = HashMap::from([("added-records".to_owned(), "5".to_owned())]);
-        add_totals(&mut props, Some(&parent));
-        assert_eq!(props["total-records"], "15");
-        assert_eq!(props["total-data-files"], "0");
     }
 }

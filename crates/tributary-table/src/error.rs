@@ -20,6 +20,15 @@ pub enum TableError {
         /// The metadata location this commit was based on.
         expected: String,
     },
+    /// A maintenance commit's validation failed on the current table: e.g. a
+    /// file a compaction replaces was removed by another commit meanwhile.
+    #[error("maintenance of '{table}' refused: {reason}; it is planned again from the current table")]
+    RewriteConflict {
+        /// Table concerned.
+        table: TableName,
+        /// Which rule failed.
+        reason: String,
+    },
     /// The config asks for a schema change that would break existing data.
     #[error("schema change for '{table}' refused: {reason}")]
     BreakingSchemaChange {
@@ -102,16 +111,18 @@ impl Classify for TableError {
             Self::NotFound(_) | Self::BreakingSchemaChange { .. } | Self::InvalidData { .. } | Self::Config(_) => {
                 ErrorClass::User
             }
-            Self::CommitConflict { .. } | Self::CommitUnknown { .. } | Self::Catalog { .. } | Self::Iceberg { .. } => {
-                ErrorClass::External
-            }
+            Self::CommitConflict { .. }
+            | Self::CommitUnknown { .. }
+            | Self::RewriteConflict { .. }
+            | Self::Catalog { .. }
+            | Self::Iceberg { .. } => ErrorClass::External,
             Self::Corrupt { .. } | Self::Injected(_) => ErrorClass::Internal,
         }
     }
 
     fn is_retryable(&self) -> bool {
         match self {
-            Self::CommitConflict { .. } | Self::CommitUnknown { .. } => true,
+            Self::CommitConflict { .. } | Self::CommitUnknown { .. } | Self::RewriteConflict { .. } => true,
             Self::Catalog { source, .. } => matches!(
                 **source,
                 sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Database(_)

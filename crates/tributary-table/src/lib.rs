@@ -13,11 +13,13 @@ pub mod conform;
 pub mod durable;
 pub mod error;
 pub mod lake;
+pub mod maintain;
 pub mod recovery;
 pub mod schema;
+mod snapshot;
 pub mod writer;
 
-pub use commit::{Outcome, PipelineStamp, commit, commit_with_retry};
+pub use commit::{Change, Outcome, PipelineStamp, commit, commit_with_retry, publish};
 pub use error::{Result, TableError};
 pub use lake::{Lake, LoadedTable};
 pub use recovery::{PipelineState, last_pipeline_state, stamp_unless_zombie};

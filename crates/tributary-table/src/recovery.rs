@@ -4,9 +4,17 @@
 //! Other snapshots (compaction, other pipelines, schema changes) carry no
 //! positions for it, so the walk follows parent links from the current
 //! snapshot until it finds one — never just "the current snapshot".
+//!
+//! Snapshot expiry removes old history, and with it snapshots the walk may
+//! need. So expiry first adds a snapshot carrying every pipeline's state
+//! ([`SUMMARY_CARRIED`]); the walk stops there, with the state it holds or,
+//! for a pipeline it does not name, with "never committed".
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 use tributary_core::Positions;
-use tributary_core::positions::{SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS};
+use tributary_core::positions::{SUMMARY_CARRIED, SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS};
 
 use crate::commit::PipelineStamp;
 use crate::error::{Result, TableError};
@@ -30,11 +38,81 @@ pub struct PipelineState {
 /// expired by another engine) or unreadable positions would otherwise make
 /// a source restart from its `start` policy, duplicating or skipping input.
 pub fn last_pipeline_state(table: &LoadedTable, pipeline: &str) -> Result<Option<PipelineState>> {
+    let mut found = None;
+    walk(table, &format!("pipeline '{pipeline}'"), |id, record| {
+        Ok(match record {
+            Record::Stamp(p, state) if p == pipeline => {
+                found = Some(state()?);
+                false
+            }
+            Record::Carried(carried) => {
+                found = carried.get(pipeline).map(|c| c.state(id));
+                false
+            }
+            _ => true,
+        })
+    })?;
+    Ok(found)
+}
+
+/// A pipeline's state as a carry snapshot records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Carried {
+    /// Next position per source partition.
+    pub positions: Positions,
+    /// Epoch of the writer that committed it.
+    pub epoch: u64,
+}
+
+impl Carried {
+    fn state(&self, snapshot_id: i64) -> PipelineState {
+        PipelineState { snapshot_id, positions: self.positions.clone(), epoch: self.epoch }
+    }
+}
+
+/// Every pipeline's newest state in the history of `table`'s current
+/// snapshot: what a carry snapshot records before expiry removes history.
+pub fn all_pipeline_states(table: &LoadedTable) -> Result<BTreeMap<String, Carried>> {
+    let mut states = BTreeMap::new();
+    walk(table, "the pipelines", |_, record| {
+        Ok(match record {
+            Record::Stamp(p, state) => {
+                if !states.contains_key(p) {
+                    let state = state()?;
+                    states.insert(p.to_owned(), Carried { positions: state.positions, epoch: state.epoch });
+                }
+                true
+            }
+            Record::Carried(carried) => {
+                for (p, state) in carried {
+                    states.entry(p).or_insert(state);
+                }
+                false
+            }
+            Record::Nothing => true,
+        })
+    })?;
+    Ok(states)
+}
+
+/// What one snapshot says about pipelines.
+enum Record<'a> {
+    /// A pipeline committed it; its state is parsed only when asked for.
+    Stamp(&'a str, &'a dyn Fn() -> Result<PipelineState>),
+    /// Expiry added it: every pipeline's state at that point; older history
+    /// may be gone.
+    Carried(BTreeMap<String, Carried>),
+    Nothing,
+}
+
+/// Walks the ancestry of the current snapshot, newest first, while `visit`
+/// returns true. `whose` names what is being recovered, for the errors.
+fn walk(table: &LoadedTable, whose: &str, mut visit: impl FnMut(i64, Record<'_>) -> Result<bool>) -> Result<()> {
     let meta = &table.metadata;
     let cannot_tell = |snapshot_id: i64, why: String| TableError::Corrupt {
         table: table.name.clone(),
         reason: format!(
-            "cannot tell where pipeline '{pipeline}' stopped: snapshot {snapshot_id} {why}; restore the snapshot, \
+            "cannot tell where {whose} stopped: snapshot {snapshot_id} {why}; restore the snapshot, \
              or rename the pipeline to start it afresh from its `start` setting"
         ),
     };
@@ -49,7 +127,7 @@ pub fn last_pipeline_state(table: &LoadedTable, pipeline: &str) -> Result<Option
             return Err(cannot_tell(id, why));
         };
         let props = &snap.summary().additional_properties;
-        if props.get(SUMMARY_PIPELINE).map(String::as_str) == Some(pipeline) {
+        let state = || {
             let positions = props
                 .get(SUMMARY_POSITIONS)
                 .ok_or_else(|| cannot_tell(id, format!("has no {SUMMARY_POSITIONS}")))
@@ -58,12 +136,25 @@ pub fn last_pipeline_state(table: &LoadedTable, pipeline: &str) -> Result<Option
                         .map_err(|e| cannot_tell(id, format!("has unreadable {SUMMARY_POSITIONS} ({e})")))
                 })?;
             let epoch = props.get(SUMMARY_EPOCH).and_then(|e| e.parse().ok()).unwrap_or(0);
-            return Ok(Some(PipelineState { snapshot_id: id, positions, epoch }));
+            Ok(PipelineState { snapshot_id: id, positions, epoch })
+        };
+        let record = if let Some(pipeline) = props.get(SUMMARY_PIPELINE) {
+            Record::Stamp(pipeline, &state)
+        } else if let Some(carried) = props.get(SUMMARY_CARRIED) {
+            Record::Carried(
+                serde_json::from_str(carried)
+                    .map_err(|e| cannot_tell(id, format!("has unreadable {SUMMARY_CARRIED} ({e})")))?,
+            )
+        } else {
+            Record::Nothing
+        };
+        if !visit(id, record)? {
+            return Ok(());
         }
         child = Some(id);
         next = snap.parent_snapshot_id();
     }
-    Ok(None)
+    Ok(())
 }
 
 /// The conflict rule for a batch that read `started_at` up to `ends_at`.

@@ -53,12 +53,25 @@ async fn write(
     if batches.iter().all(|b| b.num_rows() == 0) {
         return Ok(Vec::new());
     }
+    let stream = futures::stream::iter(batches.iter().cloned().map(Ok));
+    write_stream(lake, table, stream, target_file_size).await
+}
+
+/// Writes a stream of batches as data files, one batch in memory at a time
+/// (plus what each open file buffers): how compaction rewrites files larger
+/// than it could hold.
+pub async fn write_stream(
+    lake: &Lake,
+    table: &LoadedTable,
+    mut batches: impl futures::Stream<Item = Result<RecordBatch>> + Unpin,
+    target_file_size: usize,
+) -> Result<Vec<DataFile>> {
+    use futures::StreamExt;
     let meta = &table.metadata;
     let schema = meta.current_schema().clone();
     // Batches may come from a writer that validated under an earlier schema.
     let arrow = iceberg::arrow::schema_to_arrow_schema(&schema).map_err(TableError::iceberg("arrow schema"))?;
     let arrow = std::sync::Arc::new(arrow);
-    let batches = batches.iter().map(|b| conform(b, &arrow)).collect::<Result<Vec<_>>>()?;
     let locations = DefaultLocationGenerator::new(meta).map_err(TableError::iceberg("locating data files"))?;
     let names = DefaultFileNameGenerator::new(Uuid::now_v7().to_string(), None, DataFileFormat::Parquet);
     let rolling = RollingFileWriterBuilder::new(
@@ -73,16 +86,16 @@ async fn write(
     let invalid = |e: iceberg::Error| TableError::InvalidData { table: table.name.clone(), reason: e.to_string() };
     if spec.is_unpartitioned() {
         let mut writer = builder.build(None).await.map_err(TableError::iceberg("opening data file"))?;
-        for b in batches {
-            writer.write(b).await.map_err(invalid)?;
+        while let Some(b) = batches.next().await {
+            writer.write(conform(&b?, &arrow)?).await.map_err(invalid)?;
         }
         return writer.close().await.map_err(TableError::iceberg("closing data file"));
     }
     let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(schema, spec)
         .map_err(TableError::iceberg("partitioning rows"))?;
     let mut writer = FanoutWriter::new(builder);
-    for b in &batches {
-        for (key, part) in splitter.split(b).map_err(invalid)? {
+    while let Some(b) = batches.next().await {
+        for (key, part) in splitter.split(&conform(&b?, &arrow)?).map_err(invalid)? {
             writer.write(key, part).await.map_err(invalid)?;
         }
     }

@@ -1,0 +1,210 @@
+//! Compaction: bin-packs the small data files of each partition into files
+//! of the target size, published as one rewrite commit.
+//!
+//! Files are small because ingest commits often (freshness and file size are
+//! separate knobs). A file is small below three quarters of the target; the
+//! small files of one partition (of one partition spec) are packed, in order
+//! of age, into bins of at most the target size, and each bin of two or more
+//! files is rewritten. Rows are streamed from the old files into the new
+//! ones, so memory holds one batch and the open files' buffers, not a bin.
+//!
+//! The rewrite is validated on the table it lands on: every replaced file
+//! must still be live, else it is refused and nothing changes (the new files
+//! are deleted). Appends committed meanwhile are kept: a lost race rebuilds
+//! the commit on the new state with the same files.
+
+use std::collections::{BTreeMap, HashSet};
+
+use futures::{StreamExt, TryStreamExt};
+use iceberg::scan::FileScanTask;
+use iceberg::spec::{DataFile, DataFileFormat, ManifestContentType, Struct};
+use tributary_core::TableName;
+
+use super::{MAX_ATTEMPTS, backoff};
+use crate::commit::{Change, publish};
+use crate::error::{Result, TableError};
+use crate::lake::{Lake, LoadedTable};
+use crate::writer::write_stream;
+
+/// How compaction packs files.
+#[derive(Debug, Clone, Copy)]
+pub struct Compaction {
+    /// Size of the files it writes.
+    pub target_file_size: u64,
+    /// Fewest small files in a partition worth a rewrite.
+    pub min_files: usize,
+}
+
+/// What one compaction did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Compacted {
+    /// Live data files before and after.
+    pub files_before: usize,
+    /// Live data files after.
+    pub files_after: usize,
+    /// Files replaced.
+    pub files_rewritten: usize,
+    /// Bytes of the files replaced.
+    pub bytes_rewritten: u64,
+    /// Files written in their place.
+    pub files_written: usize,
+}
+
+/// Compacts the small files of `name`.
+pub async fn compact(lake: &Lake, name: &TableName, policy: Compaction) -> Result<Compacted> {
+    let mut base = lake.load(name).await?;
+    let live = live_files(lake, &base).await?;
+    let bins = plan(&live, policy);
+    if bins.is_empty() {
+        return Ok(Compacted { files_before: live.len(), files_after: live.len(), ..Compacted::default() });
+    }
+    let inputs: Vec<&DataFile> = bins.iter().flatten().copied().collect();
+    let removed: HashSet<String> = inputs.iter().map(|f| f.file_path().to_owned()).collect();
+    let target = usize::try_from(policy.target_file_size).unwrap_or(usize::MAX);
+    let mut added = Vec::new();
+    for bin in &bins {
+        added.extend(rewrite(lake, &base, bin, target).await?);
+    }
+    for attempt in 1..=MAX_ATTEMPTS {
+        match publish(lake, &base, Change::Rewrite { removed: &removed, added: &added }).await {
+            Ok(_) => {
+                let done = Compacted {
+                    files_before: live.len(),
+                    files_after: live.len() - inputs.len() + added.len(),
+                    files_rewritten: inputs.len(),
+                    bytes_rewritten: inputs.iter().map(|f| f.file_size_in_bytes()).sum(),
+                    files_written: added.len(),
+                };
+                tracing::info!(table = %name, rewritten = done.files_rewritten, written = done.files_written, bytes = done.bytes_rewritten, "compacted");
+                return Ok(done);
+            }
+            Err(TableError::CommitConflict { .. }) if attempt < MAX_ATTEMPTS => {
+                tokio::time::sleep(backoff(attempt)).await;
+                base = lake.load(name).await?;
+            }
+            Err(e) => {
+                // Nothing references the new files: they go, the table is as it was.
+                for f in &added {
+                    let _ = lake.file_io().delete(f.file_path()).await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// The live data files of the current snapshot, with their spec ids.
+async fn live_files(lake: &Lake, table: &LoadedTable) -> Result<Vec<(i32, DataFile)>> {
+    let Some(snapshot) = table.metadata.current_snapshot() else { return Ok(Vec::new()) };
+    let iceberg = lake.iceberg_table(table)?;
+    let list =
+        iceberg.manifest_list_reader(snapshot).load().await.map_err(TableError::iceberg("reading manifest list"))?;
+    let mut files = Vec::new();
+    for m in list.entries().iter().filter(|m| m.content == ManifestContentType::Data) {
+        let manifest = m.load_manifest(lake.file_io()).await.map_err(TableError::iceberg("reading manifest"))?;
+        files.extend(
+            manifest.entries().iter().filter(|e| e.is_alive()).map(|e| (m.partition_spec_id, e.data_file().clone())),
+        );
+    }
+    Ok(files)
+}
+
+/// Bins of small files to rewrite: per partition, oldest first, each bin at
+/// most the target size and of at least `min_files` files.
+fn plan(live: &[(i32, DataFile)], policy: Compaction) -> Vec<Vec<&DataFile>> {
+    let small = policy.target_file_size / 4 * 3;
+    let mut by_partition: BTreeMap<(i32, String), Vec<&DataFile>> = BTreeMap::new();
+    for (spec, f) in live {
+        if f.file_size_in_bytes() < small && f.file_format() == DataFileFormat::Parquet {
+            by_partition.entry((*spec, partition_key(f.partition()))).or_default().push(f);
+        }
+    }
+    let mut bins = Vec::new();
+    for files in by_partition.into_values() {
+        let mut bin: Vec<&DataFile> = Vec::new();
+        let mut size = 0;
+        for f in files {
+            if size + f.file_size_in_bytes() > policy.target_file_size && !bin.is_empty() {
+                bins.push(std::mem::take(&mut bin));
+                size = 0;
+            }
+            size += f.file_size_in_bytes();
+            bin.push(f);
+        }
+        bins.push(bin);
+    }
+    bins.retain(|b| b.len() >= policy.min_files.max(2));
+    bins
+}
+
+/// A partition value as a map key.
+fn partition_key(partition: &Struct) -> String {
+    format!("{partition:?}")
+}
+
+/// Streams the rows of `files` into new files of the current spec.
+async fn rewrite(lake: &Lake, table: &LoadedTable, files: &[&DataFile], target: usize) -> Result<Vec<DataFile>> {
+    let schema = table.metadata.current_schema().clone();
+    let field_ids: Vec<i32> = schema.as_struct().fields().iter().map(|f| f.id).collect();
+    let tasks = files.iter().map(|f| {
+        Ok(FileScanTask::builder()
+            .with_file_size_in_bytes(f.file_size_in_bytes())
+            .with_start(0)
+            .with_length(f.file_size_in_bytes())
+            .with_record_count(Some(f.record_count()))
+            .with_data_file_path(f.file_path().to_owned())
+            .with_data_file_format(f.file_format())
+            .with_schema(schema.clone())
+            .with_project_field_ids(field_ids.clone())
+            .with_case_sensitive(true)
+            .build())
+    });
+    let reader = lake.iceberg_table(table)?.reader_builder().build();
+    let rows = reader
+        .read(futures::stream::iter(tasks.collect::<Vec<_>>()).boxed())
+        .map_err(TableError::iceberg("reading files to compact"))?
+        .stream()
+        .map_err(|e| TableError::iceberg("reading files to compact")(e));
+    write_stream(lake, table, rows, target).await
+}
+
+#[cfg(test)]
+mod tests {
+    use iceberg::spec::{DataContentType, DataFileBuilder, Literal};
+
+    use super::*;
+
+    fn file(path: &str, size: u64, partition: i32) -> (i32, DataFile) {
+        let f = DataFileBuilder::default()
+            .content(DataContentType::Data)
+            .file_path(path.to_owned())
+            .file_format(DataFileFormat::Parquet)
+            .partition(Struct::from_iter([Some(Literal::int(partition))]))
+            .record_count(1)
+            .file_size_in_bytes(size)
+            .partition_spec_id(0)
+            .build()
+            .unwrap();
+        (0, f)
+    }
+
+    #[test]
+    fn small_files_are_packed_per_partition_up_to_the_target() {
+        let policy = Compaction { target_file_size: 100, min_files: 2 };
+        let live = vec![
+            file("a1", 40, 1),
+            file("a2", 40, 1),
+            file("a3", 40, 1),
+            file("big", 90, 1),
+            file("b1", 10, 2),
+            file("c1", 10, 3),
+            file("c2", 10, 3),
+        ];
+        let bins: Vec<Vec<&str>> =
+            plan(&live, policy).iter().map(|b| b.iter().map(|f| f.file_path()).collect()).collect();
+        // a3 alone in its bin and b1 alone in its partition are not worth a rewrite;
+        // `big` is not small.
+        assert_eq!(bins, vec![vec!["a1", "a2"], vec!["c1", "c2"]]);
+    }
+}
