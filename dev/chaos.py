@@ -41,9 +41,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = """
 [server]
 listen = "127.0.0.1:0"
+idempotency_window = "60s"
 
 [commit]
 max_latency = "300ms"
+
+# Every worker compacts and expires the shared table often, racing the
+# ingest commits and each other, so exactly-once is checked with them.
+[maintenance]
+interval = "3s"
+snapshot_max_age = "60s"
+min_snapshots = 5
+compact_min_files = 2
 
 # No dedup key: duplicates must be visible to the oracle, not hidden.
 [[tables]]

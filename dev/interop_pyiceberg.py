@@ -1,10 +1,12 @@
 """Interop proof: PyIceberg, which Tributary did not write, reads the lake.
 
-Usage: interop_pyiceberg.py DATA_DIR TRIBUTARY_BIN
+Usage: interop_pyiceberg.py DATA_DIR TRIBUTARY_BIN [--compacted]
 
 Opens DATA_DIR's catalog with PyIceberg's SqlCatalog and checks that row
 counts, sums and the snapshot-summary positions agree with what Tributary's
-own SQL answers. Exits non-zero, naming the mismatch, if they do not.
+own SQL answers. With --compacted, raw.transactions must have been compacted
+(its current snapshot a `replace`) and is read through the rewritten files.
+Exits non-zero, naming the mismatch, if they do not.
 """
 
 import json
@@ -26,6 +28,7 @@ def tributary_sql(binary, data_dir, sql):
 
 def main():
     data_dir, binary = sys.argv[1], sys.argv[2]
+    compacted = "--compacted" in sys.argv[3:]
     catalog = SqlCatalog(
         "tributary",
         uri=f"sqlite:///{data_dir}/catalog.db",
@@ -43,11 +46,15 @@ def main():
         if py_rows != trib_rows:
             failures.append(f"{name}: pyiceberg counts {py_rows}, tributary {trib_rows}")
 
-        summary = table.current_snapshot().summary
+        # Maintenance snapshots (compaction, expiry) carry no positions: the
+        # pipeline's state is in the newest snapshot that does.
+        stamped = [s for s in table.snapshots() if "tributary.positions" in s.summary.additional_properties]
+        summary = max(stamped, key=lambda s: s.sequence_number).summary
         positions = json.loads(summary["tributary.positions"])
         [[trib_positions]] = tributary_sql(
             binary, data_dir,
-            f'SELECT positions FROM {name.split(".")[0]}."{name.split(".")[1]}$snapshots" LIMIT 1',
+            f'SELECT positions FROM {name.split(".")[0]}."{name.split(".")[1]}$snapshots" '
+            "WHERE positions IS NOT NULL LIMIT 1",
         )
         print(f"{'':<26} positions pyiceberg={positions} tributary={trib_positions}")
         if positions != json.loads(trib_positions):
@@ -57,7 +64,13 @@ def main():
         if summary["tributary.pipeline"] != "http:raw.transactions":
             failures.append(f"{name}: pipeline is {summary['tributary.pipeline']}")
 
-    arrow = catalog.load_table("raw.transactions").scan(selected_fields=("amount",)).to_arrow()
+    raw = catalog.load_table("raw.transactions")
+    operation = raw.current_snapshot().summary.operation.value
+    print(f"raw.transactions           current snapshot: {operation}, "
+          f"{raw.current_snapshot().summary['total-data-files']} data files")
+    if compacted and operation != "replace":
+        failures.append(f"raw.transactions: expected a compaction, the current snapshot is a {operation}")
+    arrow = raw.scan(selected_fields=("amount",)).to_arrow()
     py_sum = pc.sum(arrow["amount"]).as_py() or Decimal(0)
     [[trib_sum]] = tributary_sql(binary, data_dir, "SELECT CAST(sum(amount) AS VARCHAR) FROM raw.transactions")
     print(f"sum(amount)                pyiceberg={py_sum}  tributary={trib_sum}")

@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod maintenance;
 mod table;
 
+pub use maintenance::{MaintenanceConfig, MaintenancePolicy};
 pub use table::{DEFAULT_DEDUP_WINDOW, FieldConfig, TableConfig, TableDef};
 
 use crate::kafka::{KafkaConfig, KafkaDef};
@@ -42,6 +44,9 @@ pub struct Config {
     /// When buffered records become a snapshot.
     #[serde(default)]
     pub commit: CommitConfig,
+    /// Compaction and snapshot expiry.
+    #[serde(default)]
+    pub maintenance: MaintenanceConfig,
     /// The tables to create and ingest into.
     #[serde(default)]
     pub tables: Vec<TableConfig>,
@@ -108,7 +113,7 @@ impl Default for ServerConfig {
 }
 
 fn default_idempotency_window() -> String {
-    "24h".to_owned()
+    "10m".to_owned()
 }
 
 fn default_listen() -> String {
@@ -179,8 +184,21 @@ pub struct ValidConfig {
     pub commit: CommitPolicy,
     /// Tables, in config order.
     pub tables: Vec<TableDef>,
+    /// Each table's maintenance, in the order of `tables`.
+    pub maintenance: Vec<MaintenancePolicy>,
+    /// `[maintenance]` itself: the policy of tables the config does not declare.
+    pub maintenance_defaults: MaintenancePolicy,
     /// Kafka sources.
     pub kafka: Vec<KafkaDef>,
+}
+
+impl ValidConfig {
+    /// The maintenance of `table`; `[maintenance]` for a table the config
+    /// does not declare.
+    pub fn maintenance_for(&self, table: &crate::TableName) -> MaintenancePolicy {
+        let declared = self.tables.iter().position(|t| &t.name == table);
+        declared.map_or(self.maintenance_defaults, |i| self.maintenance[i])
+    }
 }
 
 /// When buffered rows become a snapshot.
@@ -257,6 +275,17 @@ impl Config {
             max_latency,
             target_file_size_bytes: self.commit.target_file_size_bytes.max(1024),
         };
+        let defaults = MaintenancePolicy::defaults(commit.target_file_size_bytes);
+        let section = self.maintenance.resolve(&defaults, "maintenance", idempotency_window)?;
+        let maintenance = self
+            .tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match &t.maintenance {
+                Some(over) => over.resolve(&section, &format!("tables[{i}].maintenance"), idempotency_window),
+                None => Ok(section),
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         let mut kafka = Vec::with_capacity(self.kafka.len());
         let mut names = HashSet::new();
         for (i, k) in self.kafka.iter().enumerate() {
@@ -275,6 +304,8 @@ impl Config {
             idempotency_window,
             commit,
             tables,
+            maintenance,
+            maintenance_defaults: section,
             kafka,
         })
     }

@@ -47,3 +47,21 @@ pub const SOURCE_UP: &str = "tributary_source_up";
 /// Errors a source met (connection refused, authentication failed…).
 /// Labels: `source`.
 pub const SOURCE_ERRORS: &str = "tributary_source_errors_total";
+/// Live data files of a table's current snapshot. Labels: `table`.
+pub const TABLE_DATA_FILES: &str = "tributary_table_data_files";
+/// Average size of those files, in bytes. Labels: `table`.
+pub const TABLE_DATA_FILE_AVG_BYTES: &str = "tributary_table_data_file_avg_bytes";
+/// Snapshots in a table's metadata. Labels: `table`.
+pub const TABLE_SNAPSHOTS: &str = "tributary_table_snapshots";
+/// Unix time of the last maintenance run that succeeded. Labels: `table`.
+pub const MAINTENANCE_LAST_RUN: &str = "tributary_maintenance_last_run_timestamp_seconds";
+/// How long the last maintenance run took. Labels: `table`.
+pub const MAINTENANCE_DURATION: &str = "tributary_maintenance_duration_seconds";
+/// Data files compaction replaced. Labels: `table`.
+pub const MAINTENANCE_FILES_COMPACTED: &str = "tributary_maintenance_files_compacted_total";
+/// Snapshots expiry removed. Labels: `table`.
+pub const MAINTENANCE_SNAPSHOTS_EXPIRED: &str = "tributary_maintenance_snapshots_expired_total";
+/// Bytes of files deleted by expiry. Labels: `table`.
+pub const MAINTENANCE_BYTES_RECLAIMED: &str = "tributary_maintenance_bytes_reclaimed_total";
+/// Maintenance runs that failed (the next one tries again). Labels: `table`.
+pub const MAINTENANCE_ERRORS: &str = "tributary_maintenance_errors_total";

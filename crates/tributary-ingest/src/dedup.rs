@@ -107,10 +107,25 @@ impl DedupIndex {
         now_us: i64,
     ) -> Result<Self, TableError> {
         let mut index = Self::new(window);
+        index.read_window(lake, table, key, now_us, |_| {}).await?;
+        tracing::info!(table = %table.name, keys = index.len(), "rebuilt dedup index from the table");
+        Ok(index)
+    }
+
+    /// Inserts the keys of the rows of `table` ingested within the window;
+    /// `known` gets each key already held.
+    async fn read_window(
+        &mut self,
+        lake: &Lake,
+        table: &LoadedTable,
+        key: &str,
+        now_us: i64,
+        mut known: impl FnMut(String),
+    ) -> Result<(), TableError> {
         if table.current_snapshot_id().is_none() {
-            return Ok(index);
+            return Ok(());
         }
-        let since = now_us.saturating_sub(index.window_us);
+        let since = now_us.saturating_sub(self.window_us);
         let scan = lake
             .iceberg_table(table)?
             .scan()
@@ -120,10 +135,9 @@ impl DedupIndex {
             .map_err(iceberg_err)?;
         let mut stream = scan.to_arrow().await.map_err(iceberg_err)?;
         while let Some(batch) = stream.try_next().await.map_err(iceberg_err)? {
-            index.insert_rows(&batch, |_| {});
+            self.insert_rows(&batch, &mut known);
         }
-        tracing::info!(table = %table.name, keys = index.len(), "rebuilt dedup index from the table");
-        Ok(index)
+        Ok(())
     }
 }
 
@@ -171,13 +185,33 @@ impl TableDedup {
         if newest <= since {
             return Ok(known);
         }
-        let batches = added_since(lake, table, since, &[&self.key, "_ingested_at"]).await?;
-        let mut synced = self.lock();
-        for batch in &batches {
-            synced.index.insert_rows(batch, |k| {
-                known.insert(k);
-            });
+        match added_since(lake, table, since, &[&self.key, "_ingested_at"]).await? {
+            Some(batches) => {
+                let mut synced = self.lock();
+                for batch in &batches {
+                    synced.index.insert_rows(batch, |k| {
+                        known.insert(k);
+                    });
+                }
+            }
+            // Expiry removed snapshots this index never read: read the
+            // window from the table itself. A key this process claimed and
+            // has not committed cannot be in it, so every key found again
+            // that is claimed here was committed by another writer. The
+            // table's pipeline task is the index's one user, so nothing
+            // claims while the index is taken out for the read.
+            None => {
+                let mut index = std::mem::replace(&mut self.lock().index, DedupIndex::new(Duration::ZERO));
+                let now_us = chrono::Utc::now().timestamp_micros();
+                let read = index.read_window(lake, table, &self.key, now_us, |k| {
+                    known.insert(k);
+                });
+                let result = read.await;
+                self.lock().index = index;
+                result?;
+            }
         }
+        let mut synced = self.lock();
         synced.seen_sequence = synced.seen_sequence.max(newest);
         Ok(known)
     }

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod error;
+pub mod maintenance;
 pub mod metrics;
 mod tables;
 
@@ -53,6 +54,7 @@ pub async fn start_with_clock(
     let lake = Lake::open(&config.catalog_url, &config.catalog_name, &config.warehouse).await?;
     let tasks = TaskTracker::new();
     let ingest = IngestService::start(&lake, config, clock, &shutdown, &tasks).await?;
+    maintenance::spawn(&lake, config, &shutdown, &tasks);
     let query = QueryEngine::new(lake.clone(), 2).map_err(ServerError::Io)?;
     let ingest = Arc::new(ingest);
     let state = AppState { ingest: ingest.clone(), query, lake: lake.clone() };

@@ -48,4 +48,13 @@ pub fn describe() {
     describe_gauge!(m::FRESHNESS, Unit::Seconds, "Now minus the newest event time committed, per table");
     describe_gauge!(m::SOURCE_UP, "1 while the source can reach what it reads from; the reason is on /readyz");
     describe_counter!(m::SOURCE_ERRORS, "Errors the source met, such as a refused connection");
+    describe_gauge!(m::TABLE_DATA_FILES, "Live data files of the table's current snapshot");
+    describe_gauge!(m::TABLE_DATA_FILE_AVG_BYTES, Unit::Bytes, "Average size of the table's live data files");
+    describe_gauge!(m::TABLE_SNAPSHOTS, "Snapshots in the table's metadata");
+    describe_gauge!(m::MAINTENANCE_LAST_RUN, Unit::Seconds, "Unix time of the table's last successful maintenance run");
+    describe_gauge!(m::MAINTENANCE_DURATION, Unit::Seconds, "How long the table's last maintenance run took");
+    describe_counter!(m::MAINTENANCE_FILES_COMPACTED, "Data files compaction replaced");
+    describe_counter!(m::MAINTENANCE_SNAPSHOTS_EXPIRED, "Snapshots snapshot expiry removed");
+    describe_counter!(m::MAINTENANCE_BYTES_RECLAIMED, Unit::Bytes, "Bytes of files snapshot expiry deleted");
+    describe_counter!(m::MAINTENANCE_ERRORS, "Maintenance runs that failed; the next run tries again");
 }

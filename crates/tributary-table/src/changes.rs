@@ -16,8 +16,14 @@ use crate::error::{Result, TableError};
 use crate::lake::{Lake, LoadedTable};
 
 /// The `columns` of every row added to `table` by snapshots of its current
-/// history with a sequence number above `since`.
-pub async fn added_since(lake: &Lake, table: &LoadedTable, since: i64, columns: &[&str]) -> Result<Vec<RecordBatch>> {
+/// history with a sequence number above `since`; `None` if snapshot expiry
+/// removed some of those snapshots (the caller must read the table itself).
+pub async fn added_since(
+    lake: &Lake,
+    table: &LoadedTable,
+    since: i64,
+    columns: &[&str],
+) -> Result<Option<Vec<RecordBatch>>> {
     let meta = &table.metadata;
     let schema = meta.current_schema().clone();
     let field_ids = columns
@@ -33,6 +39,11 @@ pub async fn added_since(lake: &Lake, table: &LoadedTable, since: i64, columns: 
     let mut next = meta.current_snapshot();
     while let Some(snapshot) = next.filter(|s| s.sequence_number() > since) {
         next = snapshot.parent_snapshot_id().and_then(|p| meta.snapshot_by_id(p));
+        // Sequence numbers grow by one per commit along the history: a
+        // missing parent above `since` is a snapshot that expiry removed.
+        if next.is_none() && snapshot.parent_snapshot_id().is_some() && snapshot.sequence_number() > since + 1 {
+            return Ok(None);
+        }
         // A rewrite (compaction) adds files of rows the table already had.
         if snapshot.summary().operation == Operation::Replace {
             continue;
@@ -72,10 +83,10 @@ pub async fn added_since(lake: &Lake, table: &LoadedTable, since: i64, columns: 
         }
     }
     if tasks.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     }
     let stream = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
     let reader = iceberg.reader_builder().build();
     let batches = reader.read(stream).map_err(TableError::iceberg("reading added files"))?;
-    batches.stream().try_collect().await.map_err(TableError::iceberg("reading added files"))
+    batches.stream().try_collect().await.map(Some).map_err(TableError::iceberg("reading added files"))
 }

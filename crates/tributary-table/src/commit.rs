@@ -1,18 +1,21 @@
-//! The exactly-once commit path: one Iceberg snapshot built from an explicit
-//! base and published by a compare-and-swap of the catalog pointer.
+//! The exactly-once commit path: every change to a table — an ingest append,
+//! a compaction's rewrite, snapshot expiry — is built from an explicit base
+//! and published by one compare-and-swap of the catalog pointer ([`swap`]).
+//! The append path:
 //!
 //! ```text
 //!  writer                              storage                 catalog row
 //!  ──────                              ───────                 ───────────
 //!  base = load()  ─────────────────────────────────────────────► metadata_location = M0
 //!  write data files  ─────────────────► data/*.parquet  (orphans until referenced)
-//!  write manifest + manifest list  ───► metadata/*.avro
+//!  write manifests + manifest list ───► metadata/*.avro (carried manifests merged, `snapshot`)
 //!  fsync everything written so far, and its directories
 //!  build metadata M1 from M0:
 //!     snapshot.parent  = M0.current
 //!     summary          = tributary.pipeline / .positions / .epoch
 //!  write M1  ─────────────────────────► metadata/000NN-uuid.metadata.json
-//!  CAS(expected = M0, new = M1) ───────────────────────────────► won  → M1 is current, data visible
+//!  CAS(expected = M0, new = M1) ───────────────────────────────► won  → M1 is current, data visible;
+//!                                                                       old metadata files beyond the log deleted
 //!                                                              ├─► lost → CommitConflict
 //!                                                              └─► error → read back: our snapshot in
 //!                                                                  the table? committed : the error

@@ -22,10 +22,74 @@
 mod compact;
 mod expire;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use compact::{Compacted, Compaction, compact};
 pub use expire::{Expired, Retention, expire_snapshots};
+use tributary_core::TableName;
+use tributary_core::config::MaintenancePolicy;
+
+use crate::error::Result;
+use crate::lake::{Lake, LoadedTable};
+
+/// What maintaining one table did (or, dry, would do).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// The table.
+    pub table: TableName,
+    /// Compaction's part.
+    pub compacted: Compacted,
+    /// Expiry's part.
+    pub expired: Expired,
+    /// The table afterwards.
+    pub after: TableStats,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// Size figures of a table's current snapshot, from its summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Live data files.
+    pub data_files: u64,
+    /// Their bytes.
+    pub data_bytes: u64,
+    /// Snapshots in the metadata.
+    pub snapshots: usize,
+}
+
+impl TableStats {
+    /// The figures of `table`.
+    pub fn of(table: &LoadedTable) -> Self {
+        let total = |k: &str| {
+            table.metadata.current_snapshot().and_then(|s| s.summary().additional_properties.get(k)?.parse().ok())
+        };
+        Self {
+            data_files: total("total-data-files").unwrap_or(0),
+            data_bytes: total("total-files-size").unwrap_or(0),
+            snapshots: table.metadata.snapshots().count(),
+        }
+    }
+}
+
+/// Compacts `name`, then expires its snapshots, by `policy`; with `dry_run`,
+/// only plans both and reports what they would do.
+pub async fn maintain_table(
+    lake: &Lake,
+    name: &TableName,
+    policy: &MaintenancePolicy,
+    dry_run: bool,
+    now_ms: i64,
+) -> Result<Report> {
+    let started = Instant::now();
+    let target_file_size = u64::try_from(policy.target_file_size_bytes).unwrap_or(u64::MAX);
+    let compaction = Compaction { target_file_size, min_files: policy.compact_min_files };
+    let compacted = compact(lake, name, compaction, dry_run).await?;
+    let retention = Retention { max_age: policy.snapshot_max_age, min_snapshots: policy.min_snapshots };
+    let expired = expire_snapshots(lake, name, retention, now_ms, dry_run).await?;
+    let after = TableStats::of(&lake.load(name).await?);
+    Ok(Report { table: name.clone(), compacted, expired, after, took: started.elapsed() })
+}
 
 /// Attempts at a maintenance commit while ingest keeps committing.
 const MAX_ATTEMPTS: u32 = 20;

@@ -1,4 +1,4 @@
-//! `check`, `serve` and `sql`.
+//! `check`, `serve`, `sql`, `maintain` and `table drop`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -8,6 +8,7 @@ use tributary_core::TableName;
 use tributary_core::config::{Config, ValidConfig};
 use tributary_query::{QueryEngine, output};
 use tributary_table::Lake;
+use tributary_table::maintain::maintain_table;
 
 use crate::OutputFormat;
 
@@ -86,6 +87,63 @@ pub async fn sql(data_dir: &Path, config: Option<&Path>, format: OutputFormat, s
     };
     println!("{}", text.trim_end());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `tributary maintain`: compacts each table and expires its snapshots once,
+/// one table at a time, printing each table's line as it finishes.
+pub async fn maintain(
+    data_dir: &Path,
+    config: Option<&Path>,
+    table: Option<&str>,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let lake = open_lake(data_dir, config).await?;
+    // Without a config, the defaults of an empty one apply.
+    let valid = match config {
+        Some(p) => load_config(p, data_dir)?,
+        None => Config::default().validate(data_dir).map_err(anyhow::Error::msg)?,
+    };
+    // A quarantine table is maintained like the table it belongs to.
+    let policy = |name: &TableName| {
+        let owner = valid.tables.iter().find(|t| &t.name == name || &t.name.quarantine() == name);
+        valid.maintenance_for(owner.map_or(name, |t| &t.name))
+    };
+    let tables = match table {
+        Some(t) => vec![TableName::parse(t).map_err(anyhow::Error::msg)?],
+        None => lake.list().await?,
+    };
+    let verb = if dry_run { "would" } else { "did" };
+    println!("{:<32} {:>13} {:>11} {:>9} {:>17}  took", "table", "data files", "compacted", "expired", "deleted");
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for (i, name) in tables.iter().enumerate() {
+        crate::logging::say(format_args!("[{}/{}] {name}…", i + 1, tables.len()));
+        let r = maintain_table(&lake, name, &policy(name), dry_run, now_ms).await?;
+        println!(
+            "{:<32} {:>6} → {:<4} {:>11} {:>9} {:>17}  {:.1}s",
+            name.to_string(),
+            r.compacted.files_before,
+            r.compacted.files_after,
+            format!("{} files", r.compacted.files_rewritten),
+            format!("{} snaps", r.expired.snapshots),
+            format!("{} files {}", r.expired.files_deleted, human_bytes(r.expired.bytes_deleted)),
+            r.took.as_secs_f64()
+        );
+    }
+    println!(
+        "({verb}: compacted = small files rewritten; expired = snapshots removed; deleted = files no snapshot needs)"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human_bytes(b: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let b = b as f64;
+    match b {
+        b if b >= 1e9 => format!("{:.1} GB", b / 1e9),
+        b if b >= 1e6 => format!("{:.1} MB", b / 1e6),
+        b if b >= 1e3 => format!("{:.1} kB", b / 1e3),
+        b => format!("{b} B"),
+    }
 }
 
 /// `tributary table drop`: removes a table from the catalog, and with

@@ -82,6 +82,21 @@ pub enum Command {
         /// The statement, e.g. "SELECT count(*) FROM raw.transactions".
         sql: String,
     },
+    /// Compact tables and expire their old snapshots once, and say what it did.
+    Maintain {
+        /// Where the embedded catalog and warehouse live.
+        #[arg(long, default_value = "./tributary-data")]
+        data_dir: PathBuf,
+        /// Take the catalog, warehouse and `[maintenance]` settings from this config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Only this table (`namespace.table`); default: every table.
+        #[arg(long)]
+        table: Option<String>,
+        /// Plan only: report what would be done, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Manage tables: `tributary table drop raw.events --yes`.
     Table {
         /// What to do.
@@ -132,7 +147,10 @@ pub enum TableAction {
 /// logs only warnings so its report stays readable. Colours only on a
 /// terminal.
 pub fn init_logging(cli: &Cli) -> logging::DrainOnDrop {
-    let quiet = matches!(cli.command, Command::Quickstart { .. } | Command::Sql { .. } | Command::Table { .. });
+    let quiet = matches!(
+        cli.command,
+        Command::Quickstart { .. } | Command::Sql { .. } | Command::Table { .. } | Command::Maintain { .. }
+    );
     let default = if quiet { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -156,6 +174,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { config, data_dir, http } => commands::serve(&config, &data_dir, http).await,
         Command::Sql { data_dir, config, format, sql } => {
             commands::sql(&data_dir, config.as_deref(), format, &sql).await
+        }
+        Command::Maintain { data_dir, config, table, dry_run } => {
+            commands::maintain(&data_dir, config.as_deref(), table.as_deref(), dry_run).await
         }
         Command::Table { action: TableAction::Drop { table, data_dir, config, purge, yes } } => {
             commands::drop_table(&data_dir, config.as_deref(), &table, purge, yes).await

@@ -37,6 +37,9 @@ pub struct TableConfig {
     /// Timestamps at or after this are refused; default 2200-01-01.
     #[serde(default)]
     pub max_timestamp: Option<String>,
+    /// Overrides of `[maintenance]` for this table.
+    #[serde(default)]
+    pub maintenance: Option<super::MaintenanceConfig>,
 }
 
 /// One column in `fields`, or the element of a list.

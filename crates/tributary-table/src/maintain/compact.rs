@@ -50,15 +50,23 @@ pub struct Compacted {
     pub files_written: usize,
 }
 
-/// Compacts the small files of `name`.
-pub async fn compact(lake: &Lake, name: &TableName, policy: Compaction) -> Result<Compacted> {
+/// Compacts the small files of `name`; with `dry_run`, reports the plan
+/// (one file written per bin) and changes nothing.
+pub async fn compact(lake: &Lake, name: &TableName, policy: Compaction, dry_run: bool) -> Result<Compacted> {
     let mut base = lake.load(name).await?;
     let live = live_files(lake, &base).await?;
     let bins = plan(&live, policy);
-    if bins.is_empty() {
-        return Ok(Compacted { files_before: live.len(), files_after: live.len(), ..Compacted::default() });
-    }
     let inputs: Vec<&DataFile> = bins.iter().flatten().copied().collect();
+    let planned = Compacted {
+        files_before: live.len(),
+        files_after: live.len() - inputs.len() + bins.len(),
+        files_rewritten: inputs.len(),
+        bytes_rewritten: inputs.iter().map(|f| f.file_size_in_bytes()).sum(),
+        files_written: bins.len(),
+    };
+    if bins.is_empty() || dry_run {
+        return Ok(planned);
+    }
     let removed: HashSet<String> = inputs.iter().map(|f| f.file_path().to_owned()).collect();
     let target = usize::try_from(policy.target_file_size).unwrap_or(usize::MAX);
     let mut added = Vec::new();
@@ -69,11 +77,9 @@ pub async fn compact(lake: &Lake, name: &TableName, policy: Compaction) -> Resul
         match publish(lake, &base, Change::Rewrite { removed: &removed, added: &added }).await {
             Ok(_) => {
                 let done = Compacted {
-                    files_before: live.len(),
                     files_after: live.len() - inputs.len() + added.len(),
-                    files_rewritten: inputs.len(),
-                    bytes_rewritten: inputs.iter().map(|f| f.file_size_in_bytes()).sum(),
                     files_written: added.len(),
+                    ..planned
                 };
                 tracing::info!(table = %name, rewritten = done.files_rewritten, written = done.files_written, bytes = done.bytes_rewritten, "compacted");
                 return Ok(done);

@@ -55,11 +55,21 @@ pub struct Expired {
     pub bytes_deleted: u64,
 }
 
-/// Expires the snapshots of `name` beyond `retention` at `now_ms`.
-pub async fn expire_snapshots(lake: &Lake, name: &TableName, retention: Retention, now_ms: i64) -> Result<Expired> {
+/// Expires the snapshots of `name` beyond `retention` at `now_ms`; with
+/// `dry_run`, reports how many snapshots would go and changes nothing.
+pub async fn expire_snapshots(
+    lake: &Lake,
+    name: &TableName,
+    retention: Retention,
+    now_ms: i64,
+    dry_run: bool,
+) -> Result<Expired> {
     for attempt in 1..=MAX_ATTEMPTS {
         let base = lake.load(name).await?;
         let Some(plan) = plan(&base, retention, now_ms) else { return Ok(Expired::default()) };
+        if dry_run {
+            return Ok(Expired { snapshots: plan.removed.len(), ..Expired::default() });
+        }
         match publish(lake, &base, &plan.removed).await {
             Ok(_) => {
                 let (files_deleted, bytes_deleted) = delete_unreferenced(lake, &base, &plan).await;
