@@ -158,9 +158,9 @@ fn main() -> anyhow::Result<()> {
             f("last_p50_ms"),
             f("last_p99_ms"),
             f("metadata_mib"),
-            v["snapshots"],
-            v["data_files"],
-            v["rows"],
+            v["snapshots"].as_u64().unwrap_or(0),
+            v["data_files"].as_u64().unwrap_or(0),
+            v["rows"].as_u64().unwrap_or(0),
             f("cpu_ms_per_commit")
         );
     }

@@ -239,3 +239,53 @@ async fn a_keyed_retry_after_a_commit_with_an_unknown_outcome_writes_nothing() {
     srv.stop().await;
     scenario.teardown();
 }
+
+/// A crash in the middle of each maintenance kind: before its swap the table
+/// is as it was, after it the change is whole; either way every row reads,
+/// and the pipeline's positions are still found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_in_compaction_or_expiry_leaves_the_table_unchanged_or_fully_changed() {
+    use tributary_table::maintain::{Compaction, Retention, compact, expire_snapshots};
+
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&common::without_dedup_key(common::TRANSACTIONS), dir.path());
+    let srv = start(&cfg).await;
+    for i in 0..12 {
+        let body: Vec<String> = (0..5).map(|j| common::event(&format!("m{i}-{j}"), "1.00")).collect();
+        let (status, v) = srv.post("raw.transactions", body.join("\n")).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    srv.stop().await;
+    let lake = common::open_lake(&cfg).await;
+    let name = tributary_core::TableName::new("raw", "transactions");
+    let pipeline = "http:raw.transactions";
+    let check = |t: &tributary_table::LoadedTable| {
+        let state = tributary_table::last_pipeline_state(t, pipeline).unwrap().expect("positions found");
+        assert_eq!(state.positions.get("http"), Some(60));
+    };
+    for (point, lands) in [("table::before_catalog_swap", false), ("table::crash_after_catalog_swap", true)] {
+        let before = lake.load(&name).await.unwrap();
+        fail::cfg(point, "1*return").unwrap();
+        let err = compact(&lake, &name, Compaction { target_file_size: 1 << 20, min_files: 2 }, false).await;
+        fail::remove(point);
+        assert!(err.unwrap_err().to_string().contains(point));
+        let after = lake.load(&name).await.unwrap();
+        assert_eq!(after.location != before.location, lands, "compaction at {point}");
+        assert_eq!(common::rows(&common::scan_all(&lake, &after).await), 60, "compaction at {point}");
+        check(&after);
+
+        let before = after;
+        let retention = Retention { max_age: Duration::ZERO, min_snapshots: 1 };
+        fail::cfg(point, "1*return").unwrap();
+        let err = expire_snapshots(&lake, &name, retention, chrono::Utc::now().timestamp_millis() + 1000, false).await;
+        fail::remove(point);
+        assert!(err.unwrap_err().to_string().contains(point));
+        let after = lake.load(&name).await.unwrap();
+        let (was, now) = (before.metadata.snapshots().count(), after.metadata.snapshots().count());
+        assert_eq!(now < was, lands, "expiry at {point}: {was} → {now} snapshots");
+        assert_eq!(common::rows(&common::scan_all(&lake, &after).await), 60, "expiry at {point}");
+        check(&after);
+    }
+    scenario.teardown();
+}

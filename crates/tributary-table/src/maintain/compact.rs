@@ -10,7 +10,8 @@
 //!
 //! The rewrite is validated on the table it lands on: every replaced file
 //! must still be live, else it is refused and nothing changes (the new files
-//! are deleted). Appends committed meanwhile are kept: a lost race rebuilds
+//! are deleted; after an error that leaves the outcome unknown they are
+//! kept, since the table may reference them). Appends committed meanwhile are kept: a lost race rebuilds
 //! the commit on the new state with the same files.
 
 use std::collections::{BTreeMap, HashSet};
@@ -89,9 +90,13 @@ pub async fn compact(lake: &Lake, name: &TableName, policy: Compaction, dry_run:
                 base = lake.load(name).await?;
             }
             Err(e) => {
-                // Nothing references the new files: they go, the table is as it was.
-                for f in &added {
-                    let _ = lake.file_io().delete(f.file_path()).await;
+                // Refused: nothing references the new files, so they go. Any
+                // other error may have come after the swap landed (the
+                // connection broke): the files stay, as orphans at worst.
+                if matches!(e, TableError::RewriteConflict { .. } | TableError::CommitConflict { .. }) {
+                    for f in &added {
+                        let _ = lake.file_io().delete(f.file_path()).await;
+                    }
                 }
                 return Err(e);
             }
