@@ -10,6 +10,8 @@
 //! the same number of snapshots is kept at any rate. It prints commit
 //! latency p50/p99 over the first and the last 100 commits, the size of the
 //! table's `metadata/` directory, and the snapshot and data-file counts.
+//! With maintenance off it then times a query over the table of small
+//! files, compacts it once, and times the query again.
 //! Nothing here asserts on time.
 
 use std::time::{Duration, Instant};
@@ -96,6 +98,7 @@ async fn phase(commits: usize, rate: f64, maintenance: bool) -> anyhow::Result<(
     let metadata = dir_bytes(&cfg.warehouse.join("raw/events/metadata"));
     shutdown.cancel();
     server.wait().await?;
+    let reads = if maintenance { None } else { Some(reads_before_and_after_compaction(&lake, &table).await?) };
     let first = sorted_ms(lat[..100.min(commits)].to_vec());
     let last = sorted_ms(lat[commits.saturating_sub(100)..].to_vec());
     let v = serde_json::json!({
@@ -110,9 +113,34 @@ async fn phase(commits: usize, rate: f64, maintenance: bool) -> anyhow::Result<(
         "data_files": stats.data_files,
         "rows": table.total_records(),
         "peak_rss_mib": peak_rss_mib(),
+        "read_ms_before": reads.map(|r| r.0),
+        "read_ms_after": reads.map(|r| r.1),
     });
     println!("{v}");
     Ok(())
+}
+
+/// The best of three runs of a query over the table, before and after one
+/// compaction.
+async fn reads_before_and_after_compaction(
+    lake: &tributary_table::Lake,
+    table: &tributary_table::LoadedTable,
+) -> anyhow::Result<(f64, f64)> {
+    let engine = tributary_query::QueryEngine::new(lake.clone(), 2)?;
+    let sql = "SELECT count(*), count(DISTINCT event_id), max(event_time) FROM raw.events";
+    let time = || async {
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            engine.sql(sql).await?;
+            best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok::<_, anyhow::Error>(best)
+    };
+    let before = time().await?;
+    let policy = tributary_table::maintain::Compaction { target_file_size: 128 << 20, min_files: 2 };
+    tributary_table::maintain::compact(lake, &table.name, policy, false).await?;
+    Ok((before, time().await?))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -163,6 +191,9 @@ fn main() -> anyhow::Result<()> {
             v["rows"].as_u64().unwrap_or(0),
             f("cpu_ms_per_commit")
         );
+        if let (Some(before), Some(after)) = (v["read_ms_before"].as_f64(), v["read_ms_after"].as_f64()) {
+            println!("             query over the {commits} small commits: {before:.0} ms; after one compaction: {after:.0} ms");
+        }
     }
     Ok(())
 }
