@@ -192,7 +192,9 @@ fn main() -> anyhow::Result<()> {
             f("cpu_ms_per_commit")
         );
         if let (Some(before), Some(after)) = (v["read_ms_before"].as_f64(), v["read_ms_after"].as_f64()) {
-            println!("             query over the {commits} small commits: {before:.0} ms; after one compaction: {after:.0} ms");
+            println!(
+                "             query over the {commits} small commits: {before:.0} ms; after one compaction: {after:.0} ms"
+            );
         }
     }
     Ok(())

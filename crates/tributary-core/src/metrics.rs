@@ -61,7 +61,9 @@ pub const MAINTENANCE_DURATION: &str = "tributary_maintenance_duration_seconds";
 pub const MAINTENANCE_FILES_COMPACTED: &str = "tributary_maintenance_files_compacted_total";
 /// Snapshots expiry removed. Labels: `table`.
 pub const MAINTENANCE_SNAPSHOTS_EXPIRED: &str = "tributary_maintenance_snapshots_expired_total";
-/// Bytes of files deleted by expiry. Labels: `table`.
+/// Orphan files deleted. Labels: `table`.
+pub const MAINTENANCE_ORPHANS: &str = "tributary_maintenance_orphan_files_removed_total";
+/// Bytes of files deleted by expiry and orphan cleanup. Labels: `table`.
 pub const MAINTENANCE_BYTES_RECLAIMED: &str = "tributary_maintenance_bytes_reclaimed_total";
 /// Maintenance runs that failed (the next one tries again). Labels: `table`.
 pub const MAINTENANCE_ERRORS: &str = "tributary_maintenance_errors_total";

@@ -1,6 +1,7 @@
 //! Scheduled table maintenance in `serve`: every configured table and its
 //! quarantine table are compacted and their snapshots expired, one table at
-//! a time, each at its `[maintenance] interval`.
+//! a time, each at its `[maintenance] interval`; orphan files are swept
+//! once an hour (it reads every manifest of the table).
 //!
 //! One table at a time bounds the work to one task's CPU and to what one
 //! compaction holds (it streams rows; see `tributary_table::maintain`).
@@ -37,6 +38,7 @@ pub fn spawn(lake: &Lake, config: &ValidConfig, shutdown: &CancellationToken, ta
     tasks.spawn(async move {
         // The first run waits one interval: start-up is busy enough.
         let mut due: Vec<Instant> = tables.iter().map(|(_, p)| Instant::now() + p.interval).collect();
+        let mut swept: Vec<Option<Instant>> = vec![None; tables.len()];
         loop {
             let Some((next, at)) = due.iter().enumerate().min_by_key(|(_, at)| **at).map(|(i, at)| (i, *at)) else {
                 return;
@@ -46,20 +48,27 @@ pub fn spawn(lake: &Lake, config: &ValidConfig, shutdown: &CancellationToken, ta
                 () = sleep_until(at) => {}
             }
             let (name, policy) = &tables[next];
+            let sweep = swept[next].is_none_or(|at| at.elapsed() >= ORPHAN_SWEEP_EVERY);
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = run(&lake, name, policy) => {}
+                () = run(&lake, name, policy, sweep) => {}
+            }
+            if sweep {
+                swept[next] = Some(Instant::now());
             }
             due[next] = Instant::now() + policy.interval;
         }
     });
 }
 
+/// How often a table's orphan files are swept.
+const ORPHAN_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
 /// Maintains one table and reports it in the log and the metrics.
-async fn run(lake: &Lake, name: &TableName, policy: &MaintenancePolicy) {
+async fn run(lake: &Lake, name: &TableName, policy: &MaintenancePolicy, orphans: bool) {
     let label = name.to_string();
     let now_ms = chrono::Utc::now().timestamp_millis();
-    match maintain_table(lake, name, policy, false, now_ms).await {
+    match maintain_table(lake, name, policy, orphans, false, now_ms).await {
         Ok(report) => record(&label, &report),
         // A table that does not exist yet has nothing to maintain.
         Err(tributary_table::TableError::NotFound(_)) => {}
@@ -85,8 +94,10 @@ fn record(label: &str, r: &Report) {
     metrics::counter!(m::MAINTENANCE_FILES_COMPACTED, "table" => table.clone())
         .increment(r.compacted.files_rewritten as u64);
     metrics::counter!(m::MAINTENANCE_SNAPSHOTS_EXPIRED, "table" => table.clone()).increment(r.expired.snapshots as u64);
-    metrics::counter!(m::MAINTENANCE_BYTES_RECLAIMED, "table" => table).increment(r.expired.bytes_deleted);
-    if r.compacted.files_rewritten > 0 || r.expired.snapshots > 0 {
+    metrics::counter!(m::MAINTENANCE_ORPHANS, "table" => table.clone()).increment(r.orphans.files as u64);
+    metrics::counter!(m::MAINTENANCE_BYTES_RECLAIMED, "table" => table)
+        .increment(r.expired.bytes_deleted + r.orphans.bytes);
+    if r.compacted.files_rewritten > 0 || r.expired.snapshots > 0 || r.orphans.files > 0 {
         tracing::info!(
             table = label,
             compacted = r.compacted.files_rewritten,
@@ -94,6 +105,7 @@ fn record(label: &str, r: &Report) {
             expired = r.expired.snapshots,
             files_deleted = r.expired.files_deleted,
             bytes_deleted = r.expired.bytes_deleted,
+            orphans = r.orphans.files,
             data_files = r.after.data_files,
             snapshots = r.after.snapshots,
             took_ms = r.took.as_millis(),

@@ -55,6 +55,7 @@ pub fn describe() {
     describe_gauge!(m::MAINTENANCE_DURATION, Unit::Seconds, "How long the table's last maintenance run took");
     describe_counter!(m::MAINTENANCE_FILES_COMPACTED, "Data files compaction replaced");
     describe_counter!(m::MAINTENANCE_SNAPSHOTS_EXPIRED, "Snapshots snapshot expiry removed");
-    describe_counter!(m::MAINTENANCE_BYTES_RECLAIMED, Unit::Bytes, "Bytes of files snapshot expiry deleted");
+    describe_counter!(m::MAINTENANCE_ORPHANS, "Orphan files deleted: files no metadata references");
+    describe_counter!(m::MAINTENANCE_BYTES_RECLAIMED, Unit::Bytes, "Bytes of files expiry and orphan cleanup deleted");
     describe_counter!(m::MAINTENANCE_ERRORS, "Maintenance runs that failed; the next run tries again");
 }

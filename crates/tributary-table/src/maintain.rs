@@ -13,7 +13,9 @@
 //!   (by age, keeping a minimum count), then the manifest lists, manifests
 //!   and replaced data files only they referenced. It first adds a snapshot
 //!   carrying every pipeline's positions, so recovery never walks into the
-//!   removed history.
+//!   removed history;
+//! - **orphan cleanup** (`orphans`) deletes files nothing references and
+//!   older than an age guard: what crashed commits left behind.
 //!
 //! Every change is built from an explicit base and published by the same
 //! compare-and-swap as ingest commits; on a lost race it is planned again
@@ -21,11 +23,13 @@
 
 mod compact;
 mod expire;
+mod orphans;
 
 use std::time::{Duration, Instant};
 
 pub use compact::{Compacted, Compaction, compact};
 pub use expire::{Expired, Retention, expire_snapshots};
+pub use orphans::{Orphans, remove_orphans};
 use tributary_core::TableName;
 use tributary_core::config::MaintenancePolicy;
 
@@ -41,6 +45,8 @@ pub struct Report {
     pub compacted: Compacted,
     /// Expiry's part.
     pub expired: Expired,
+    /// Orphan cleanup's part, if it ran.
+    pub orphans: Orphans,
     /// The table afterwards.
     pub after: TableStats,
     /// How long it took.
@@ -72,12 +78,14 @@ impl TableStats {
     }
 }
 
-/// Compacts `name`, then expires its snapshots, by `policy`; with `dry_run`,
-/// only plans both and reports what they would do.
+/// Compacts `name`, then expires its snapshots, then (with `orphans`)
+/// removes its orphan files, by `policy`; with `dry_run`, only plans them and
+/// reports what they would do.
 pub async fn maintain_table(
     lake: &Lake,
     name: &TableName,
     policy: &MaintenancePolicy,
+    orphans: bool,
     dry_run: bool,
     now_ms: i64,
 ) -> Result<Report> {
@@ -87,8 +95,10 @@ pub async fn maintain_table(
     let compacted = compact(lake, name, compaction, dry_run).await?;
     let retention = Retention { max_age: policy.snapshot_max_age, min_snapshots: policy.min_snapshots };
     let expired = expire_snapshots(lake, name, retention, now_ms, dry_run).await?;
+    let orphans =
+        if orphans { remove_orphans(lake, name, policy.orphan_min_age, dry_run).await? } else { Orphans::default() };
     let after = TableStats::of(&lake.load(name).await?);
-    Ok(Report { table: name.clone(), compacted, expired, after, took: started.elapsed() })
+    Ok(Report { table: name.clone(), compacted, expired, orphans, after, took: started.elapsed() })
 }
 
 /// Attempts at a maintenance commit while ingest keeps committing.

@@ -113,24 +113,29 @@ pub async fn maintain(
         None => lake.list().await?,
     };
     let verb = if dry_run { "would" } else { "did" };
-    println!("{:<32} {:>13} {:>11} {:>9} {:>17}  took", "table", "data files", "compacted", "expired", "deleted");
+    println!(
+        "{:<32} {:>13} {:>11} {:>9} {:>17} {:>17}  took",
+        "table", "data files", "compacted", "expired", "deleted", "orphans"
+    );
     let now_ms = chrono::Utc::now().timestamp_millis();
     for (i, name) in tables.iter().enumerate() {
         crate::logging::say(format_args!("[{}/{}] {name}…", i + 1, tables.len()));
-        let r = maintain_table(&lake, name, &policy(name), dry_run, now_ms).await?;
+        let r = maintain_table(&lake, name, &policy(name), true, dry_run, now_ms).await?;
         println!(
-            "{:<32} {:>6} → {:<4} {:>11} {:>9} {:>17}  {:.1}s",
+            "{:<32} {:>6} → {:<4} {:>11} {:>9} {:>17} {:>17}  {:.1}s",
             name.to_string(),
             r.compacted.files_before,
             r.compacted.files_after,
             format!("{} files", r.compacted.files_rewritten),
             format!("{} snaps", r.expired.snapshots),
             format!("{} files {}", r.expired.files_deleted, human_bytes(r.expired.bytes_deleted)),
+            format!("{} files {}", r.orphans.files, human_bytes(r.orphans.bytes)),
             r.took.as_secs_f64()
         );
     }
     println!(
-        "({verb}: compacted = small files rewritten; expired = snapshots removed; deleted = files no snapshot needs)"
+        "({verb}: compacted = small files rewritten; expired = snapshots removed; deleted = files only they needed; \
+         orphans = files nothing references, older than orphan_min_age)"
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -33,6 +33,9 @@ pub struct MaintenanceConfig {
     /// Fewest small files in a partition that are worth a compaction.
     #[serde(default)]
     pub compact_min_files: Option<usize>,
+    /// Files nothing references are deleted once older than this, e.g. `"3d"`.
+    #[serde(default)]
+    pub orphan_min_age: Option<String>,
 }
 
 /// A table's maintenance, every default resolved.
@@ -48,6 +51,8 @@ pub struct MaintenancePolicy {
     pub min_snapshots: usize,
     /// Fewest small files of a partition compacted together.
     pub compact_min_files: usize,
+    /// The age guard of orphan cleanup.
+    pub orphan_min_age: Duration,
     /// Size of the files compaction writes (`commit.target_file_size_bytes`).
     pub target_file_size_bytes: usize,
 }
@@ -70,6 +75,7 @@ impl MaintenanceConfig {
             snapshot_max_age: duration(&self.snapshot_max_age, "snapshot_max_age", base.snapshot_max_age)?,
             min_snapshots: self.min_snapshots.unwrap_or(base.min_snapshots),
             compact_min_files: self.compact_min_files.unwrap_or(base.compact_min_files),
+            orphan_min_age: duration(&self.orphan_min_age, "orphan_min_age", base.orphan_min_age)?,
             target_file_size_bytes: base.target_file_size_bytes,
         };
         if policy.interval.is_zero() {
@@ -80,6 +86,11 @@ impl MaintenanceConfig {
         }
         if policy.compact_min_files < 2 {
             return Err(format!("{what}.compact_min_files must be at least 2"));
+        }
+        if policy.orphan_min_age < Duration::from_secs(3600) {
+            return Err(format!(
+                "{what}.orphan_min_age must be at least 1h: a younger file may belong to a commit in flight"
+            ));
         }
         if policy.snapshot_max_age < idempotency_window {
             return Err(format!(
@@ -103,6 +114,7 @@ impl MaintenancePolicy {
             snapshot_max_age: Duration::from_secs(600),
             min_snapshots: 10,
             compact_min_files: 10,
+            orphan_min_age: Duration::from_secs(3 * 86_400),
             target_file_size_bytes,
         }
     }
