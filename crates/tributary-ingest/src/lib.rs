@@ -43,8 +43,6 @@ use sources::kafka::KafkaSource;
 
 /// HTTP requests queued per table before senders wait (backpressure).
 const QUEUE_DEPTH: usize = 64;
-/// Chunks a Kafka source may queue before it waits (it keeps polling).
-const KAFKA_QUEUE_DEPTH: usize = 4;
 
 /// The ingest side of one table.
 #[derive(Debug, Clone)]
@@ -149,7 +147,7 @@ impl IngestService {
             let tx = pipeline.add_source(format!("http:{}", def.name), config.commit, QUEUE_DEPTH, true);
             for k in config.kafka.iter().filter(|k| k.table == def.name) {
                 let id = sources::kafka::pipeline_id(k);
-                let chunks = pipeline.add_source(id, k.commit, KAFKA_QUEUE_DEPTH, false);
+                let chunks = pipeline.add_source(id, k.commit, sources::kafka::queue_depth(&k.commit), false);
                 let source =
                     KafkaSource::new(k.clone(), lake.clone(), schema.clone(), chunks, clock.clone(), health.clone());
                 let (token, name, fatal) = (shutdown.clone(), k.name.clone(), fatal.clone());

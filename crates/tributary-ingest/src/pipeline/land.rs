@@ -113,6 +113,21 @@ impl Span {
     }
 }
 
+/// Many small batches (a trickle of small requests or chunks) as one: the
+/// Parquet writer and the partition splitter pay per batch.
+fn coalesce(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, IngestError> {
+    if batches.len() < 2 {
+        return Ok(batches);
+    }
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if rows / batches.len() >= 4096 {
+        return Ok(batches);
+    }
+    let merged = arrow_select::concat::concat_batches(&batches[0].schema(), &batches)
+        .map_err(|e| IngestError::Internal(format!("joining batches: {e}")))?;
+    Ok(vec![merged])
+}
+
 /// Lowers each position of `into` to `other`'s where that is earlier.
 fn earliest(into: &mut Positions, other: &Positions) {
     for (k, v) in &other.0 {
@@ -239,7 +254,7 @@ impl TablePipeline {
                 }
             }
             let live = || chunks.iter().filter(|c| c.replayed.is_none());
-            let batches: Vec<RecordBatch> = live().map(|c| c.batch.clone()).filter(|b| b.num_rows() > 0).collect();
+            let batches = coalesce(live().map(|c| c.batch.clone()).filter(|b| b.num_rows() > 0).collect())?;
             let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
             let entries: Vec<_> = live().filter_map(Chunk::entry).collect();
             // A range commits even when every record was a reject or a

@@ -15,11 +15,12 @@
 //! the same positions; on replay a reject below the quarantine table's
 //! position is skipped, so quarantine is exactly-once as well.
 //!
-//! A chunk is sealed when no message is ready at once, or when it is full, so
-//! a trickle lands with no added delay and a backlog in large chunks. The
-//! source keeps reading while the pipeline lands; when more than two commit
-//! batches' worth is in flight, it pauses its partitions (backpressure), and
-//! keeps polling so that rebalances and errors are still served.
+//! A chunk is sealed when it is full, or when no message has come for a
+//! moment ([`linger`]), so a backlog travels in large chunks and a trickle
+//! waits a few milliseconds at most. The source keeps reading while the
+//! pipeline lands; when more than two commit batches' worth is in flight, it
+//! pauses its partitions (backpressure), and keeps polling so that
+//! rebalances and errors are still served.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -30,8 +31,10 @@ use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
 use tokio::sync::mpsc;
+use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 use tributary_core::Clock;
+use tributary_core::config::CommitPolicy;
 use tributary_core::kafka::KafkaDef;
 use tributary_core::metrics as m;
 use tributary_table::Lake;
@@ -59,6 +62,20 @@ const CHUNK_RECORDS: usize = 4096;
 /// Most bytes in one chunk.
 const CHUNK_BYTES: usize = 4 << 20;
 
+/// How long a chunk waits for more messages once none is ready: short
+/// against the commit interval, long enough that a steady stream does not
+/// travel one message per chunk (each chunk has a fixed cost, and the
+/// channel would fill with tiny ones while a landing runs).
+fn linger(commit: &CommitPolicy) -> Duration {
+    (commit.max_latency / 10).min(Duration::from_millis(20))
+}
+
+/// Chunks a source may queue: two commit batches' worth of full chunks, the
+/// bound at which it pauses anyway.
+pub fn queue_depth(commit: &CommitPolicy) -> usize {
+    2 * commit.max_rows.div_ceil(CHUNK_RECORDS.min(commit.max_rows)) + 2
+}
+
 /// A chunk handed to the pipeline and not answered yet.
 struct Sent {
     epoch: u64,
@@ -75,7 +92,7 @@ enum Event<'a> {
     /// The channel has room for the sealed chunk.
     Room,
     Message(rdkafka::error::KafkaResult<BorrowedMessage<'a>>),
-    /// No message was ready at once.
+    /// No message came for a moment.
     Idle,
     Tick,
 }
@@ -240,8 +257,8 @@ impl KafkaSource {
                     Err(_) => return Err(pipeline_gone()),
                 },
                 msg = consumer.recv() => Event::Message(msg),
-                // No message was ready at once: what was read goes now.
-                () = std::future::ready(()), if self.ready.is_none() && !self.batch.is_empty() => Event::Idle,
+                // No message came for a moment: what was read goes now.
+                () = sleep_until(self.batch.last_read + linger(&self.def.commit)), if self.ready.is_none() && !self.batch.is_empty() => Event::Idle,
                 _ = lag_tick.tick() => Event::Tick,
             };
             match event {
@@ -302,6 +319,7 @@ impl KafkaSource {
             return;
         }
         self.batch.read(&tp, offset, offset + 1);
+        self.batch.last_read = tokio::time::Instant::now();
         self.batch.messages += 1;
         self.records_read.increment(1);
         let payload = msg.payload().unwrap_or_default();

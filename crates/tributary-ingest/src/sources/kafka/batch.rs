@@ -12,7 +12,6 @@ use crate::prepare::Reject;
 use crate::validate::Cell;
 
 /// Rows, rejects and the offsets they came from, since the last seal.
-#[derive(Default)]
 pub(super) struct Batch {
     pub rows: Vec<Vec<Cell>>,
     pub rejects: Vec<Reject>,
@@ -20,6 +19,21 @@ pub(super) struct Batch {
     pub ranges: HashMap<Tp, (i64, i64)>,
     pub bytes: usize,
     pub messages: usize,
+    /// When the last message was taken.
+    pub last_read: tokio::time::Instant,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self {
+            rows: Vec::new(),
+            rejects: Vec::new(),
+            ranges: HashMap::new(),
+            bytes: 0,
+            messages: 0,
+            last_read: tokio::time::Instant::now(),
+        }
+    }
 }
 
 /// A sealed batch: its records and the delta they cover.
