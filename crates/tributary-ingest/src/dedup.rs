@@ -227,11 +227,6 @@ impl TableDedup {
         }
     }
 
-    /// Records `key` as seen at `at_us`; false if it is a duplicate.
-    pub fn insert(&self, key: &str, at_us: i64) -> bool {
-        self.lock().index.insert(key, at_us)
-    }
-
     /// Forgets keys whose commit failed.
     pub fn remove(&self, keys: &[String]) {
         self.lock().index.remove(keys);
@@ -261,17 +256,6 @@ impl TableDedup {
 
 fn iceberg_err(source: tributary_table::iceberg::Error) -> TableError {
     TableError::iceberg("rebuilding dedup index")(source)
-}
-
-/// The dedup key in a validated cell of a string, int or long column.
-pub fn cell_key(cell: &crate::validate::Cell) -> Option<String> {
-    use crate::validate::Cell;
-    match cell {
-        Cell::Str(s) => Some(s.clone()),
-        Cell::Long(v) => Some(v.to_string()),
-        Cell::Int(v) => Some(v.to_string()),
-        _ => None,
-    }
 }
 
 /// The dedup key of row `i` of a string, int or long column.
