@@ -225,7 +225,7 @@ impl TablePipeline {
                 return;
             }
         }
-        self.lanes[lane].push(chunk, Instant::now());
+        self.lanes[lane].push(chunk);
     }
 
     /// Lands every chunk buffered in `lane` and answers each.

@@ -97,6 +97,10 @@ pub struct Chunk {
     /// Land the source's buffered chunks now, not at the next trigger (a
     /// rebalance, a recorded start, a stop).
     pub urgent: bool,
+    /// When its first record arrived: the age trigger counts from here, so
+    /// records that queued while a landing ran do not wait a whole interval
+    /// more.
+    pub since: tokio::time::Instant,
     /// Records this chunk quarantines, whether by this landing or earlier.
     pub(crate) quarantined: usize,
     pub(crate) duplicates: usize,
@@ -129,6 +133,7 @@ impl Chunk {
             ingested_at_us,
             delta,
             urgent: false,
+            since: tokio::time::Instant::now(),
             quarantined,
             duplicates: 0,
             keys: Vec::new(),

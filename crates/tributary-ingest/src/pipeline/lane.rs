@@ -39,12 +39,14 @@ impl Lane {
         matches!(&chunk.delta, Delta::Range(r) if r.epoch < self.fence)
     }
 
-    /// Buffers `chunk`, starting the age trigger at `now` if it is the first.
-    pub fn push(&mut self, chunk: Chunk, now: Instant) {
+    /// Buffers `chunk`; the age trigger fires `max_latency` after the first
+    /// record of the oldest chunk buffered arrived.
+    pub fn push(&mut self, chunk: Chunk) {
         self.records += chunk.batch.num_rows() + chunk.rejects.len();
         self.bytes += chunk.bytes;
         self.urgent |= chunk.urgent;
-        self.deadline.get_or_insert(now + self.policy.max_latency);
+        let due = chunk.since + self.policy.max_latency;
+        self.deadline = Some(self.deadline.map_or(due, |d| d.min(due)));
         self.chunks.push(chunk);
     }
 
@@ -99,6 +101,12 @@ mod tests {
         }
     }
 
+    fn chunk_at(records: usize, bytes: usize, epoch: u64, since: Instant) -> Chunk {
+        let mut c = chunk(records, bytes, epoch);
+        c.since = since;
+        c
+    }
+
     fn chunk(records: usize, bytes: usize, epoch: u64) -> Chunk {
         let batch = RecordBatch::new_empty(Arc::new(Schema::empty()));
         let rejects = (0..records)
@@ -117,22 +125,26 @@ mod tests {
         let now = Instant::now();
         let mut lane = Lane::new("kafka:k".into(), policy());
         assert!(!lane.due(now) && lane.deadline().is_none(), "an empty lane is never due");
-        lane.push(chunk(4, 10, 0), now);
+        lane.push(chunk_at(4, 10, 0, now));
         assert!(!lane.due(now));
-        assert_eq!(lane.deadline(), Some(now + Duration::from_millis(200)), "age counts from the first chunk");
-        lane.push(chunk(4, 10, 0), now + Duration::from_millis(150));
+        assert_eq!(lane.deadline(), Some(now + Duration::from_millis(200)), "age counts from the first record");
+        lane.push(chunk_at(4, 10, 0, now + Duration::from_millis(150)));
         assert_eq!(lane.deadline(), Some(now + Duration::from_millis(200)));
         assert!(lane.due(now + Duration::from_millis(200)), "age trigger");
-        lane.push(chunk(2, 10, 0), now);
+        lane.push(chunk_at(2, 10, 0, now));
         assert!(lane.due(now), "row trigger: rows and rejects count");
         assert_eq!(lane.take().len(), 3);
         assert!(!lane.due(now + Duration::from_secs(9)) && lane.deadline().is_none());
-        lane.push(chunk(1, 1000, 0), now);
+        // A chunk that queued while a landing ran is due from when it was read.
+        lane.push(chunk_at(1, 1, 0, now - Duration::from_millis(150)));
+        assert_eq!(lane.deadline(), Some(now + Duration::from_millis(50)));
+        lane.take();
+        lane.push(chunk_at(1, 1000, 0, now));
         assert!(lane.due(now), "byte trigger");
         lane.take();
-        let mut urgent = chunk(1, 1, 0);
+        let mut urgent = chunk_at(1, 1, 0, now);
         urgent.urgent = true;
-        lane.push(urgent, now);
+        lane.push(urgent);
         assert!(lane.due(now), "an urgent chunk lands at once");
     }
 

@@ -320,6 +320,9 @@ impl KafkaSource {
         }
         self.batch.read(&tp, offset, offset + 1);
         self.batch.last_read = tokio::time::Instant::now();
+        if self.batch.messages == 0 {
+            self.batch.first_read = self.batch.last_read;
+        }
         self.batch.messages += 1;
         self.records_read.increment(1);
         let payload = msg.payload().unwrap_or_default();

@@ -19,7 +19,8 @@ pub(super) struct Batch {
     pub ranges: HashMap<Tp, (i64, i64)>,
     pub bytes: usize,
     pub messages: usize,
-    /// When the last message was taken.
+    /// When the first and the last message were taken.
+    pub first_read: tokio::time::Instant,
     pub last_read: tokio::time::Instant,
 }
 
@@ -31,6 +32,7 @@ impl Default for Batch {
             ranges: HashMap::new(),
             bytes: 0,
             messages: 0,
+            first_read: tokio::time::Instant::now(),
             last_read: tokio::time::Instant::now(),
         }
     }

@@ -27,13 +27,15 @@ impl KafkaSource {
     pub(super) fn seal(&mut self) -> Result<(), IngestError> {
         debug_assert!(self.ready.is_none(), "one sealed chunk at a time");
         let batch = std::mem::take(&mut self.batch);
+        let since = batch.first_read;
         let ends = batch.ranges.iter().map(|(tp, (_, end))| (tp.clone(), *end)).collect();
         let sealed = batch.seal(|tp| self.key(tp), &self.quarantined_to, self.epoch);
         let rows = rows_to_batch(&self.schema.arrow, &sealed.rows)?;
         let records = sealed.rows.len() + sealed.rejects.len();
         let now = self.clock.now().timestamp_micros();
-        let (chunk, ack) =
+        let (mut chunk, ack) =
             Chunk::new(rows, sealed.rejects, sealed.messages, sealed.bytes, now, Delta::Range(sealed.range));
+        chunk.since = since;
         let sent = Sent { epoch: self.epoch, ends, records, bytes: sealed.bytes, ack };
         self.ready = Some((chunk, sent));
         Ok(())
