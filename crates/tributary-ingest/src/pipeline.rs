@@ -141,9 +141,13 @@ impl TablePipeline {
                     }
                 }
                 input = self.recv() => match input {
+                    // A full lane lands at once; an aged one only when no more
+                    // input is ready (the branch below), so chunks that queued
+                    // during a landing join the next one instead of each
+                    // landing alone.
                     Some((lane, chunk)) => {
                         self.accept(lane, chunk);
-                        if self.lanes[lane].due(Instant::now()) {
+                        if self.lanes[lane].full() {
                             self.flush(lane).await;
                         }
                     }

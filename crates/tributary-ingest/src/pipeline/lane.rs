@@ -60,13 +60,15 @@ impl Lane {
         self.deadline
     }
 
-    /// Whether a trigger fired by `now`.
-    pub fn due(&self, now: Instant) -> bool {
+    /// Whether a size trigger fired (rows, bytes) or a chunk is urgent.
+    pub fn full(&self) -> bool {
         !self.chunks.is_empty()
-            && (self.urgent
-                || self.records >= self.policy.max_rows
-                || self.bytes >= self.policy.max_bytes
-                || self.deadline.is_some_and(|d| d <= now))
+            && (self.urgent || self.records >= self.policy.max_rows || self.bytes >= self.policy.max_bytes)
+    }
+
+    /// Whether any trigger fired by `now`, the age trigger included.
+    pub fn due(&self, now: Instant) -> bool {
+        self.full() || (!self.chunks.is_empty() && self.deadline.is_some_and(|d| d <= now))
     }
 
     /// Takes every buffered chunk, in arrival order.
@@ -126,13 +128,14 @@ mod tests {
         let mut lane = Lane::new("kafka:k".into(), policy());
         assert!(!lane.due(now) && lane.deadline().is_none(), "an empty lane is never due");
         lane.push(chunk_at(4, 10, 0, now));
-        assert!(!lane.due(now));
+        assert!(!lane.due(now) && !lane.full());
         assert_eq!(lane.deadline(), Some(now + Duration::from_millis(200)), "age counts from the first record");
         lane.push(chunk_at(4, 10, 0, now + Duration::from_millis(150)));
         assert_eq!(lane.deadline(), Some(now + Duration::from_millis(200)));
         assert!(lane.due(now + Duration::from_millis(200)), "age trigger");
+        assert!(!lane.full(), "age is not size");
         lane.push(chunk_at(2, 10, 0, now));
-        assert!(lane.due(now), "row trigger: rows and rejects count");
+        assert!(lane.full(), "row trigger: rows and rejects count");
         assert_eq!(lane.take().len(), 3);
         assert!(!lane.due(now + Duration::from_secs(9)) && lane.deadline().is_none());
         // A chunk that queued while a landing ran is due from when it was read.
@@ -140,12 +143,12 @@ mod tests {
         assert_eq!(lane.deadline(), Some(now + Duration::from_millis(50)));
         lane.take();
         lane.push(chunk_at(1, 1000, 0, now));
-        assert!(lane.due(now), "byte trigger");
+        assert!(lane.full(), "byte trigger");
         lane.take();
         let mut urgent = chunk_at(1, 1, 0, now);
         urgent.urgent = true;
         lane.push(urgent);
-        assert!(lane.due(now), "an urgent chunk lands at once");
+        assert!(lane.full(), "an urgent chunk lands at once");
     }
 
     #[test]
