@@ -243,7 +243,12 @@ pub async fn commit_with_retry(
         let Some(stamp) = stamp_for(&base)? else {
             return Ok((Outcome::Zombie(base), conflicts));
         };
-        match commit(lake, &base, data_files, &stamp).await {
+        let committed = {
+            let gate = lake.gate(&base.name);
+            let _turn = gate.lock().await;
+            commit(lake, &base, data_files, &stamp).await
+        };
+        match committed {
             Ok(new) => return Ok((Outcome::Committed(new), conflicts)),
             Err(TableError::CommitConflict { .. }) if conflicts + 1 < max_attempts => {
                 conflicts += 1;

@@ -24,6 +24,12 @@ use tributary_core::schema::Field;
 use uuid::Uuid;
 
 use crate::catalog::CatalogStore;
+
+/// The table property bounding the metadata log, and our value: every
+/// metadata file kept is as large as the current one, and a busy table's is
+/// megabytes, so ten, not Iceberg's default hundred.
+const PREVIOUS_VERSIONS_MAX: &str = "write.metadata.previous-versions-max";
+const PREVIOUS_VERSIONS: &str = "10";
 use crate::error::{Result, TableError};
 use crate::schema::{evolve, lineage_fields, quarantine_fields, to_iceberg_schema, to_partition_spec};
 
@@ -59,6 +65,9 @@ pub struct Lake {
     store: CatalogStore,
     file_io: FileIO,
     warehouse: String,
+    /// Per table, held by a commit from its last base read to its swap, so
+    /// that this process's commits to one table take turns ([`Lake::gate`]).
+    gates: Arc<std::sync::Mutex<HashMap<TableName, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl Lake {
@@ -71,7 +80,22 @@ impl Lake {
             TableError::Config(format!("cannot resolve warehouse directory {}: {e}", warehouse.display()))
         })?;
         let store = CatalogStore::connect(catalog_url, catalog_name).await?;
-        Ok(Self { store, file_io: FileIO::new_with_fs(), warehouse: format!("file://{}", abs.display()) })
+        Ok(Self {
+            store,
+            file_io: FileIO::new_with_fs(),
+            warehouse: format!("file://{}", abs.display()),
+            gates: Arc::default(),
+        })
+    }
+
+    /// The commit gate of `table` in this process. Ingest holds it for each
+    /// commit attempt; maintenance holds it from reading its base to its
+    /// swap. Without it, a maintenance commit (which takes longer to build)
+    /// loses every race to an ingest committing several times a second and
+    /// never lands. Other processes still race through the catalog swap.
+    pub fn gate(&self, table: &TableName) -> Arc<tokio::sync::Mutex<()>> {
+        let mut gates = self.gates.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        gates.entry(table.clone()).or_default().clone()
     }
 
     /// The storage every data and metadata file goes through.
@@ -112,7 +136,11 @@ impl Lake {
         }
         let schema = to_iceberg_schema(fields, 0)?;
         let location = format!("{}/{}/{}", self.warehouse, name.namespace, name.name);
-        let props = HashMap::from([("write.format.default".to_owned(), "parquet".to_owned())]);
+        let props = HashMap::from([
+            ("write.format.default".to_owned(), "parquet".to_owned()),
+            // Each kept metadata file is as large as the current one.
+            (PREVIOUS_VERSIONS_MAX.to_owned(), PREVIOUS_VERSIONS.to_owned()),
+        ]);
         let metadata = TableMetadataBuilder::new(
             schema.clone(),
             spec(&schema)?,
@@ -147,10 +175,17 @@ impl Lake {
         let schema = evolve(&loaded.name, meta.current_schema(), fields, meta.last_column_id())?;
         let wanted_spec = spec(schema.as_ref().unwrap_or(meta.current_schema()))?;
         let spec_changed = !same_partitioning(meta.default_partition_spec(), &wanted_spec);
-        if schema.is_none() && !spec_changed {
+        // Tables created before the metadata log was bounded get the bound.
+        let log_unbounded = !meta.properties().contains_key(PREVIOUS_VERSIONS_MAX);
+        if schema.is_none() && !spec_changed && !log_unbounded {
             return Ok(loaded);
         }
         let mut builder = TableMetadataBuilder::new_from_metadata((**meta).clone(), Some(loaded.location.clone()));
+        if log_unbounded {
+            builder = builder
+                .set_properties(HashMap::from([(PREVIOUS_VERSIONS_MAX.to_owned(), PREVIOUS_VERSIONS.to_owned())]))
+                .map_err(TableError::iceberg("bounding the metadata log"))?;
+        }
         if let Some(schema) = schema {
             builder = builder.add_current_schema(schema).map_err(TableError::iceberg("evolving schema"))?;
         }

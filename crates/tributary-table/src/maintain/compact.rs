@@ -75,7 +75,14 @@ pub async fn compact(lake: &Lake, name: &TableName, policy: Compaction, dry_run:
         added.extend(rewrite(lake, &base, bin, target).await?);
     }
     for attempt in 1..=MAX_ATTEMPTS {
-        match publish(lake, &base, Change::Rewrite { removed: &removed, added: &added }).await {
+        let gate = lake.gate(name);
+        let turn = gate.lock().await;
+        // The rewrite lands on the newest state, which appends cannot move
+        // while this process's gate is held.
+        base = lake.load(name).await?;
+        let published = publish(lake, &base, Change::Rewrite { removed: &removed, added: &added }).await;
+        drop(turn);
+        match published {
             Ok(_) => {
                 let done = Compacted {
                     files_after: live.len() - inputs.len() + added.len(),
@@ -87,7 +94,6 @@ pub async fn compact(lake: &Lake, name: &TableName, policy: Compaction, dry_run:
             }
             Err(TableError::CommitConflict { .. }) if attempt < MAX_ATTEMPTS => {
                 tokio::time::sleep(backoff(attempt)).await;
-                base = lake.load(name).await?;
             }
             Err(e) => {
                 // Refused: nothing references the new files, so they go. Any

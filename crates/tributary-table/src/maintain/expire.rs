@@ -65,12 +65,16 @@ pub async fn expire_snapshots(
     dry_run: bool,
 ) -> Result<Expired> {
     for attempt in 1..=MAX_ATTEMPTS {
+        let gate = lake.gate(name);
+        let turn = gate.lock().await;
         let base = lake.load(name).await?;
         let Some(plan) = plan(&base, retention, now_ms) else { return Ok(Expired::default()) };
         if dry_run {
             return Ok(Expired { snapshots: plan.removed.len(), ..Expired::default() });
         }
-        match publish(lake, &base, &plan.removed).await {
+        let published = publish(lake, &base, &plan.removed).await;
+        drop(turn);
+        match published {
             Ok(_) => {
                 let (files_deleted, bytes_deleted) = delete_unreferenced(lake, &base, &plan).await;
                 let expired = Expired { snapshots: plan.removed.len(), files_deleted, bytes_deleted };
