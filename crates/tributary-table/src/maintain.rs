@@ -18,8 +18,9 @@
 //!   older than an age guard: what crashed commits left behind.
 //!
 //! Every change is built from an explicit base and published by the same
-//! compare-and-swap as ingest commits; on a lost race it is planned again
-//! from the new state, so ingest is never blocked and never loses a commit.
+//! compare-and-swap as ingest commits, holding this process's commit gate
+//! for the table ([`Lake::gate`]) from reading its base to its swap; against
+//! other processes, a lost race is planned again from the new state.
 
 mod compact;
 mod expire;
