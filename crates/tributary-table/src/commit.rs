@@ -202,7 +202,7 @@ pub(crate) async fn swap(
 }
 
 /// Deletes metadata files that no longer appear in the metadata log (it
-/// keeps the last `write.metadata.previous-versions-max`, 100 by default).
+/// keeps the last `write.metadata.previous-versions-max`, 10 for our tables).
 /// Best effort: a file left behind is an orphan that orphan cleanup removes.
 async fn delete_expired_metadata(lake: &Lake, table: &tributary_core::TableName, expired: &[MetadataLog]) {
     for log in expired {

@@ -3,7 +3,7 @@
 //!
 //! A table that ingests continuously gains a snapshot, a manifest and small
 //! data files with every commit. Appends merge their manifests as they go
-//! (`snapshot`), and the metadata log keeps the last 100 metadata files
+//! (`snapshot`), and the metadata log keeps the last 10 metadata files
 //! (`commit::swap` deletes the older ones). What is left is done here:
 //! - **compaction** (`compact`) bin-packs small files per partition into
 //!   files of the target size, as a rewrite commit: the rows are unchanged,
