@@ -15,9 +15,10 @@
 //! the same positions; on replay a reject below the quarantine table's
 //! position is skipped, so quarantine is exactly-once as well.
 //!
-//! A chunk is sealed when it is full, or when no message has come for a
-//! moment ([`linger`]), so a backlog travels in large chunks and a trickle
-//! waits a few milliseconds at most. The source keeps reading while the
+//! A chunk is sealed when it is full, or a moment ([`linger`]) after its
+//! first record, so a backlog travels in large chunks and no record waits in
+//! the source more than a few milliseconds: a record still in the source
+//! when its lane's age trigger fires misses that landing. The source keeps reading while the
 //! pipeline lands; when more than two commit batches' worth is in flight, it
 //! pauses its partitions (backpressure), and keeps polling so that
 //! rebalances and errors are still served.
@@ -62,10 +63,10 @@ const CHUNK_RECORDS: usize = 4096;
 /// Most bytes in one chunk.
 const CHUNK_BYTES: usize = 4 << 20;
 
-/// How long a chunk waits for more messages once none is ready: short
-/// against the commit interval, long enough that a steady stream does not
-/// travel one message per chunk (each chunk has a fixed cost, and the
-/// channel would fill with tiny ones while a landing runs).
+/// How long a chunk gathers messages after its first: short against the
+/// commit interval, long enough that a steady stream does not travel one
+/// message per chunk (each chunk has a fixed cost, and the channel would
+/// fill with tiny ones while a landing runs).
 fn linger(commit: &CommitPolicy) -> Duration {
     (commit.max_latency / 10).min(Duration::from_millis(20))
 }
@@ -92,7 +93,7 @@ enum Event<'a> {
     /// The channel has room for the sealed chunk.
     Room,
     Message(rdkafka::error::KafkaResult<BorrowedMessage<'a>>),
-    /// No message came for a moment.
+    /// The chunk's first record has waited a moment.
     Idle,
     Tick,
 }
@@ -257,8 +258,8 @@ impl KafkaSource {
                     Err(_) => return Err(pipeline_gone()),
                 },
                 msg = consumer.recv() => Event::Message(msg),
-                // No message came for a moment: what was read goes now.
-                () = sleep_until(self.batch.last_read + linger(&self.def.commit)), if self.ready.is_none() && !self.batch.is_empty() => Event::Idle,
+                // The chunk's first record has waited a moment: it goes now.
+                () = sleep_until(self.batch.first_read + linger(&self.def.commit)), if self.ready.is_none() && !self.batch.is_empty() => Event::Idle,
                 _ = lag_tick.tick() => Event::Tick,
             };
             match event {
@@ -319,9 +320,8 @@ impl KafkaSource {
             return;
         }
         self.batch.read(&tp, offset, offset + 1);
-        self.batch.last_read = tokio::time::Instant::now();
         if self.batch.messages == 0 {
-            self.batch.first_read = self.batch.last_read;
+            self.batch.first_read = tokio::time::Instant::now();
         }
         self.batch.messages += 1;
         self.records_read.increment(1);

@@ -19,9 +19,8 @@ pub(super) struct Batch {
     pub ranges: HashMap<Tp, (i64, i64)>,
     pub bytes: usize,
     pub messages: usize,
-    /// When the first and the last message were taken.
+    /// When the first message was taken.
     pub first_read: tokio::time::Instant,
-    pub last_read: tokio::time::Instant,
 }
 
 impl Default for Batch {
@@ -33,7 +32,6 @@ impl Default for Batch {
             bytes: 0,
             messages: 0,
             first_read: tokio::time::Instant::now(),
-            last_read: tokio::time::Instant::now(),
         }
     }
 }
