@@ -36,10 +36,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use iceberg::spec::{
-    DataFile, MAIN_BRANCH, MetadataLog, Snapshot, SnapshotReference, SnapshotRetention, Summary,
-    TableMetadataBuildResult, TableMetadataBuilder,
-};
+use iceberg::spec::{DataFile, MetadataLog, TableMetadataBuildResult};
 use tributary_core::Positions;
 use tributary_core::positions::{SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS};
 
@@ -125,32 +122,20 @@ pub async fn publish(lake: &Lake, base: &LoadedTable, change: Change<'_>) -> Res
         Change::Rewrite { removed, added } => (added, removed, None),
     };
     let next = snapshot::build(lake, base, added, removed).await?;
-    crate::durable::sync(next.written).await?;
-    let mut props = next.summary;
-    if let Some(stamp) = stamp {
-        props.insert(SUMMARY_PIPELINE.to_owned(), stamp.pipeline.clone());
-        props.insert(SUMMARY_POSITIONS.to_owned(), stamp.positions.to_json());
-        props.insert(SUMMARY_EPOCH.to_owned(), stamp.epoch.to_string());
-        props.extend(stamp.extra.iter().cloned());
-    }
-    let meta = &base.metadata;
-    let snapshot = Snapshot::builder()
-        .with_snapshot_id(next.id)
-        .with_parent_snapshot_id(meta.current_snapshot_id())
-        .with_sequence_number(next.sequence_number)
-        .with_timestamp_ms(chrono::Utc::now().timestamp_millis().max(meta.last_updated_ms() + 1))
-        .with_manifest_list(next.manifest_list)
-        .with_schema_id(meta.current_schema_id())
-        .with_summary(Summary { operation: next.operation, additional_properties: props })
-        .build();
-    let built = TableMetadataBuilder::new_from_metadata((**meta).clone(), Some(base.location.clone()))
-        .add_snapshot(snapshot)
-        .and_then(|b| {
-            b.set_ref(MAIN_BRANCH, SnapshotReference::new(next.id, SnapshotRetention::branch(None, None, None)))
-        })
-        .and_then(|b| b.build())
-        .map_err(TableError::iceberg("building snapshot metadata"))?;
-    swap(lake, base, built, Some(next.id)).await
+    crate::durable::sync(next.written.clone()).await?;
+    let id = next.id;
+    let stamped = stamp.into_iter().flat_map(|s| {
+        [
+            (SUMMARY_PIPELINE.to_owned(), s.pipeline.clone()),
+            (SUMMARY_POSITIONS.to_owned(), s.positions.to_json()),
+            (SUMMARY_EPOCH.to_owned(), s.epoch.to_string()),
+        ]
+        .into_iter()
+        .chain(s.extra.iter().cloned())
+    });
+    let built =
+        next.into_metadata(base, stamped)?.build().map_err(TableError::iceberg("building snapshot metadata"))?;
+    swap(lake, base, built, Some(id)).await
 }
 
 /// Writes `built` as the next metadata file and swaps the catalog pointer

@@ -14,8 +14,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use iceberg::spec::{
-    DataFile, ManifestContentType, ManifestFile, ManifestListWriter, ManifestWriterBuilder, Operation,
-    SnapshotSummaryCollector,
+    DataFile, MAIN_BRANCH, ManifestContentType, ManifestFile, ManifestListWriter, ManifestWriterBuilder, Operation,
+    Snapshot, SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Summary, TableMetadataBuilder,
 };
 use uuid::Uuid;
 
@@ -153,6 +153,35 @@ pub(crate) async fn build(
     add_totals(&mut summary, parent.map(|p| &p.summary().additional_properties));
     let operation = if rewrite { Operation::Replace } else { Operation::Append };
     Ok(NextSnapshot { id, sequence_number: seq, manifest_list: list_path, operation, summary, written })
+}
+
+impl NextSnapshot {
+    /// The metadata of `base` with this snapshot added, made current, and
+    /// `extra` in its summary (a pipeline's stamp, carried positions).
+    pub fn into_metadata(
+        self,
+        base: &LoadedTable,
+        extra: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<TableMetadataBuilder> {
+        let mut props = self.summary;
+        props.extend(extra);
+        let meta = &base.metadata;
+        let snapshot = Snapshot::builder()
+            .with_snapshot_id(self.id)
+            .with_parent_snapshot_id(meta.current_snapshot_id())
+            .with_sequence_number(self.sequence_number)
+            .with_timestamp_ms(chrono::Utc::now().timestamp_millis().max(meta.last_updated_ms() + 1))
+            .with_manifest_list(self.manifest_list)
+            .with_schema_id(meta.current_schema_id())
+            .with_summary(Summary { operation: self.operation, additional_properties: props })
+            .build();
+        TableMetadataBuilder::new_from_metadata((**meta).clone(), Some(base.location.clone()))
+            .add_snapshot(snapshot)
+            .and_then(|b| {
+                b.set_ref(MAIN_BRANCH, SnapshotReference::new(self.id, SnapshotRetention::branch(None, None, None)))
+            })
+            .map_err(TableError::iceberg("building snapshot metadata"))
+    }
 }
 
 fn manifest_err(e: iceberg::Error) -> TableError {

@@ -21,10 +21,7 @@
 
 use std::collections::HashSet;
 
-use iceberg::spec::{
-    MAIN_BRANCH, ManifestStatus, Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary,
-    TableMetadataBuilder,
-};
+use iceberg::spec::{ManifestStatus, Operation};
 use tributary_core::TableName;
 use tributary_core::positions::SUMMARY_CARRIED;
 
@@ -138,34 +135,18 @@ fn named_snapshots(meta: &iceberg::spec::TableMetadata) -> HashSet<i64> {
 async fn publish(lake: &Lake, base: &LoadedTable, removed: &[i64]) -> Result<LoadedTable> {
     let carried = all_pipeline_states(base)?;
     let next = snapshot::build(lake, base, &[], &HashSet::new()).await?;
-    crate::durable::sync(next.written).await?;
-    let mut props = next.summary;
-    props.insert(
-        SUMMARY_CARRIED.to_owned(),
-        serde_json::to_string(&carried).map_err(|e| TableError::Corrupt {
-            table: base.name.clone(),
-            reason: format!("cannot encode the pipelines' positions: {e}"),
-        })?,
-    );
-    let meta = &base.metadata;
-    let carry = Snapshot::builder()
-        .with_snapshot_id(next.id)
-        .with_parent_snapshot_id(meta.current_snapshot_id())
-        .with_sequence_number(next.sequence_number)
-        .with_timestamp_ms(chrono::Utc::now().timestamp_millis().max(meta.last_updated_ms() + 1))
-        .with_manifest_list(next.manifest_list)
-        .with_schema_id(meta.current_schema_id())
-        .with_summary(Summary { operation: Operation::Append, additional_properties: props })
-        .build();
-    let built = TableMetadataBuilder::new_from_metadata((**meta).clone(), Some(base.location.clone()))
-        .add_snapshot(carry)
-        .and_then(|b| {
-            b.set_ref(MAIN_BRANCH, SnapshotReference::new(next.id, SnapshotRetention::branch(None, None, None)))
-        })
-        .map(|b| b.remove_snapshots(removed))
-        .and_then(|b| b.build())
+    crate::durable::sync(next.written.clone()).await?;
+    let id = next.id;
+    let carried = serde_json::to_string(&carried).map_err(|e| TableError::Corrupt {
+        table: base.name.clone(),
+        reason: format!("cannot encode the pipelines' positions: {e}"),
+    })?;
+    let built = next
+        .into_metadata(base, [(SUMMARY_CARRIED.to_owned(), carried)])?
+        .remove_snapshots(removed)
+        .build()
         .map_err(TableError::iceberg("building expiry metadata"))?;
-    swap(lake, base, built, Some(next.id)).await
+    swap(lake, base, built, Some(id)).await
 }
 
 /// Deletes what only the removed snapshots referenced; returns how many
