@@ -10,7 +10,7 @@
 use arrow_array::RecordBatch;
 use futures::{StreamExt, TryStreamExt};
 use iceberg::scan::FileScanTask;
-use iceberg::spec::{DataContentType, ManifestContentType, ManifestStatus, Operation};
+use iceberg::spec::{DataContentType, DataFile, ManifestContentType, ManifestStatus, Operation};
 
 use crate::error::{Result, TableError};
 use crate::lake::{Lake, LoadedTable};
@@ -65,28 +65,42 @@ pub async fn added_since(
                     && e.content_type() == DataContentType::Data
                     && e.snapshot_id() == Some(snapshot.snapshot_id())
             });
-            for e in files {
-                tasks.push(
-                    FileScanTask::builder()
-                        .with_file_size_in_bytes(e.file_size_in_bytes())
-                        .with_start(0)
-                        .with_length(e.file_size_in_bytes())
-                        .with_record_count(Some(e.record_count()))
-                        .with_data_file_path(e.file_path().to_owned())
-                        .with_data_file_format(e.file_format())
-                        .with_schema(schema.clone())
-                        .with_project_field_ids(field_ids.clone())
-                        .with_case_sensitive(true)
-                        .build(),
-                );
-            }
+            tasks.extend(files.map(|e| e.data_file().clone()));
         }
     }
     if tasks.is_empty() {
         return Ok(Some(Vec::new()));
     }
-    let stream = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
-    let reader = iceberg.reader_builder().build();
-    let batches = reader.read(stream).map_err(TableError::iceberg("reading added files"))?;
-    batches.stream().try_collect().await.map(Some).map_err(TableError::iceberg("reading added files"))
+    read_files(lake, table, &tasks, &field_ids)?.try_collect().await.map(Some)
+}
+
+/// The columns `field_ids` of every row of `files`, read whole, as a stream
+/// (what compaction rewrites, what the dedup refresh reads).
+pub(crate) fn read_files(
+    lake: &Lake,
+    table: &LoadedTable,
+    files: &[DataFile],
+    field_ids: &[i32],
+) -> Result<impl futures::Stream<Item = Result<RecordBatch>> + Unpin + use<>> {
+    let schema = table.metadata.current_schema().clone();
+    let tasks: Vec<_> = files
+        .iter()
+        .map(|f| {
+            Ok(FileScanTask::builder()
+                .with_file_size_in_bytes(f.file_size_in_bytes())
+                .with_start(0)
+                .with_length(f.file_size_in_bytes())
+                .with_record_count(Some(f.record_count()))
+                .with_data_file_path(f.file_path().to_owned())
+                .with_data_file_format(f.file_format())
+                .with_schema(schema.clone())
+                .with_project_field_ids(field_ids.to_vec())
+                .with_case_sensitive(true)
+                .build())
+        })
+        .collect();
+    let reader = lake.iceberg_table(table)?.reader_builder().build();
+    let batches =
+        reader.read(futures::stream::iter(tasks).boxed()).map_err(TableError::iceberg("reading data files"))?;
+    Ok(batches.stream().map_err(|e| TableError::iceberg("reading data files")(e)))
 }

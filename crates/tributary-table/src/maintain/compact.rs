@@ -16,12 +16,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use futures::{StreamExt, TryStreamExt};
-use iceberg::scan::FileScanTask;
 use iceberg::spec::{DataFile, DataFileFormat, ManifestContentType, Struct};
 use tributary_core::TableName;
 
 use super::{MAX_ATTEMPTS, backoff};
+use crate::changes::read_files;
 use crate::commit::{Change, publish};
 use crate::error::{Result, TableError};
 use crate::lake::{Lake, LoadedTable};
@@ -162,28 +161,9 @@ fn partition_key(partition: &Struct) -> String {
 
 /// Streams the rows of `files` into new files of the current spec.
 async fn rewrite(lake: &Lake, table: &LoadedTable, files: &[&DataFile], target: usize) -> Result<Vec<DataFile>> {
-    let schema = table.metadata.current_schema().clone();
-    let field_ids: Vec<i32> = schema.as_struct().fields().iter().map(|f| f.id).collect();
-    let tasks = files.iter().map(|f| {
-        Ok(FileScanTask::builder()
-            .with_file_size_in_bytes(f.file_size_in_bytes())
-            .with_start(0)
-            .with_length(f.file_size_in_bytes())
-            .with_record_count(Some(f.record_count()))
-            .with_data_file_path(f.file_path().to_owned())
-            .with_data_file_format(f.file_format())
-            .with_schema(schema.clone())
-            .with_project_field_ids(field_ids.clone())
-            .with_case_sensitive(true)
-            .build())
-    });
-    let reader = lake.iceberg_table(table)?.reader_builder().build();
-    let rows = reader
-        .read(futures::stream::iter(tasks.collect::<Vec<_>>()).boxed())
-        .map_err(TableError::iceberg("reading files to compact"))?
-        .stream()
-        .map_err(|e| TableError::iceberg("reading files to compact")(e));
-    write_stream(lake, table, rows, target).await
+    let field_ids: Vec<i32> = table.metadata.current_schema().as_struct().fields().iter().map(|f| f.id).collect();
+    let files: Vec<DataFile> = files.iter().map(|f| (*f).clone()).collect();
+    write_stream(lake, table, read_files(lake, table, &files, &field_ids)?, target).await
 }
 
 #[cfg(test)]
