@@ -253,6 +253,8 @@ impl TablePipeline {
         }
         let now_us = self.clock.now().timestamp_micros();
         let event_time = self.schema.event_time_column();
+        // The newest event time landed, set once per landing.
+        let mut newest: Option<i64> = None;
         for mut c in chunks {
             // A replayed answer is durable whatever became of the rest.
             if let Some(replayed) = c.replayed.take() {
@@ -267,7 +269,7 @@ impl TablePipeline {
                     counted.written(receipt.accepted);
                     counted.deduplicated(receipt.duplicates);
                     counted.quarantined(&c.rejects);
-                    counted.fresh(c.max_event_us(event_time), now_us);
+                    newest = newest.max(c.max_event_us(event_time));
                     Ok(Landed::Committed(receipt))
                 }
                 // Input that is read again is counted when it lands.
@@ -285,6 +287,7 @@ impl TablePipeline {
             };
             c.answer(&result);
         }
+        self.outcomes.fresh(newest, now_us);
     }
 
     /// Reloads both tables after a failed landing; if that fails too, the
