@@ -95,7 +95,7 @@ async fn racing_unfenced_writers_all_land_after_retry() {
                 &lake,
                 base,
                 &files,
-                |b| stamp_unless_zombie(b, &pipeline, &Positions::default(), &Positions::default(), 0),
+                |b| stamp_unless_zombie(b, &pipeline, &Positions::default(), &Positions::default(), 0, true),
                 20,
             )
             .await
@@ -124,16 +124,21 @@ async fn stale_writer_is_refused_and_detected_as_zombie() {
     let a_files = write_data_files(&lake, &base, &[batch(&base, 0, 50)], 1 << 20).await.unwrap();
     let b_files = write_data_files(&lake, &base, &[batch(&base, 0, 50)], 1 << 20).await.unwrap();
 
-    let a = commit(&lake, &base, &a_files, &stamp_unless_zombie(&base, "kafka", &started, &ends, 1).unwrap().unwrap())
-        .await
-        .unwrap();
+    let a = commit(
+        &lake,
+        &base,
+        &a_files,
+        &stamp_unless_zombie(&base, "kafka", &started, &ends, 1, true).unwrap().unwrap(),
+    )
+    .await
+    .unwrap();
 
     // The zombie still holds the old base: a plain commit is refused...
     let refused = commit(&lake, &base, &b_files, &stamp("kafka", "c/t/0", 50, 1)).await.unwrap_err();
     assert!(matches!(refused, TableError::CommitConflict { .. }), "{refused}");
     // ...and the protocol's retry recognises it as a zombie and drops the batch.
     let (outcome, _) =
-        commit_with_retry(&lake, base, &b_files, |b| stamp_unless_zombie(b, "kafka", &started, &ends, 1), 5)
+        commit_with_retry(&lake, base, &b_files, |b| stamp_unless_zombie(b, "kafka", &started, &ends, 1, true), 5)
             .await
             .unwrap();
     let Outcome::Zombie(fresh) = outcome else { panic!("stale writer must be a zombie") };
@@ -149,8 +154,8 @@ async fn newer_epoch_fences_an_older_writer() {
     let files = write_data_files(&lake, &base, &[batch(&base, 0, 5)], 1 << 20).await.unwrap();
     let fresh = commit(&lake, &base, &files, &stamp("kafka", "c/t/1", 5, 7)).await.unwrap();
     let empty = Positions::default();
-    assert!(stamp_unless_zombie(&fresh, "kafka", &empty, &empty, 6).unwrap().is_none());
-    assert!(stamp_unless_zombie(&fresh, "kafka", &empty, &empty, 7).unwrap().is_some());
+    assert!(stamp_unless_zombie(&fresh, "kafka", &empty, &empty, 6, true).unwrap().is_none());
+    assert!(stamp_unless_zombie(&fresh, "kafka", &empty, &empty, 7, true).unwrap().is_some());
 }
 
 #[tokio::test]
@@ -227,11 +232,11 @@ async fn recovery_refuses_to_guess_when_the_history_is_broken() {
     });
     let err = last_pipeline_state(&garbled, "ingest").unwrap_err().to_string();
     assert!(err.contains("unreadable tributary.positions"), "{err}");
-    assert!(stamp_unless_zombie(&garbled, "ingest", &Positions::default(), &Positions::default(), 1).is_err());
+    assert!(stamp_unless_zombie(&garbled, "ingest", &Positions::default(), &Positions::default(), 1, true).is_err());
 }
 
 #[tokio::test]
-async fn added_since_reads_only_what_later_snapshots_added() {
+async fn changed_since_reads_only_what_later_snapshots_added() {
     let (_dir, lake, def) = setup().await;
     let mut t = lake.load(&def.name).await.unwrap();
     let mut sequence = Vec::new();
@@ -240,13 +245,16 @@ async fn added_since_reads_only_what_later_snapshots_added() {
         t = commit(&lake, &t, &files, &stamp("ingest", "c/t/0", u64::try_from(to).unwrap(), 1)).await.unwrap();
         sequence.push(t.metadata.last_sequence_number());
     }
-    let added =
-        tributary_table::changes::added_since(&lake, &t, sequence[0], &["n"]).await.unwrap().expect("full history");
-    let mut n: Vec<i64> = added
+    let changes =
+        tributary_table::changes::changed_since(&lake, &t, sequence[0], &["n"]).await.unwrap().expect("full history");
+    assert!(changes.removed.is_empty(), "appends remove nothing");
+    let mut n: Vec<i64> = changes
+        .added
         .iter()
         .flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
         .collect();
     n.sort_unstable();
     assert_eq!(n, (10..20).collect::<Vec<_>>(), "the first commit's rows are not re-read");
-    assert!(tributary_table::changes::added_since(&lake, &t, sequence[2], &["n"]).await.unwrap().unwrap().is_empty());
+    let none = tributary_table::changes::changed_since(&lake, &t, sequence[2], &["n"]).await.unwrap().unwrap();
+    assert!(none.added.is_empty() && none.removed.is_empty());
 }

@@ -12,6 +12,7 @@ mod lake_admin;
 mod maintenance;
 mod postgres_catalog;
 mod readiness;
+mod rollback;
 mod schema_evolution;
 mod shared_dedup;
 mod sql_read_only;

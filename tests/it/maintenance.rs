@@ -125,7 +125,7 @@ async fn expiry_keeps_every_pipelines_positions_and_deletes_only_what_nothing_ne
     assert!(files_under(dir.path(), ".parquet").len() < parquet_before, "replaced data files are deleted");
     assert_readable(&lake, &table, 350).await;
     // The dedup refresh learns that history it never read is gone.
-    let changes = tributary_table::changes::added_since(&lake, &table, 1, &["n"]).await.unwrap();
+    let changes = tributary_table::changes::changed_since(&lake, &table, 1, &["n"]).await.unwrap();
     assert!(changes.is_none(), "expired history must not read as 'nothing added'");
 
     let old = last_pipeline_state(&table, "old").unwrap().expect("a pipeline whose snapshots expired keeps its state");

@@ -10,9 +10,9 @@
 //!
 //! | key | kind | merge | zombie when the table's value |
 //! |---|---|---|---|
-//! | `kafka:<cluster>/<topic>/<partition>` | next offset | max | is past the batch's first offset |
-//! | `file:<path>` | next row of the file | max | is past the batch's first row |
-//! | `upstream:<table>` | upstream sequence number read to | max | is past the batch's first sequence number |
+//! | `kafka:<cluster>/<topic>/<partition>` | next offset | max | is past the batch's first offset (or, for a data table, before it: rolled back) |
+//! | `file:<path>` | next row of the file | max | is past the batch's first row (or before it) |
+//! | `upstream:<table>` | upstream sequence number read to | max | is past the batch's first sequence number (or before it) |
 //! | `http` | rows committed (a count) | sum, by the table pipeline | never: HTTP input is not replayed |
 //!
 //! Snapshot ids are random, so they are never positions (a zone job records
@@ -37,6 +37,11 @@ pub const SUMMARY_REQUESTS: &str = "tributary.requests";
 /// pipeline's state at that point (`{pipeline: {positions, epoch}}`), so
 /// recovery stops there instead of walking into expired history.
 pub const SUMMARY_CARRIED: &str = "tributary.carried";
+/// Snapshot-summary key of a rollback's snapshot: the id of the snapshot
+/// whose files and pipeline states it restored. Walks over the history that
+/// want what the table holds (the HTTP request log) go on from there
+/// instead of from its parent.
+pub const SUMMARY_ROLLBACK_TO: &str = "tributary.rollback-to";
 
 /// What a position counts, read from its key (the format tables hold today).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +119,16 @@ impl Positions {
         started_at.0.iter().any(|(k, start)| self.get(k).is_some_and(|now| PositionKind::of(k).overtaken(now, *start)))
     }
 
+    /// Whether, for some position of `started_at` of a replayable kind,
+    /// these positions stand before it: the input in between was never
+    /// committed here, so a batch beginning at `started_at` would skip it.
+    /// A table's positions go back only when it is rolled back.
+    pub fn falls_behind(&self, started_at: &Positions) -> bool {
+        started_at.0.iter().any(|(k, start)| {
+            PositionKind::of(k) != PositionKind::HttpCount && self.get(k).is_some_and(|now| now < *start)
+        })
+    }
+
     /// The JSON text stored in the snapshot summary.
     pub fn to_json(&self) -> String {
         serde_json::to_string(&self.0).unwrap_or_else(|_| "{}".to_owned())
@@ -169,6 +184,20 @@ mod tests {
         let mut other = Positions::default();
         other.advance("kafka:c/t/1", 0);
         assert!(!committed.overtakes(&other));
+    }
+
+    #[test]
+    fn a_table_behind_the_batch_is_noticed_except_for_counts() {
+        let mut committed = Positions::default();
+        committed.advance("kafka:c/t/0", 100);
+        committed.advance("http", 10);
+        let mut started = Positions::default();
+        started.advance("kafka:c/t/0", 100);
+        started.advance("kafka:c/t/1", 5);
+        started.advance("http", 50);
+        assert!(!committed.falls_behind(&started), "level, unknown partition, or a count");
+        started.advance("kafka:c/t/0", 150);
+        assert!(committed.falls_behind(&started));
     }
 
     #[test]

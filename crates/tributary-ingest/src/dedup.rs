@@ -9,7 +9,8 @@
 //! There is one index per table ([`TableDedup`]), shared by every source
 //! that writes to it in this process, and kept in step with the other
 //! workers: `refresh` adds the keys of the rows that snapshots committed
-//! since its last look added, reading only those files' key column.
+//! since its last look added, reading only those files' key column, and
+//! forgets the keys of rows they removed (a rollback), which may come again.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -19,7 +20,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use futures::TryStreamExt;
-use tributary_table::changes::added_since;
+use tributary_table::changes::changed_since;
 use tributary_table::iceberg::expr::Reference;
 use tributary_table::iceberg::spec::Datum;
 use tributary_table::{Lake, LoadedTable, TableError};
@@ -78,8 +79,8 @@ impl DedupIndex {
         }
     }
 
-    /// Forgets keys whose commit failed.
-    pub fn remove(&mut self, keys: &[String]) {
+    /// Forgets keys: those whose commit failed, or whose rows left the table.
+    pub fn remove<'a>(&mut self, keys: impl IntoIterator<Item = &'a String>) {
         for k in keys {
             self.expiry.remove(k);
         }
@@ -185,14 +186,23 @@ impl TableDedup {
         if newest <= since {
             return Ok(known);
         }
-        match added_since(lake, table, since, &[&self.key, "_ingested_at"]).await? {
-            Some(batches) => {
+        match changed_since(lake, table, since, &[&self.key, "_ingested_at"]).await? {
+            Some(changes) => {
                 let mut synced = self.lock();
-                for batch in &batches {
+                let mut added = HashSet::new();
+                for batch in &changes.added {
                     synced.index.insert_rows(batch, |k| {
                         known.insert(k);
                     });
+                    added.extend(keys_of(batch));
                 }
+                // A rollback removes rows and may add back older ones with
+                // the same keys (files compaction had replaced): only keys
+                // no longer in the table are forgotten.
+                let gone: HashSet<String> =
+                    changes.removed.iter().flat_map(keys_of).filter(|k| !added.contains(k)).collect();
+                known.retain(|k| !gone.contains(k));
+                synced.index.remove(gone.iter());
             }
             // Expiry removed snapshots this index never read: read the
             // window from the table itself. A key this process claimed and
@@ -256,6 +266,11 @@ impl TableDedup {
 
 fn iceberg_err(source: tributary_table::iceberg::Error) -> TableError {
     TableError::iceberg("rebuilding dedup index")(source)
+}
+
+/// The non-null keys of the first column of `batch`.
+fn keys_of(batch: &RecordBatch) -> impl Iterator<Item = String> + '_ {
+    (0..batch.num_rows()).filter_map(|i| key_at(batch.column(0), i))
 }
 
 /// The dedup key of row `i` of a string, int or long column.

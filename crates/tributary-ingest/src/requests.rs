@@ -17,6 +17,10 @@
 //! until snapshot expiry removes the snapshot, which must therefore keep at
 //! least the idempotency window.
 //!
+//! A rollback's snapshot names its target (`tributary.rollback-to`): the
+//! walk goes on from the target, so the requests answered by the snapshots
+//! rolled back are forgotten, and a retry of one is ingested again.
+//!
 //! The quarantine table carries the same summary on the snapshot that holds a
 //! request's rejects: rejects land first, so after a crash between the two
 //! commits the retry finds its rejects already quarantined and only writes
@@ -26,7 +30,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tributary_core::positions::SUMMARY_REQUESTS;
+use tributary_core::positions::{SUMMARY_REQUESTS, SUMMARY_ROLLBACK_TO};
 use tributary_table::{LoadedTable, TableError};
 
 use crate::error::IngestError;
@@ -142,9 +146,23 @@ impl RequestLog {
         Ok(log)
     }
 
-    /// Adds what snapshots of `table` newer than the last look recorded.
+    /// Adds what snapshots of `table` newer than the last look recorded;
+    /// after a rollback among them, reads the log again from the table.
     pub fn refresh(&mut self, table: &LoadedTable) -> Result<(), IngestError> {
         let seen = self.seen_sequence;
+        let meta = &table.metadata;
+        let mut newer = meta.current_snapshot();
+        let mut rolled_back = false;
+        while let Some(snap) = newer.filter(|s| s.sequence_number() > seen) {
+            rolled_back |= snap.summary().additional_properties.contains_key(SUMMARY_ROLLBACK_TO);
+            newer = snap.parent_snapshot_id().and_then(|p| meta.snapshot_by_id(p));
+        }
+        if rolled_back {
+            let now_ms = meta.current_snapshot().map_or(0, |s| s.timestamp_ms());
+            let window = Duration::from_millis(u64::try_from(self.window_ms).unwrap_or(u64::MAX));
+            *self = Self::rebuild(table, window, now_ms)?;
+            return Ok(());
+        }
         self.read(table, |_, seq| seq > seen)?;
         if let Some(newest) = self.order.back().map(|(ts, _)| *ts) {
             self.evict(newest.saturating_sub(self.window_ms));
@@ -158,7 +176,8 @@ impl RequestLog {
     }
 
     /// Walks the ancestry of the current snapshot while `wanted(timestamp,
-    /// sequence)` holds, oldest entries last read first kept.
+    /// sequence)` holds, oldest entries last read first kept; from a
+    /// rollback's snapshot it goes on from the rollback's target.
     fn read(&mut self, table: &LoadedTable, wanted: impl Fn(i64, i64) -> bool) -> Result<(), IngestError> {
         let meta = &table.metadata;
         let mut found = Vec::new();
@@ -179,7 +198,11 @@ impl RequestLog {
                 })?;
                 found.push((snap.timestamp_ms(), snap.snapshot_id(), entries));
             }
-            next = snap.parent_snapshot_id();
+            let props = &snap.summary().additional_properties;
+            next = match props.get(SUMMARY_ROLLBACK_TO) {
+                Some(to) => to.parse().ok(),
+                None => snap.parent_snapshot_id(),
+            };
         }
         for (ts, snapshot_id, entries) in found.into_iter().rev() {
             for (key, entry) in entries {

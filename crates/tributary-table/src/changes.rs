@@ -1,5 +1,6 @@
-//! What a table gained since a point in its history: the rows of the data
-//! files that snapshots newer than a sequence number added.
+//! What a table gained and lost since a point in its history: the rows of
+//! the data files that snapshots newer than a sequence number added, and of
+//! those that overwrites, deletes and rollbacks removed.
 //!
 //! A writer that keeps state derived from the table (the dedup index) must
 //! learn what *other* writers committed, without rescanning the table. Each
@@ -15,15 +16,22 @@ use iceberg::spec::{DataContentType, DataFile, ManifestContentType, ManifestStat
 use crate::error::{Result, TableError};
 use crate::lake::{Lake, LoadedTable};
 
-/// The `columns` of every row added to `table` by snapshots of its current
-/// history with a sequence number above `since`; `None` if snapshot expiry
-/// removed some of those snapshots (the caller must read the table itself).
-pub async fn added_since(
-    lake: &Lake,
-    table: &LoadedTable,
-    since: i64,
-    columns: &[&str],
-) -> Result<Option<Vec<RecordBatch>>> {
+/// The rows snapshots added to a table and removed from it.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Rows of the files added (compaction's rewrites excluded: their rows
+    /// were in the table already).
+    pub added: Vec<RecordBatch>,
+    /// Rows of the files removed by overwrites, deletes and rollbacks (a
+    /// rollback may also add back rows an earlier snapshot had).
+    pub removed: Vec<RecordBatch>,
+}
+
+/// The `columns` of every row added to or removed from `table` by
+/// snapshots of its current history with a sequence number above `since`;
+/// `None` if snapshot expiry removed some of those snapshots (the caller
+/// must read the table itself).
+pub async fn changed_since(lake: &Lake, table: &LoadedTable, since: i64, columns: &[&str]) -> Result<Option<Changes>> {
     let meta = &table.metadata;
     let schema = meta.current_schema().clone();
     let field_ids = columns
@@ -35,7 +43,7 @@ pub async fn added_since(
         })
         .collect::<Result<Vec<i32>>>()?;
     let iceberg = lake.iceberg_table(table)?;
-    let mut tasks = Vec::new();
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
     let mut next = meta.current_snapshot();
     while let Some(snapshot) = next.filter(|s| s.sequence_number() > since) {
         next = snapshot.parent_snapshot_id().and_then(|p| meta.snapshot_by_id(p));
@@ -53,25 +61,36 @@ pub async fn added_since(
             .load()
             .await
             .map_err(TableError::iceberg("reading manifest list"))?;
-        let added = list
+        let written = list
             .entries()
             .iter()
             .filter(|m| m.added_snapshot_id == snapshot.snapshot_id() && m.content == ManifestContentType::Data);
-        for manifest in added {
+        for manifest in written {
             let manifest =
                 manifest.load_manifest(lake.file_io()).await.map_err(TableError::iceberg("reading manifest"))?;
-            let files = manifest.entries().iter().filter(|e| {
-                e.status() == ManifestStatus::Added
-                    && e.content_type() == DataContentType::Data
-                    && e.snapshot_id() == Some(snapshot.snapshot_id())
+            let ours = manifest.entries().iter().filter(|e| {
+                e.content_type() == DataContentType::Data && e.snapshot_id() == Some(snapshot.snapshot_id())
             });
-            tasks.extend(files.map(|e| e.data_file().clone()));
+            for e in ours {
+                match e.status() {
+                    ManifestStatus::Added => added.push(e.data_file().clone()),
+                    ManifestStatus::Deleted => removed.push(e.data_file().clone()),
+                    ManifestStatus::Existing => {}
+                }
+            }
         }
     }
-    if tasks.is_empty() {
-        return Ok(Some(Vec::new()));
+    Ok(Some(Changes {
+        added: read_all(lake, table, &added, &field_ids).await?,
+        removed: read_all(lake, table, &removed, &field_ids).await?,
+    }))
+}
+
+async fn read_all(lake: &Lake, table: &LoadedTable, files: &[DataFile], field_ids: &[i32]) -> Result<Vec<RecordBatch>> {
+    if files.is_empty() {
+        return Ok(Vec::new());
     }
-    read_files(lake, table, &tasks, &field_ids)?.try_collect().await.map(Some)
+    read_files(lake, table, files, field_ids)?.try_collect().await
 }
 
 /// The columns `field_ids` of every row of `files`, read whole, as a stream

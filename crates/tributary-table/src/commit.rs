@@ -1,5 +1,6 @@
 //! The exactly-once commit path: every change to a table — an ingest append,
-//! a compaction's rewrite, snapshot expiry — is built from an explicit base
+//! a compaction's rewrite, a delete or overwrite, a rollback, snapshot
+//! expiry — is built from an explicit base
 //! and published by one compare-and-swap of the catalog pointer ([`swap`]).
 //! The append path:
 //!
@@ -36,7 +37,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use iceberg::spec::{DataFile, MetadataLog, TableMetadataBuildResult};
+use iceberg::spec::{DataFile, MetadataLog, Operation, TableMetadataBuildResult};
 use tributary_core::Positions;
 use tributary_core::positions::{SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS};
 
@@ -102,13 +103,34 @@ pub enum Change<'a> {
     },
     /// Compaction: `added` replaces the live files whose paths are in
     /// `removed`, holding the same rows. Rule: every removed file is still
-    /// live in the base, else [`TableError::RewriteConflict`]; files other
+    /// live in the base, else [`TableError::ChangeConflict`]; files other
     /// writers appended meanwhile are kept.
     Rewrite {
         /// Paths of the files replaced.
         removed: &'a HashSet<String>,
         /// The files that replace them.
         added: &'a [DataFile],
+    },
+    /// Delete files, or overwrite them (replace partitions, overwrite by a
+    /// filter: the caller picks the files from the base it planned on): the
+    /// live files whose paths are in `removed` leave the table and `added`
+    /// join it, with other rows. Rule: every removed file is still live in
+    /// the base, else [`TableError::ChangeConflict`]. A caller that must
+    /// also refuse files added meanwhile to what it replaces pins its base
+    /// (publishes only on the base it planned on, see `commit_with_retry`).
+    Overwrite {
+        /// Paths of the files removed.
+        removed: &'a HashSet<String>,
+        /// The files added.
+        added: &'a [DataFile],
+    },
+    /// Rollback (set the current state to an older snapshot's, as a new
+    /// snapshot): the table holds snapshot `to`'s files again, and every
+    /// pipeline's state as of `to` (`rollback`). Rule: `to` is in the history
+    /// of the base's current snapshot, else [`TableError::UnknownSnapshot`].
+    Rollback {
+        /// The snapshot to go back to.
+        to: i64,
     },
 }
 
@@ -117,25 +139,36 @@ pub enum Change<'a> {
 /// Fails with [`TableError::CommitConflict`] if `base` is no longer current.
 pub async fn publish(lake: &Lake, base: &LoadedTable, change: Change<'_>) -> Result<LoadedTable> {
     let empty = HashSet::new();
-    let (added, removed, stamp) = match change {
-        Change::Append { files, stamp } => (files, &empty, Some(stamp)),
-        Change::Rewrite { removed, added } => (added, removed, None),
+    let rollback;
+    let (added, removed, operation, summary) = match change {
+        Change::Append { files, stamp } => (files, &empty, Operation::Append, stamp_summary(stamp)),
+        Change::Rewrite { removed, added } => (added, removed, Operation::Replace, Vec::new()),
+        Change::Overwrite { removed, added } => {
+            let operation = if added.is_empty() { Operation::Delete } else { Operation::Overwrite };
+            (added, removed, operation, Vec::new())
+        }
+        Change::Rollback { to } => {
+            rollback = crate::rollback::plan(lake, base, to).await?;
+            (&rollback.restored[..], &rollback.removed, Operation::Overwrite, rollback.summary.clone())
+        }
     };
-    let next = snapshot::build(lake, base, added, removed).await?;
+    let next = snapshot::build(lake, base, added, removed, operation).await?;
     crate::durable::sync(next.written.clone()).await?;
     let id = next.id;
-    let stamped = stamp.into_iter().flat_map(|s| {
-        [
-            (SUMMARY_PIPELINE.to_owned(), s.pipeline.clone()),
-            (SUMMARY_POSITIONS.to_owned(), s.positions.to_json()),
-            (SUMMARY_EPOCH.to_owned(), s.epoch.to_string()),
-        ]
-        .into_iter()
-        .chain(s.extra.iter().cloned())
-    });
     let built =
-        next.into_metadata(base, stamped)?.build().map_err(TableError::iceberg("building snapshot metadata"))?;
+        next.into_metadata(base, summary)?.build().map_err(TableError::iceberg("building snapshot metadata"))?;
     swap(lake, base, built, Some(id)).await
+}
+
+/// The summary properties of a pipeline's commit.
+fn stamp_summary(s: &PipelineStamp) -> Vec<(String, String)> {
+    let mut props = vec![
+        (SUMMARY_PIPELINE.to_owned(), s.pipeline.clone()),
+        (SUMMARY_POSITIONS.to_owned(), s.positions.to_json()),
+        (SUMMARY_EPOCH.to_owned(), s.epoch.to_string()),
+    ];
+    props.extend(s.extra.iter().cloned());
+    props
 }
 
 /// Writes `built` as the next metadata file and swaps the catalog pointer

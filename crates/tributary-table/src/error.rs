@@ -20,13 +20,24 @@ pub enum TableError {
         /// The metadata location this commit was based on.
         expected: String,
     },
-    /// A maintenance commit's validation failed on the current table: e.g. a
-    /// file a compaction replaces was removed by another commit meanwhile.
-    #[error("maintenance of '{table}' refused: {reason}; it is planned again from the current table")]
-    RewriteConflict {
+    /// A change's validation failed on the table it would land on: e.g. a
+    /// file a compaction or an overwrite removes was removed by another
+    /// commit meanwhile. Plan the change again from the current table.
+    #[error("change to '{table}' refused: {reason}; plan it again from the current table")]
+    ChangeConflict {
         /// Table concerned.
         table: TableName,
         /// Which rule failed.
+        reason: String,
+    },
+    /// A snapshot named by the user is not one the operation can use.
+    #[error("table '{table}' cannot go to snapshot {snapshot_id}: {reason}")]
+    UnknownSnapshot {
+        /// Table concerned.
+        table: TableName,
+        /// The snapshot named.
+        snapshot_id: i64,
+        /// Why, and what to name instead.
         reason: String,
     },
     /// The config asks for a schema change that would break existing data.
@@ -108,12 +119,14 @@ impl TableError {
 impl Classify for TableError {
     fn class(&self) -> ErrorClass {
         match self {
-            Self::NotFound(_) | Self::BreakingSchemaChange { .. } | Self::InvalidData { .. } | Self::Config(_) => {
-                ErrorClass::User
-            }
+            Self::NotFound(_)
+            | Self::UnknownSnapshot { .. }
+            | Self::BreakingSchemaChange { .. }
+            | Self::InvalidData { .. }
+            | Self::Config(_) => ErrorClass::User,
             Self::CommitConflict { .. }
             | Self::CommitUnknown { .. }
-            | Self::RewriteConflict { .. }
+            | Self::ChangeConflict { .. }
             | Self::Catalog { .. }
             | Self::Iceberg { .. } => ErrorClass::External,
             Self::Corrupt { .. } | Self::Injected(_) => ErrorClass::Internal,
@@ -122,7 +135,7 @@ impl Classify for TableError {
 
     fn is_retryable(&self) -> bool {
         match self {
-            Self::CommitConflict { .. } | Self::CommitUnknown { .. } | Self::RewriteConflict { .. } => true,
+            Self::CommitConflict { .. } | Self::CommitUnknown { .. } | Self::ChangeConflict { .. } => true,
             Self::Catalog { source, .. } => matches!(
                 **source,
                 sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Database(_)

@@ -15,6 +15,7 @@ pub mod error;
 pub mod lake;
 pub mod maintain;
 pub mod recovery;
+mod rollback;
 pub mod schema;
 mod snapshot;
 pub mod writer;
@@ -23,6 +24,7 @@ pub use commit::{Change, Outcome, PipelineStamp, commit, commit_with_retry, publ
 pub use error::{Result, TableError};
 pub use lake::{Lake, LoadedTable};
 pub use recovery::{PipelineState, last_pipeline_state, stamp_unless_zombie};
+pub use rollback::{RolledBack, rollback};
 pub use writer::write_data_files;
 
 /// Re-exported so higher crates name Arrow and Iceberg types through us.

@@ -39,7 +39,7 @@ pub struct PipelineState {
 /// a source restart from its `start` policy, duplicating or skipping input.
 pub fn last_pipeline_state(table: &LoadedTable, pipeline: &str) -> Result<Option<PipelineState>> {
     let mut found = None;
-    walk(table, &format!("pipeline '{pipeline}'"), |id, record| {
+    walk(table, table.metadata.current_snapshot_id(), &format!("pipeline '{pipeline}'"), |id, record| {
         Ok(match record {
             Record::Stamp(p, state) if p == pipeline => {
                 found = Some(state()?);
@@ -70,11 +70,12 @@ impl Carried {
     }
 }
 
-/// Every pipeline's newest state in the history of `table`'s current
-/// snapshot: what a carry snapshot records before expiry removes history.
-pub fn all_pipeline_states(table: &LoadedTable) -> Result<BTreeMap<String, Carried>> {
+/// Every pipeline's newest state in the history of snapshot `at` of
+/// `table` (`None`: an empty table): what a carry snapshot records, before
+/// expiry removes history, or when a rollback goes back to `at`.
+pub fn all_pipeline_states(table: &LoadedTable, at: Option<i64>) -> Result<BTreeMap<String, Carried>> {
     let mut states = BTreeMap::new();
-    walk(table, "the pipelines", |_, record| {
+    walk(table, at, "the pipelines", |_, record| {
         Ok(match record {
             Record::Stamp(p, state) => {
                 if !states.contains_key(p) {
@@ -105,9 +106,14 @@ enum Record<'a> {
     Nothing,
 }
 
-/// Walks the ancestry of the current snapshot, newest first, while `visit`
+/// Walks the ancestry of snapshot `from`, newest first, while `visit`
 /// returns true. `whose` names what is being recovered, for the errors.
-fn walk(table: &LoadedTable, whose: &str, mut visit: impl FnMut(i64, Record<'_>) -> Result<bool>) -> Result<()> {
+fn walk(
+    table: &LoadedTable,
+    from: Option<i64>,
+    whose: &str,
+    mut visit: impl FnMut(i64, Record<'_>) -> Result<bool>,
+) -> Result<()> {
     let meta = &table.metadata;
     let cannot_tell = |snapshot_id: i64, why: String| TableError::Corrupt {
         table: table.name.clone(),
@@ -116,13 +122,13 @@ fn walk(table: &LoadedTable, whose: &str, mut visit: impl FnMut(i64, Record<'_>)
              or rename the pipeline to start it afresh from its `start` setting"
         ),
     };
-    let mut next = meta.current_snapshot_id();
+    let mut next = from;
     let mut child = None;
     while let Some(id) = next {
         let Some(snap) = meta.snapshot_by_id(id) else {
             let why = match child {
                 Some(c) => format!("(the parent of {c}) is gone, expired by another writer"),
-                None => "is current but missing from the metadata".to_owned(),
+                None => "is missing from the metadata".to_owned(),
             };
             return Err(cannot_tell(id, why));
         };
@@ -161,17 +167,25 @@ fn walk(table: &LoadedTable, whose: &str, mut visit: impl FnMut(i64, Record<'_>)
 ///
 /// Returns the stamp to commit on `fresh`, or `None` if this batch is a zombie:
 /// another writer already committed past where the batch began, or a writer
-/// with a newer epoch has taken the pipeline over.
+/// with a newer epoch has taken the pipeline over. With `contiguous` (the
+/// batch must begin exactly where the table stands, as the data table of a
+/// replayable source does), a table *behind* where the batch began is a
+/// zombie sign too: its history went back (a rollback), and the input in
+/// between must be read again rather than skipped.
 pub fn stamp_unless_zombie(
     fresh: &LoadedTable,
     pipeline: &str,
     started_at: &Positions,
     ends_at: &Positions,
     epoch: u64,
+    contiguous: bool,
 ) -> Result<Option<PipelineStamp>> {
     let mut positions = Positions::default();
     if let Some(state) = last_pipeline_state(fresh, pipeline)? {
-        if state.positions.overtakes(started_at) || (epoch > 0 && state.epoch > epoch) {
+        if state.positions.overtakes(started_at)
+            || (contiguous && state.positions.falls_behind(started_at))
+            || (epoch > 0 && state.epoch > epoch)
+        {
             return Ok(None);
         }
         positions = state.positions;

@@ -1,21 +1,23 @@
 //! Building the next snapshot of a table from an explicit base: the
 //! manifests it carries forward, the manifest of the files it adds, its
-//! manifest list and its summary — for every commit kind that adds a
-//! snapshot (append, rewrite).
+//! manifest list and its summary — for every commit kind (append, rewrite,
+//! overwrite, rollback, expiry's carry snapshot).
 //!
 //! Manifests are merged here, so that a commit's cost does not grow with
 //! the number of commits: every append adds one small manifest, and once
 //! [`MERGE_MANIFESTS_AT`] small data manifests are carried, they are
 //! rewritten as one (their files as `EXISTING` entries, with their original
-//! snapshot ids and sequence numbers). A rewrite (compaction) rewrites every
-//! data manifest, dropping the files it replaces and recording them as
-//! `DELETED`; it is refused if any of them is no longer live.
+//! snapshot ids and sequence numbers). A change that removes files (a
+//! rewrite, an overwrite, a rollback) rewrites every data manifest, dropping
+//! those files and recording them as `DELETED`; it is refused if any of them
+//! is no longer live.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use iceberg::spec::{
     DataFile, MAIN_BRANCH, ManifestContentType, ManifestFile, ManifestListWriter, ManifestWriterBuilder, Operation,
-    Snapshot, SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Summary, TableMetadataBuilder,
+    Snapshot, SnapshotRef, SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Summary,
+    TableMetadataBuilder,
 };
 use uuid::Uuid;
 
@@ -40,13 +42,14 @@ pub(crate) struct NextSnapshot {
     pub written: Vec<String>,
 }
 
-/// Builds the snapshot that adds `added` to `base` and, for a rewrite,
+/// Builds the snapshot of kind `operation` that adds `added` to `base` and
 /// removes the live files whose paths are in `removed`.
 pub(crate) async fn build(
     lake: &Lake,
     base: &LoadedTable,
     added: &[DataFile],
     removed: &HashSet<String>,
+    operation: Operation,
 ) -> Result<NextSnapshot> {
     let meta = &base.metadata;
     let id = unique_snapshot_id(base);
@@ -119,7 +122,7 @@ pub(crate) async fn build(
         }
     }
     if found != removed.len() {
-        return Err(TableError::RewriteConflict {
+        return Err(TableError::ChangeConflict {
             table: base.name.clone(),
             reason: format!("{} of the {} files to replace are no longer live", removed.len() - found, removed.len()),
         });
@@ -151,7 +154,6 @@ pub(crate) async fn build(
 
     let mut summary = collector.build();
     add_totals(&mut summary, parent.map(|p| &p.summary().additional_properties));
-    let operation = if rewrite { Operation::Replace } else { Operation::Append };
     Ok(NextSnapshot { id, sequence_number: seq, manifest_list: list_path, operation, summary, written })
 }
 
@@ -182,6 +184,25 @@ impl NextSnapshot {
             })
             .map_err(TableError::iceberg("building snapshot metadata"))
     }
+}
+
+/// The live data files of `snapshot` of `table`, with their spec ids.
+pub(crate) async fn live_files(
+    lake: &Lake,
+    table: &LoadedTable,
+    snapshot: &SnapshotRef,
+) -> Result<Vec<(i32, DataFile)>> {
+    let iceberg = lake.iceberg_table(table)?;
+    let list =
+        iceberg.manifest_list_reader(snapshot).load().await.map_err(TableError::iceberg("reading manifest list"))?;
+    let mut files = Vec::new();
+    for m in list.entries().iter().filter(|m| m.content == ManifestContentType::Data) {
+        let manifest = m.load_manifest(lake.file_io()).await.map_err(TableError::iceberg("reading manifest"))?;
+        files.extend(
+            manifest.entries().iter().filter(|e| e.is_alive()).map(|e| (m.partition_spec_id, e.data_file().clone())),
+        );
+    }
+    Ok(files)
 }
 
 fn manifest_err(e: iceberg::Error) -> TableError {

@@ -1,4 +1,4 @@
-//! `check`, `serve`, `sql`, `maintain` and `table drop`.
+//! `check`, `serve`, `sql`, `maintain`, `rollback` and `table drop`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -149,6 +149,48 @@ fn human_bytes(b: u64) -> String {
         b if b >= 1e3 => format!("{:.1} kB", b / 1e3),
         b => format!("{b} B"),
     }
+}
+
+/// `tributary rollback`: moves a table back to an older snapshot; refuses
+/// without `yes`, saying how many rows would go.
+pub async fn rollback(
+    data_dir: &Path,
+    config: Option<&Path>,
+    table: &str,
+    to: i64,
+    yes: bool,
+) -> anyhow::Result<ExitCode> {
+    let name = TableName::parse(table).map_err(anyhow::Error::msg)?;
+    let lake = open_lake(data_dir, config).await?;
+    let loaded = lake.load(&name).await?;
+    let then = loaded.metadata.snapshot_by_id(to).map(|s| {
+        let rows = s.summary().additional_properties.get("total-records").and_then(|r| r.parse::<u64>().ok());
+        (rows.unwrap_or(0), chrono::DateTime::from_timestamp_millis(s.timestamp_ms()).unwrap_or_default())
+    });
+    if !yes {
+        let (rows, at) = then.ok_or_else(|| {
+            anyhow::anyhow!(
+                r#"table {name} has no snapshot {to}; `tributary sql 'SELECT snapshot_id, committed_at FROM {}."{}$snapshots"'` lists them"#,
+                name.namespace,
+                name.name
+            )
+        })?;
+        anyhow::bail!(
+            "this would roll {name} back to snapshot {to} of {at}: {} rows now, {rows} after; its sources would \
+             read again what they ingested since; run again with --yes to do it",
+            loaded.total_records()
+        );
+    }
+    let done = tributary_table::rollback(&lake, &name, to).await?;
+    println!(
+        "rolled {name} back to snapshot {to} as snapshot {}: {} → {} rows ({} files removed, {} restored)",
+        done.snapshot_id, done.rows_before, done.rows_after, done.files_removed, done.files_restored
+    );
+    for (pipeline, positions) in &done.pipelines {
+        println!("  {pipeline} resumes from {}", positions.to_json());
+    }
+    println!("a running server notices on its next commit; Kafka sources read again from these positions");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `tributary table drop`: removes a table from the catalog, and with

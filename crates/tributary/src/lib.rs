@@ -97,6 +97,25 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Move a table back to an older snapshot, as a new commit; its sources
+    /// resume from that snapshot's positions.
+    Rollback {
+        /// Where the embedded catalog and warehouse live.
+        #[arg(long, default_value = "./tributary-data")]
+        data_dir: PathBuf,
+        /// Take the catalog and warehouse from this config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The table (`namespace.table`).
+        #[arg(long)]
+        table: String,
+        /// The snapshot to go back to (`SELECT * FROM ns."t$snapshots"`).
+        #[arg(long)]
+        to: i64,
+        /// Do it; without this, only say what it would do.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Manage tables: `tributary table drop raw.events --yes`.
     Table {
         /// What to do.
@@ -149,7 +168,11 @@ pub enum TableAction {
 pub fn init_logging(cli: &Cli) -> logging::DrainOnDrop {
     let quiet = matches!(
         cli.command,
-        Command::Quickstart { .. } | Command::Sql { .. } | Command::Table { .. } | Command::Maintain { .. }
+        Command::Quickstart { .. }
+            | Command::Sql { .. }
+            | Command::Table { .. }
+            | Command::Maintain { .. }
+            | Command::Rollback { .. }
     );
     let default = if quiet { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -177,6 +200,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Maintain { data_dir, config, table, dry_run } => {
             commands::maintain(&data_dir, config.as_deref(), table.as_deref(), dry_run).await
+        }
+        Command::Rollback { data_dir, config, table, to, yes } => {
+            commands::rollback(&data_dir, config.as_deref(), &table, to, yes).await
         }
         Command::Table { action: TableAction::Drop { table, data_dir, config, purge, yes } } => {
             commands::drop_table(&data_dir, config.as_deref(), &table, purge, yes).await

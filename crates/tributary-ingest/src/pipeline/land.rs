@@ -106,7 +106,9 @@ impl Span {
                 Some(PipelineStamp::new(pipeline, positions, 0))
             }
             Self::Range { from, rejects_from, to } => {
-                stamp_unless_zombie(base, pipeline, if rejects { rejects_from } else { from }, to, 0)?
+                // The quarantine table moves only when rejects land, so its
+                // positions may lag where a batch's rejects begin.
+                stamp_unless_zombie(base, pipeline, if rejects { rejects_from } else { from }, to, 0, !rejects)?
             }
         };
         Ok(stamp.map(|s| PipelineStamp { extra: extra.to_vec(), ..s }))
@@ -140,7 +142,9 @@ enum Commit {
     Done(LoadedTable),
     /// The pinned base moved, but not past this input: check again from it.
     Moved(LoadedTable),
-    Zombie,
+    /// The table is past this input, or behind it (rolled back): the input
+    /// is read again from the table's positions. Holds the table's state.
+    Zombie(LoadedTable),
 }
 
 impl TablePipeline {
@@ -168,6 +172,14 @@ impl TablePipeline {
             Ok(true) => Ok(Flushed::Committed(self.table.current_snapshot_id())),
             Ok(false) => {
                 self.give_back(chunks);
+                // The source reads again from the table's positions: the
+                // index must first hold what the table holds now, or rows a
+                // rollback removed would come back as duplicates.
+                if let Some(index) = &self.dedup
+                    && let Err(e) = index.refresh(&self.lake, &self.table).await
+                {
+                    return Err(Failed { error: e.into(), rejects_committed });
+                }
                 Ok(Flushed::Zombie)
             }
             Err(error) => {
@@ -222,7 +234,10 @@ impl TablePipeline {
                     return Ok(Some(true));
                 }
                 Commit::Moved(fresh) => base = fresh,
-                Commit::Zombie => return Ok(None),
+                Commit::Zombie(fresh) => {
+                    self.quarantine = fresh;
+                    return Ok(None);
+                }
             }
         }
         Err(kept_changing(&self.schema.table))
@@ -277,7 +292,11 @@ impl TablePipeline {
                     return Ok(true);
                 }
                 Commit::Moved(fresh) => base = fresh,
-                Commit::Zombie => return Ok(false),
+                Commit::Zombie(fresh) => {
+                    self.requests.refresh(&fresh)?;
+                    self.table = fresh;
+                    return Ok(false);
+                }
             }
         }
         Err(kept_changing(&self.schema.table))
@@ -329,7 +348,7 @@ impl TablePipeline {
                 if *pinned && span.stamp(&fresh, pipeline, rows, *rejects, extra)?.is_some() {
                     Commit::Moved(fresh)
                 } else {
-                    Commit::Zombie
+                    Commit::Zombie(fresh)
                 }
             }
         })

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use iceberg::spec::{DataFile, DataFileFormat, ManifestContentType, Struct};
+use iceberg::spec::{DataFile, DataFileFormat, Struct};
 use tributary_core::TableName;
 
 use super::{MAX_ATTEMPTS, backoff};
@@ -98,7 +98,7 @@ pub async fn compact(lake: &Lake, name: &TableName, policy: Compaction, dry_run:
                 // Refused: nothing references the new files, so they go. Any
                 // other error may have come after the swap landed (the
                 // connection broke): the files stay, as orphans at worst.
-                if matches!(e, TableError::RewriteConflict { .. } | TableError::CommitConflict { .. }) {
+                if matches!(e, TableError::ChangeConflict { .. } | TableError::CommitConflict { .. }) {
                     for f in &added {
                         let _ = lake.file_io().delete(f.file_path()).await;
                     }
@@ -112,18 +112,10 @@ pub async fn compact(lake: &Lake, name: &TableName, policy: Compaction, dry_run:
 
 /// The live data files of the current snapshot, with their spec ids.
 async fn live_files(lake: &Lake, table: &LoadedTable) -> Result<Vec<(i32, DataFile)>> {
-    let Some(snapshot) = table.metadata.current_snapshot() else { return Ok(Vec::new()) };
-    let iceberg = lake.iceberg_table(table)?;
-    let list =
-        iceberg.manifest_list_reader(snapshot).load().await.map_err(TableError::iceberg("reading manifest list"))?;
-    let mut files = Vec::new();
-    for m in list.entries().iter().filter(|m| m.content == ManifestContentType::Data) {
-        let manifest = m.load_manifest(lake.file_io()).await.map_err(TableError::iceberg("reading manifest"))?;
-        files.extend(
-            manifest.entries().iter().filter(|e| e.is_alive()).map(|e| (m.partition_spec_id, e.data_file().clone())),
-        );
+    match table.metadata.current_snapshot() {
+        Some(snapshot) => crate::snapshot::live_files(lake, table, snapshot).await,
+        None => Ok(Vec::new()),
     }
-    Ok(files)
 }
 
 /// Bins of small files to rewrite: per partition, oldest first, each bin at

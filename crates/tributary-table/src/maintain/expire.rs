@@ -10,20 +10,23 @@
 //! retention must cover `server.idempotency_window` (config validation
 //! says so).
 //!
-//! Which files go, along the one lineage of the main branch (history only
-//! moves forward here; a rollback would have to keep its target's files):
+//! Which files go, along the one lineage of the main branch (a rollback is
+//! a new snapshot on it, with manifests of its own):
 //! - the manifest list of every removed snapshot;
 //! - each manifest that removed snapshots listed and the oldest kept one
 //!   does not (a manifest is listed by a contiguous run of snapshots, from
 //!   the one that added it until one merged or rewrote it);
-//! - each data file that a removed rewrite snapshot replaced (its `DELETED`
-//!   entries): no later snapshot lists it as live.
+//! - each data file that a removed rewrite, overwrite or delete snapshot
+//!   removed (its `DELETED` entries): no later snapshot lists it as live —
+//!   unless a rollback brought it back, so while any rollback is in the
+//!   history, those files are left to orphan cleanup, which checks every
+//!   snapshot.
 
 use std::collections::HashSet;
 
 use iceberg::spec::{ManifestStatus, Operation};
 use tributary_core::TableName;
-use tributary_core::positions::SUMMARY_CARRIED;
+use tributary_core::positions::{SUMMARY_CARRIED, SUMMARY_ROLLBACK_TO};
 
 use super::{MAX_ATTEMPTS, backoff};
 use crate::commit::swap;
@@ -133,8 +136,8 @@ fn named_snapshots(meta: &iceberg::spec::TableMetadata) -> HashSet<i64> {
 /// Adds the carry snapshot on top of `base` and removes `removed`, in one
 /// metadata swap.
 async fn publish(lake: &Lake, base: &LoadedTable, removed: &[i64]) -> Result<LoadedTable> {
-    let carried = all_pipeline_states(base)?;
-    let next = snapshot::build(lake, base, &[], &HashSet::new()).await?;
+    let carried = all_pipeline_states(base, base.metadata.current_snapshot_id())?;
+    let next = snapshot::build(lake, base, &[], &HashSet::new(), Operation::Append).await?;
     crate::durable::sync(next.written.clone()).await?;
     let id = next.id;
     let carried = serde_json::to_string(&carried).map_err(|e| TableError::Corrupt {
@@ -162,6 +165,7 @@ async fn delete_unreferenced(lake: &Lake, base: &LoadedTable, plan: &Plan) -> (u
         }
     };
     let list_of = |id: i64| meta.snapshot_by_id(id).cloned();
+    let rolled_back = meta.snapshots().any(|s| s.summary().additional_properties.contains_key(SUMMARY_ROLLBACK_TO));
     let mut keep = HashSet::new();
     for id in std::iter::once(plan.oldest_kept).chain(plan.named_beyond) {
         if let Some(snap) = list_of(id)
@@ -180,7 +184,10 @@ async fn delete_unreferenced(lake: &Lake, base: &LoadedTable, plan: &Plan) -> (u
         doomed.push((snap.manifest_list().to_owned(), 0));
         let Ok(list) = table.manifest_list_reader(&snap).load().await else { continue };
         // A named older snapshot may still list the files a rewrite replaced.
-        let replaced = snap.summary().operation == Operation::Replace && plan.named_beyond.is_none();
+        let replaced =
+            matches!(snap.summary().operation, Operation::Replace | Operation::Overwrite | Operation::Delete)
+                && plan.named_beyond.is_none()
+                && !rolled_back;
         for m in list.entries() {
             if replaced && m.added_snapshot_id == *id {
                 let Ok(manifest) = m.load_manifest(lake.file_io()).await else { continue };
