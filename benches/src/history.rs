@@ -138,8 +138,8 @@ async fn reads_before_and_after_compaction(
         Ok::<_, anyhow::Error>(best)
     };
     let before = time().await?;
-    let policy = tributary_table::maintain::Compaction { target_file_size: 128 << 20, min_files: 2 };
-    tributary_table::maintain::compact(lake, &table.name, policy, false).await?;
+    let policy = tributary_table::maintain::Compaction::new(128 << 20, 2);
+    tributary_table::maintain::compact(lake, &table.name, &policy, false).await?;
     Ok((before, time().await?))
 }
 

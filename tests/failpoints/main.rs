@@ -267,7 +267,7 @@ async fn a_crash_in_compaction_or_expiry_leaves_the_table_unchanged_or_fully_cha
     for (point, lands) in [("table::before_catalog_swap", false), ("table::crash_after_catalog_swap", true)] {
         let before = lake.load(&name).await.unwrap();
         fail::cfg(point, "1*return").unwrap();
-        let err = compact(&lake, &name, Compaction { target_file_size: 1 << 20, min_files: 2 }, false).await;
+        let err = compact(&lake, &name, &Compaction::new(1 << 20, 2), false).await;
         fail::remove(point);
         assert!(err.unwrap_err().to_string().contains(point));
         let after = lake.load(&name).await.unwrap();

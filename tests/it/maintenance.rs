@@ -90,7 +90,7 @@ async fn compaction_rewrites_small_files_and_keeps_rows_and_positions() {
     let files_before = before.metadata.current_snapshot().unwrap().summary().additional_properties["total-data-files"]
         .parse::<usize>()
         .unwrap();
-    let done = compact(&lake, &def.name, Compaction { target_file_size: 1 << 20, min_files: 2 }, false).await.unwrap();
+    let done = compact(&lake, &def.name, &Compaction::new(1 << 20, 2), false).await.unwrap();
     assert_eq!(done.files_before, files_before);
     assert!(done.files_after <= 4, "one file per bucket expected, got {done:?}");
     let after = lake.load(&def.name).await.unwrap();
@@ -102,7 +102,7 @@ async fn compaction_rewrites_small_files_and_keeps_rows_and_positions() {
     assert_eq!(state.positions.get("kafka:a/0"), Some(400), "compaction must not hide the positions");
     // Appending after a compaction, and compacting again, still holds every row once.
     append(&lake, &def.name, "kafka:a", 40, 50).await;
-    compact(&lake, &def.name, Compaction { target_file_size: 1 << 20, min_files: 2 }, false).await.unwrap();
+    compact(&lake, &def.name, &Compaction::new(1 << 20, 2), false).await.unwrap();
     assert_readable(&lake, &lake.load(&def.name).await.unwrap(), 500).await;
 }
 
@@ -112,7 +112,7 @@ async fn expiry_keeps_every_pipelines_positions_and_deletes_only_what_nothing_ne
     // Pipeline "old" commits once, early; "live" keeps committing.
     append(&lake, &def.name, "old", 0, 1).await;
     append(&lake, &def.name, "live", 1, 30).await;
-    compact(&lake, &def.name, Compaction { target_file_size: 1 << 20, min_files: 2 }, false).await.unwrap();
+    compact(&lake, &def.name, &Compaction::new(1 << 20, 2), false).await.unwrap();
     append(&lake, &def.name, "live", 30, 35).await;
     let parquet_before = files_under(dir.path(), ".parquet").len();
     let now = chrono::Utc::now().timestamp_millis() + 1000;
@@ -224,7 +224,7 @@ async fn orphan_cleanup_deletes_only_unreferenced_files_past_the_guard() {
 
     let (dir, lake, def) = setup().await;
     let table = append(&lake, &def.name, "p", 0, 5).await;
-    compact(&lake, &def.name, Compaction { target_file_size: 1 << 20, min_files: 2 }, false).await.unwrap();
+    compact(&lake, &def.name, &Compaction::new(1 << 20, 2), false).await.unwrap();
     // Written, never committed: an orphan.
     let orphans = write_data_files(&lake, &table, &[batch(&table, 900, 910)], 1 << 20).await.unwrap();
     let before = walk(dir.path()).len();
@@ -248,4 +248,38 @@ async fn orphan_cleanup_deletes_only_unreferenced_files_past_the_guard() {
             m.load_manifest(lake.file_io()).await.unwrap();
         }
     }
+}
+
+/// With `sort_by`, each file compaction writes holds its rows in order;
+/// without, in arrival order.
+#[tokio::test]
+async fn compaction_sorts_the_files_it_writes_when_asked() {
+    use arrow_array::Int64Array;
+
+    for sorted in [false, true] {
+        let (_dir, lake, def) = setup().await;
+        let mut table = lake.load(&def.name).await.unwrap();
+        // Arrival order is descending, block by block.
+        for i in (0..20).rev() {
+            let files = write_data_files(&lake, &table, &[batch(&table, i * 10, i * 10 + 10)], 1 << 20).await.unwrap();
+            table = commit(&lake, &table, &files, &stamp("p", "p/0", 20 - u64::try_from(i).unwrap(), 0)).await.unwrap();
+        }
+        let policy = Compaction {
+            sort_by: if sorted { vec!["n".to_owned()] } else { Vec::new() },
+            ..Compaction::new(1 << 20, 2)
+        };
+        compact(&lake, &def.name, &policy, false).await.unwrap();
+        let table = lake.load(&def.name).await.unwrap();
+        let batches = scan_all(&lake, &table).await;
+        assert_eq!(batches.len(), 4, "one compacted file per bucket, one batch each");
+        let in_order = batches.iter().all(|b| {
+            let n = b.column_by_name("n").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
+            n.values().windows(2).all(|w| w[0] <= w[1])
+        });
+        assert_eq!(in_order, sorted, "sort_by {sorted}");
+        assert_readable(&lake, &table, 200).await;
+    }
+    let bad = crate::common::TRANSACTIONS.to_owned() + "\n[maintenance]\nsort_by = [\"amount\", \"nope\"]\n";
+    let err = tributary_core::config::Config::from_toml(&bad).unwrap().validate(Path::new("/tmp")).unwrap_err();
+    assert!(err.contains("sort_by") && err.contains("no column 'nope'") && err.contains("event_id"), "{err}");
 }

@@ -32,7 +32,7 @@ async fn rollback_restores_the_targets_rows_files_and_positions() {
     let table = append(&lake, lake.load(&def.name).await.unwrap(), "kafka:a", 0, 10).await;
     let target = table.current_snapshot_id().unwrap();
     // Compaction replaces the target's files; later commits add more.
-    compact(&lake, &def.name, Compaction { target_file_size: 1 << 20, min_files: 2 }, false).await.unwrap();
+    compact(&lake, &def.name, &Compaction::new(1 << 20, 2), false).await.unwrap();
     let table = append(&lake, lake.load(&def.name).await.unwrap(), "kafka:a", 10, 20).await;
     let before_seq = table.metadata.last_sequence_number();
     assert_eq!(row_count(&lake, &table).await, 200);
@@ -131,4 +131,45 @@ async fn a_running_server_reingests_what_a_rollback_removed_exactly_once() {
     let (_, v) = srv.sql("SELECT count(*), count(DISTINCT event_id) FROM raw.transactions").await;
     assert_eq!(v["rows"][0], serde_json::json!([total, total]), "every record exactly once after the rollback");
     srv.stop().await;
+}
+
+/// Deletes and overwrites: the files named leave, new ones join, in one
+/// snapshot; naming a file that is no longer live is refused and changes
+/// nothing.
+#[tokio::test]
+async fn overwrite_and_delete_swap_files_and_refuse_files_no_longer_live() {
+    use std::collections::HashSet;
+
+    use tributary_table::iceberg::spec::Operation;
+    use tributary_table::{Change, publish};
+
+    let (_dir, lake, def) = setup().await;
+    let t = lake.load(&def.name).await.unwrap();
+    let a = write_data_files(&lake, &t, &[batch(&t, 0, 10)], 1 << 20).await.unwrap();
+    let t = commit(&lake, &t, &a, &stamp("p", "p/0", 10, 0)).await.unwrap();
+    let b = write_data_files(&lake, &t, &[batch(&t, 10, 20)], 1 << 20).await.unwrap();
+    let t = commit(&lake, &t, &b, &stamp("p", "p/0", 20, 0)).await.unwrap();
+    let paths = |files: &[tributary_table::iceberg::spec::DataFile]| -> HashSet<String> {
+        files.iter().map(|f| f.file_path().to_owned()).collect()
+    };
+
+    // Replace the first commit's rows with other rows.
+    let c = write_data_files(&lake, &t, &[batch(&t, 100, 105)], 1 << 20).await.unwrap();
+    let removed = paths(&a);
+    let t = publish(&lake, &t, Change::Overwrite { removed: &removed, added: &c }).await.unwrap();
+    assert_eq!(t.metadata.current_snapshot().unwrap().summary().operation, Operation::Overwrite);
+    assert_eq!((row_count(&lake, &t).await, t.total_records()), (15, 15));
+    assert_eq!(last_pipeline_state(&t, "p").unwrap().unwrap().positions.get("p/0"), Some(20), "positions kept");
+
+    // The same files again: no longer live, refused, nothing changes.
+    match publish(&lake, &t, Change::Overwrite { removed: &removed, added: &[] }).await {
+        Err(TableError::ChangeConflict { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(lake.load(&def.name).await.unwrap().location, t.location);
+
+    // Delete the second commit's files.
+    let t = publish(&lake, &t, Change::Overwrite { removed: &paths(&b), added: &[] }).await.unwrap();
+    assert_eq!(t.metadata.current_snapshot().unwrap().summary().operation, Operation::Delete);
+    assert_eq!((row_count(&lake, &t).await, t.total_records()), (5, 5));
 }

@@ -197,7 +197,7 @@ impl ValidConfig {
     /// does not declare.
     pub fn maintenance_for(&self, table: &crate::TableName) -> MaintenancePolicy {
         let declared = self.tables.iter().position(|t| &t.name == table);
-        declared.map_or(self.maintenance_defaults, |i| self.maintenance[i])
+        declared.map_or_else(|| self.maintenance_defaults.clone(), |i| self.maintenance[i].clone())
     }
 }
 
@@ -281,9 +281,14 @@ impl Config {
             .tables
             .iter()
             .enumerate()
-            .map(|(i, t)| match &t.maintenance {
-                Some(over) => over.resolve(&section, &format!("tables[{i}].maintenance"), idempotency_window),
-                None => Ok(section),
+            .map(|(i, t)| {
+                let what = format!("tables[{i}].maintenance");
+                let policy = match &t.maintenance {
+                    Some(over) => over.resolve(&section, &what, idempotency_window)?,
+                    None => section.clone(),
+                };
+                policy.check_sort_by(&tables[i], &what)?;
+                Ok(policy)
             })
             .collect::<Result<Vec<_>, String>>()?;
         let mut kafka = Vec::with_capacity(self.kafka.len());

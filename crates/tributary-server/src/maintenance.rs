@@ -29,7 +29,7 @@ pub fn spawn(lake: &Lake, config: &ValidConfig, shutdown: &CancellationToken, ta
         .iter()
         .zip(&config.maintenance)
         .filter(|(_, p)| p.enabled)
-        .flat_map(|(t, p)| [(t.name.clone(), *p), (t.name.quarantine(), *p)])
+        .flat_map(|(t, p)| [(t.name.clone(), p.clone()), (t.name.quarantine(), p.for_quarantine())])
         .collect();
     if tables.is_empty() {
         return;

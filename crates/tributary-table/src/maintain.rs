@@ -6,7 +6,8 @@
 //! (`snapshot`), and the metadata log keeps the last 10 metadata files
 //! (`commit::swap` deletes the older ones). What is left is done here:
 //! - **compaction** (`compact`) bin-packs small files per partition into
-//!   files of the target size, as a rewrite commit: the rows are unchanged,
+//!   files of the target size, optionally sorted by configured columns, as
+//!   a rewrite commit: the rows are unchanged,
 //!   files appended meanwhile are kept, and it is refused if a file it
 //!   replaces is no longer live;
 //! - **snapshot expiry** (`expire`) removes snapshots beyond the retention
@@ -92,8 +93,9 @@ pub async fn maintain_table(
 ) -> Result<Report> {
     let started = Instant::now();
     let target_file_size = u64::try_from(policy.target_file_size_bytes).unwrap_or(u64::MAX);
-    let compaction = Compaction { target_file_size, min_files: policy.compact_min_files };
-    let compacted = compact(lake, name, compaction, dry_run).await?;
+    let compaction =
+        Compaction { target_file_size, min_files: policy.compact_min_files, sort_by: policy.sort_by.clone() };
+    let compacted = compact(lake, name, &compaction, dry_run).await?;
     let retention = Retention { max_age: policy.snapshot_max_age, min_snapshots: policy.min_snapshots };
     let expired = expire_snapshots(lake, name, retention, now_ms, dry_run).await?;
     let orphans =

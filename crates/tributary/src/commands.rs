@@ -106,7 +106,8 @@ pub async fn maintain(
     // A quarantine table is maintained like the table it belongs to.
     let policy = |name: &TableName| {
         let owner = valid.tables.iter().find(|t| &t.name == name || &t.name.quarantine() == name);
-        valid.maintenance_for(owner.map_or(name, |t| &t.name))
+        let policy = valid.maintenance_for(owner.map_or(name, |t| &t.name));
+        if owner.is_some_and(|t| &t.name != name) { policy.for_quarantine() } else { policy }
     };
     let tables = match table {
         Some(t) => vec![TableName::parse(t).map_err(anyhow::Error::msg)?],

@@ -36,10 +36,13 @@ pub struct MaintenanceConfig {
     /// Files nothing references are deleted once older than this, e.g. `"3d"`.
     #[serde(default)]
     pub orphan_min_age: Option<String>,
+    /// Columns compaction sorts the rows of each file it writes by.
+    #[serde(default)]
+    pub sort_by: Option<Vec<String>>,
 }
 
 /// A table's maintenance, every default resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaintenancePolicy {
     /// Whether `serve` runs it.
     pub enabled: bool,
@@ -55,6 +58,9 @@ pub struct MaintenancePolicy {
     pub orphan_min_age: Duration,
     /// Size of the files compaction writes (`commit.target_file_size_bytes`).
     pub target_file_size_bytes: usize,
+    /// Columns compaction sorts by (ascending, nulls first); empty: it
+    /// keeps the order rows arrived in.
+    pub sort_by: Vec<String>,
 }
 
 impl MaintenanceConfig {
@@ -77,6 +83,7 @@ impl MaintenanceConfig {
             compact_min_files: self.compact_min_files.unwrap_or(base.compact_min_files),
             orphan_min_age: duration(&self.orphan_min_age, "orphan_min_age", base.orphan_min_age)?,
             target_file_size_bytes: base.target_file_size_bytes,
+            sort_by: self.sort_by.clone().unwrap_or_else(|| base.sort_by.clone()),
         };
         if policy.interval.is_zero() {
             return Err(format!("{what}.interval must be longer than 0"));
@@ -106,6 +113,34 @@ impl MaintenanceConfig {
 }
 
 impl MaintenancePolicy {
+    /// The policy of a table's quarantine table: the same, but unsorted
+    /// (it has columns of its own).
+    pub fn for_quarantine(&self) -> Self {
+        Self { sort_by: Vec::new(), ..self.clone() }
+    }
+
+    /// Checks `sort_by` against the columns of `table`: each must be a
+    /// top-level column of a type that orders (not a struct or a list).
+    pub fn check_sort_by(&self, table: &super::TableDef, what: &str) -> Result<(), String> {
+        for col in &self.sort_by {
+            match table.fields.iter().find(|f| &f.name == col) {
+                None => {
+                    let names: Vec<&str> = table.fields.iter().map(|f| f.name.as_str()).collect();
+                    return Err(format!(
+                        "{what}.sort_by: table '{}' has no column '{col}'; its columns are {}",
+                        table.name,
+                        names.join(", ")
+                    ));
+                }
+                Some(f) if matches!(f.ty, crate::schema::FieldType::Struct(_) | crate::schema::FieldType::List(_)) => {
+                    return Err(format!("{what}.sort_by: column '{col}' is a struct or a list, which has no order"));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// The defaults, with compaction writing files of `target_file_size_bytes`.
     pub fn defaults(target_file_size_bytes: usize) -> Self {
         Self {
@@ -116,6 +151,7 @@ impl MaintenancePolicy {
             compact_min_files: 10,
             orphan_min_age: Duration::from_secs(3 * 86_400),
             target_file_size_bytes,
+            sort_by: Vec::new(),
         }
     }
 }

@@ -6,7 +6,10 @@
 //! small files of one partition (of one partition spec) are packed, in order
 //! of age, into bins of at most the target size, and each bin of two or more
 //! files is rewritten. Rows are streamed from the old files into the new
-//! ones, so memory holds one batch and the open files' buffers, not a bin.
+//! ones, so memory holds one batch and the open files' buffers, not a bin —
+//! unless the table sorts on compaction (`sort_by`): then a bin's rows are
+//! held and sorted together (ascending, nulls first), at most a target
+//! file's worth of Parquet (several times that in memory) at a time.
 //!
 //! The rewrite is validated on the table it lands on: every replaced file
 //! must still be live, else it is refused and nothing changes (the new files
@@ -16,6 +19,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use arrow_array::RecordBatch;
+use futures::TryStreamExt;
 use iceberg::spec::{DataFile, DataFileFormat, Struct};
 use tributary_core::TableName;
 
@@ -27,12 +32,21 @@ use crate::lake::{Lake, LoadedTable};
 use crate::writer::write_stream;
 
 /// How compaction packs files.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Compaction {
     /// Size of the files it writes.
     pub target_file_size: u64,
     /// Fewest small files in a partition worth a rewrite.
     pub min_files: usize,
+    /// Columns to sort each written file by; empty: arrival order.
+    pub sort_by: Vec<String>,
+}
+
+impl Compaction {
+    /// Unsorted compaction into files of `target_file_size` bytes.
+    pub fn new(target_file_size: u64, min_files: usize) -> Self {
+        Self { target_file_size, min_files, sort_by: Vec::new() }
+    }
 }
 
 /// What one compaction did.
@@ -52,7 +66,7 @@ pub struct Compacted {
 
 /// Compacts the small files of `name`; with `dry_run`, reports the plan
 /// (one file written per bin) and changes nothing.
-pub async fn compact(lake: &Lake, name: &TableName, policy: Compaction, dry_run: bool) -> Result<Compacted> {
+pub async fn compact(lake: &Lake, name: &TableName, policy: &Compaction, dry_run: bool) -> Result<Compacted> {
     let mut base = lake.load(name).await?;
     let live = live_files(lake, &base).await?;
     let bins = plan(&live, policy);
@@ -71,7 +85,7 @@ pub async fn compact(lake: &Lake, name: &TableName, policy: Compaction, dry_run:
     let target = usize::try_from(policy.target_file_size).unwrap_or(usize::MAX);
     let mut added = Vec::new();
     for bin in &bins {
-        added.extend(rewrite(lake, &base, bin, target).await?);
+        added.extend(rewrite(lake, &base, bin, target, &policy.sort_by).await?);
     }
     for attempt in 1..=MAX_ATTEMPTS {
         let gate = lake.gate(name);
@@ -120,7 +134,7 @@ async fn live_files(lake: &Lake, table: &LoadedTable) -> Result<Vec<(i32, DataFi
 
 /// Bins of small files to rewrite: per partition, oldest first, each bin at
 /// most the target size and of at least `min_files` files.
-fn plan(live: &[(i32, DataFile)], policy: Compaction) -> Vec<Vec<&DataFile>> {
+fn plan<'a>(live: &'a [(i32, DataFile)], policy: &Compaction) -> Vec<Vec<&'a DataFile>> {
     let small = policy.target_file_size / 4 * 3;
     let mut by_partition: BTreeMap<(i32, String), Vec<&DataFile>> = BTreeMap::new();
     for (spec, f) in live {
@@ -151,11 +165,52 @@ fn partition_key(partition: &Struct) -> String {
     format!("{partition:?}")
 }
 
-/// Streams the rows of `files` into new files of the current spec.
-async fn rewrite(lake: &Lake, table: &LoadedTable, files: &[&DataFile], target: usize) -> Result<Vec<DataFile>> {
+/// Streams the rows of `files` into new files of the current spec; with
+/// `sort_by`, reads them all and writes them sorted.
+async fn rewrite(
+    lake: &Lake,
+    table: &LoadedTable,
+    files: &[&DataFile],
+    target: usize,
+    sort_by: &[String],
+) -> Result<Vec<DataFile>> {
     let field_ids: Vec<i32> = table.metadata.current_schema().as_struct().fields().iter().map(|f| f.id).collect();
     let files: Vec<DataFile> = files.iter().map(|f| (*f).clone()).collect();
-    write_stream(lake, table, read_files(lake, table, &files, &field_ids)?, target).await
+    let rows = read_files(lake, table, &files, &field_ids)?;
+    if sort_by.is_empty() {
+        return write_stream(lake, table, rows, target).await;
+    }
+    let batches: Vec<RecordBatch> = rows.try_collect().await?;
+    let sorted = sort(table, &batches, sort_by)?;
+    let chunks: Vec<Result<RecordBatch>> =
+        (0..sorted.num_rows()).step_by(8192).map(|at| Ok(sorted.slice(at, 8192.min(sorted.num_rows() - at)))).collect();
+    write_stream(lake, table, futures::stream::iter(chunks), target).await
+}
+
+/// The rows of `batches` as one batch, sorted by the columns `sort_by`.
+fn sort(table: &LoadedTable, batches: &[RecordBatch], sort_by: &[String]) -> Result<RecordBatch> {
+    let failed = |e: arrow_schema::ArrowError| TableError::InvalidData {
+        table: table.name.clone(),
+        reason: format!("sorting rows for compaction: {e}"),
+    };
+    let Some(first) = batches.first() else {
+        return Err(TableError::InvalidData { table: table.name.clone(), reason: "no rows to compact".to_owned() });
+    };
+    let all = arrow_select::concat::concat_batches(&first.schema(), batches).map_err(failed)?;
+    let columns = sort_by
+        .iter()
+        .map(|c| {
+            let values = all.column_by_name(c).ok_or_else(|| {
+                TableError::Config(format!(
+                    "table '{}' sorts on compaction by '{c}', which it does not have",
+                    table.name
+                ))
+            })?;
+            Ok(arrow_ord::sort::SortColumn { values: values.clone(), options: None })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let order = arrow_ord::sort::lexsort_to_indices(&columns, None).map_err(failed)?;
+    arrow_select::take::take_record_batch(&all, &order).map_err(failed)
 }
 
 #[cfg(test)]
@@ -180,7 +235,7 @@ mod tests {
 
     #[test]
     fn small_files_are_packed_per_partition_up_to_the_target() {
-        let policy = Compaction { target_file_size: 100, min_files: 2 };
+        let policy = Compaction::new(100, 2);
         let live = vec![
             file("a1", 40, 1),
             file("a2", 40, 1),
@@ -191,7 +246,7 @@ mod tests {
             file("c2", 10, 3),
         ];
         let bins: Vec<Vec<&str>> =
-            plan(&live, policy).iter().map(|b| b.iter().map(|f| f.file_path()).collect()).collect();
+            plan(&live, &policy).iter().map(|b| b.iter().map(|f| f.file_path()).collect()).collect();
         // a3 alone in its bin and b1 alone in its partition are not worth a rewrite;
         // `big` is not small.
         assert_eq!(bins, vec![vec!["a1", "a2"], vec!["c1", "c2"]]);
