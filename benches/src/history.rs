@@ -146,6 +146,15 @@ async fn reads_before_and_after_compaction(
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("phase") {
+        // `TRIBUTARY_BENCH_LOG=tributary_table=debug` logs where each
+        // commit's time went (JSON on stderr).
+        if let Ok(filter) = std::env::var("TRIBUTARY_BENCH_LOG") {
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .init();
+        }
         let commits: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(10_000);
         let rate: f64 = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(5.0);
         let on = args.get(4).map(String::as_str) == Some("on");

@@ -152,12 +152,27 @@ pub async fn publish(lake: &Lake, base: &LoadedTable, change: Change<'_>) -> Res
             (&rollback.restored[..], &rollback.removed, Operation::Overwrite, rollback.summary.clone())
         }
     };
-    let next = snapshot::build(lake, base, added, removed, operation).await?;
+    let started = std::time::Instant::now();
+    let next = snapshot::build(lake, base, added, removed, operation.clone()).await?;
+    let built_at = started.elapsed();
     crate::durable::sync(next.written.clone()).await?;
+    let synced_at = started.elapsed();
     let id = next.id;
     let built =
         next.into_metadata(base, summary)?.build().map_err(TableError::iceberg("building snapshot metadata"))?;
-    swap(lake, base, built, Some(id)).await
+    let metadata_at = started.elapsed();
+    let swapped = swap(lake, base, built, Some(id)).await;
+    // Where a commit's time goes, for a slow one: manifests, fsync, the
+    // metadata (it grows with the snapshots kept), the swap.
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    tracing::debug!(
+        table = %base.name, ?operation, ok = swapped.is_ok(),
+        manifests_ms = ms(built_at), fsync_ms = ms(synced_at - built_at),
+        metadata_ms = ms(metadata_at - synced_at), swap_ms = ms(started.elapsed() - metadata_at),
+        snapshots = base.metadata.snapshots().len(),
+        "published"
+    );
+    swapped
 }
 
 /// The summary properties of a pipeline's commit.
@@ -263,7 +278,9 @@ pub async fn commit_with_retry(
         };
         let committed = {
             let gate = lake.gate(&base.name);
+            let waited = std::time::Instant::now();
             let _turn = gate.lock().await;
+            tracing::debug!(table = %base.name, gate_ms = waited.elapsed().as_secs_f64() * 1e3, "commit gate taken");
             commit(lake, &base, data_files, &stamp).await
         };
         match committed {

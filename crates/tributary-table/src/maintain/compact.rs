@@ -90,11 +90,13 @@ pub async fn compact(lake: &Lake, name: &TableName, policy: &Compaction, dry_run
     for attempt in 1..=MAX_ATTEMPTS {
         let gate = lake.gate(name);
         let turn = gate.lock().await;
+        let held = std::time::Instant::now();
         // The rewrite lands on the newest state, which appends cannot move
         // while this process's gate is held.
         base = lake.load(name).await?;
         let published = publish(lake, &base, Change::Rewrite { removed: &removed, added: &added }).await;
         drop(turn);
+        tracing::debug!(table = %name, held_ms = held.elapsed().as_secs_f64() * 1e3, "compaction held the commit gate");
         match published {
             Ok(_) => {
                 let done = Compacted {

@@ -67,6 +67,7 @@ pub async fn expire_snapshots(
     for attempt in 1..=MAX_ATTEMPTS {
         let gate = lake.gate(name);
         let turn = gate.lock().await;
+        let held = std::time::Instant::now();
         let base = lake.load(name).await?;
         let Some(plan) = plan(&base, retention, now_ms) else { return Ok(Expired::default()) };
         if dry_run {
@@ -74,6 +75,7 @@ pub async fn expire_snapshots(
         }
         let published = publish(lake, &base, &plan.removed).await;
         drop(turn);
+        tracing::debug!(table = %name, held_ms = held.elapsed().as_secs_f64() * 1e3, "expiry held the commit gate");
         match published {
             Ok(_) => {
                 let (files_deleted, bytes_deleted) = delete_unreferenced(lake, &base, &plan).await;
