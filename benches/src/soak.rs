@@ -67,7 +67,9 @@ fn commit_buckets(text: &str) -> Vec<(f64, f64)> {
     text.lines()
         .filter(|l| l.starts_with("tributary_commit_latency_seconds_bucket") && l.contains("table=\"raw.events\""))
         .filter_map(|l| {
-            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            // `le="` also ends `table="`: take the label itself.
+            let at = l.find(",le=\"").or_else(|| l.find("{le=\""))? + 5;
+            let le = l[at..].split('"').next()?;
             let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
             Some((le, l.rsplit(' ').next()?.parse().ok()?))
         })
@@ -204,4 +206,23 @@ async fn main() -> anyhow::Result<()> {
     shutdown.cancel();
     server.wait().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p99_comes_from_bucket_deltas() {
+        let text = r#"tributary_commit_latency_seconds_bucket{table="raw.events",le="0.025"} 90
+tributary_commit_latency_seconds_bucket{table="raw.events",le="0.05"} 99
+tributary_commit_latency_seconds_bucket{table="raw.events",le="0.1"} 100
+tributary_commit_latency_seconds_bucket{table="raw.events",le="+Inf"} 100
+tributary_commit_latency_seconds_bucket{table="quarantine.events",le="+Inf"} 7"#;
+        let after = commit_buckets(text);
+        assert_eq!(after.len(), 4);
+        assert_eq!(p99_bound(&[], &after), 0.05);
+        let before = vec![(0.025, 90.0), (0.05, 90.0), (0.1, 90.0), (f64::INFINITY, 90.0)];
+        assert_eq!(p99_bound(&before, &after), 0.1, "of the 10 new commits, one took over 50 ms");
+    }
 }
