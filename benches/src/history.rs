@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tributary_benches::{cpu_seconds, peak_rss_mib, quantile, sorted_ms};
+use tributary_benches::{cpu_seconds, dir_bytes, peak_rss_mib, quantile, sorted_ms};
 use tributary_core::config::Config;
 
 #[global_allocator]
@@ -43,19 +43,6 @@ fields = [
   { name = "event_time", type = "timestamptz", required = true },
 ]
 "#;
-
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
 
 async fn phase(commits: usize, rate: f64, maintenance: bool) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

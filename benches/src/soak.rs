@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tributary_benches::{cpu_seconds, quantile, sorted_ms};
+use tributary_benches::{cpu_seconds, dir_bytes, quantile, rss_mib, sorted_ms};
 use tributary_core::config::Config;
 
 #[global_allocator]
@@ -38,29 +38,6 @@ fields = [
 "#;
 
 const PER_BODY: u64 = 100;
-
-/// Resident set size now (VmRSS), in MiB.
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
 
 /// Cumulative bucket counts of the commit latency histogram of `raw.events`.
 fn commit_buckets(text: &str) -> Vec<(f64, f64)> {
