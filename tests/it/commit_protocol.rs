@@ -79,6 +79,17 @@ async fn racing_writers_on_one_base_have_exactly_one_winner() {
     let now = lake.load(&def.name).await.unwrap();
     assert_eq!(now.metadata.snapshots().count(), 1);
     assert_eq!(rows(&scan_all(&lake, &now).await), 100);
+    // The losers' metadata, manifests and lists are gone: the table's
+    // creation and the winner's commit are what is left.
+    let metadata_dir = now.metadata.location().trim_start_matches("file://").to_owned() + "/metadata";
+    let mut left: Vec<String> = std::fs::read_dir(&metadata_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let json = left.iter().filter(|f| f.ends_with(".metadata.json")).count();
+    let avro = left.iter().filter(|f| f.ends_with(".avro")).count();
+    assert_eq!((json, avro), (2, 2), "files a refused commit wrote are left behind: {left:?}");
 }
 
 #[tokio::test]

@@ -17,7 +17,8 @@
 //!  write M1  ─────────────────────────► metadata/000NN-uuid.metadata.json
 //!  CAS(expected = M0, new = M1) ───────────────────────────────► won  → M1 is current, data visible;
 //!                                                                       old metadata files beyond the log deleted
-//!                                                              ├─► lost → CommitConflict
+//!                                                              ├─► lost → CommitConflict (M1 and the
+//!                                                              │          manifests + list deleted)
 //!                                                              └─► error → read back: our snapshot in
 //!                                                                  the table? committed : the error
 //!                                                                  (unreadable → CommitUnknown)
@@ -157,11 +158,11 @@ pub async fn publish(lake: &Lake, base: &LoadedTable, change: Change<'_>) -> Res
     let built_at = started.elapsed();
     crate::durable::sync(next.written.clone()).await?;
     let synced_at = started.elapsed();
-    let id = next.id;
+    let (id, own) = (next.id, next.own.clone());
     let built =
         next.into_metadata(base, summary)?.build().map_err(TableError::iceberg("building snapshot metadata"))?;
     let metadata_at = started.elapsed();
-    let swapped = swap(lake, base, built, Some(id)).await;
+    let swapped = swap(lake, base, built, Some(id), &own).await;
     // Where a commit's time goes, for a slow one: manifests, fsync, the
     // metadata (it grows with the snapshots kept), the swap.
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -188,7 +189,10 @@ fn stamp_summary(s: &PipelineStamp) -> Vec<(String, String)> {
 
 /// Writes `built` as the next metadata file and swaps the catalog pointer
 /// from `base` to it: the one publishing step of every commit kind. After
-/// the swap, the metadata files that fell off the metadata log are deleted.
+/// the swap, the metadata files that fell off the metadata log are deleted;
+/// after a refused swap, the metadata file and `own` (the manifests and
+/// list the attempt wrote), which nothing references: a writer that keeps
+/// losing races to maintenance must not leave megabytes behind each time.
 /// `snapshot_id` is the snapshot the change adds, which tells whether an
 /// interrupted swap landed.
 pub(crate) async fn swap(
@@ -196,6 +200,7 @@ pub(crate) async fn swap(
     base: &LoadedTable,
     built: TableMetadataBuildResult,
     snapshot_id: Option<i64>,
+    own: &[String],
 ) -> Result<LoadedTable> {
     let new_meta = built.metadata;
     let path = lake.write_metadata(base.metadata.location(), next_version(&base.location), &new_meta).await?;
@@ -221,6 +226,11 @@ pub(crate) async fn swap(
         },
     };
     if !swapped {
+        for file in own.iter().chain([&path]) {
+            if let Err(e) = lake.file_io().delete(file).await {
+                tracing::debug!(table = %base.name, %file, error = %e, "cannot delete a refused commit's file; orphan cleanup will");
+            }
+        }
         return Err(TableError::CommitConflict { table: base.name.clone(), expected: base.location.clone() });
     }
     // The connection broke after the database committed: the caller cannot

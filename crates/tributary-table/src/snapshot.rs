@@ -40,6 +40,9 @@ pub(crate) struct NextSnapshot {
     pub summary: HashMap<String, String>,
     /// Every file written, to make durable before the metadata names them.
     pub written: Vec<String>,
+    /// The manifests and manifest list this build wrote: if its swap is
+    /// refused, nothing references them.
+    pub own: Vec<String>,
 }
 
 /// Builds the snapshot of kind `operation` that adds `added` to `base` and
@@ -154,7 +157,8 @@ pub(crate) async fn build(
 
     let mut summary = collector.build();
     add_totals(&mut summary, parent.map(|p| &p.summary().additional_properties));
-    Ok(NextSnapshot { id, sequence_number: seq, manifest_list: list_path, operation, summary, written })
+    let own = written[added.len()..].to_vec();
+    Ok(NextSnapshot { id, sequence_number: seq, manifest_list: list_path, operation, summary, written, own })
 }
 
 impl NextSnapshot {

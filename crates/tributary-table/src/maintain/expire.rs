@@ -141,7 +141,7 @@ async fn publish(lake: &Lake, base: &LoadedTable, removed: &[i64]) -> Result<Loa
     let carried = all_pipeline_states(base, base.metadata.current_snapshot_id())?;
     let next = snapshot::build(lake, base, &[], &HashSet::new(), Operation::Append).await?;
     crate::durable::sync(next.written.clone()).await?;
-    let id = next.id;
+    let (id, own) = (next.id, next.own.clone());
     let carried = serde_json::to_string(&carried).map_err(|e| TableError::Corrupt {
         table: base.name.clone(),
         reason: format!("cannot encode the pipelines' positions: {e}"),
@@ -151,7 +151,7 @@ async fn publish(lake: &Lake, base: &LoadedTable, removed: &[i64]) -> Result<Loa
         .remove_snapshots(removed)
         .build()
         .map_err(TableError::iceberg("building expiry metadata"))?;
-    swap(lake, base, built, Some(id)).await
+    swap(lake, base, built, Some(id), &own).await
 }
 
 /// Deletes what only the removed snapshots referenced; returns how many
