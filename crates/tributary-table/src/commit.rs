@@ -1,7 +1,7 @@
 //! The exactly-once commit path: every change to a table — an ingest append,
 //! a compaction's rewrite, a delete or overwrite, a rollback, snapshot
-//! expiry — is built from an explicit base
-//! and published by one compare-and-swap of the catalog pointer ([`swap`]).
+//! expiry — is built from an explicit base and published by one
+//! compare-and-swap of the catalog pointer (`publish_snapshot`, `swap`).
 //! The append path:
 //!
 //! ```text
@@ -153,21 +153,41 @@ pub async fn publish(lake: &Lake, base: &LoadedTable, change: Change<'_>) -> Res
             (&rollback.restored[..], &rollback.removed, Operation::Overwrite, rollback.summary.clone())
         }
     };
+    publish_snapshot(lake, base, SnapshotChange { added, removed, operation, summary, expire: &[] }).await
+}
+
+/// What [`publish_snapshot`] adds: a snapshot of `operation` adding `added`
+/// and removing `removed`, with `summary`; `expire` lists older snapshots
+/// removed in the same swap (snapshot expiry's).
+pub(crate) struct SnapshotChange<'a> {
+    pub added: &'a [DataFile],
+    pub removed: &'a HashSet<String>,
+    pub operation: Operation,
+    pub summary: Vec<(String, String)>,
+    pub expire: &'a [i64],
+}
+
+/// Builds the snapshot on `base`, makes its files durable and swaps it in:
+/// the steps every commit kind shares.
+pub(crate) async fn publish_snapshot(lake: &Lake, base: &LoadedTable, s: SnapshotChange<'_>) -> Result<LoadedTable> {
     let started = std::time::Instant::now();
-    let next = snapshot::build(lake, base, added, removed, operation.clone()).await?;
+    let next = snapshot::build(lake, base, s.added, s.removed, s.operation.clone()).await?;
     let built_at = started.elapsed();
     crate::durable::sync(next.written.clone()).await?;
     let synced_at = started.elapsed();
     let (id, own) = (next.id, next.own.clone());
-    let built =
-        next.into_metadata(base, summary)?.build().map_err(TableError::iceberg("building snapshot metadata"))?;
+    let built = next
+        .into_metadata(base, s.summary)?
+        .remove_snapshots(s.expire)
+        .build()
+        .map_err(TableError::iceberg("building snapshot metadata"))?;
     let metadata_at = started.elapsed();
     let swapped = swap(lake, base, built, Some(id), &own).await;
     // Where a commit's time goes, for a slow one: manifests, fsync, the
     // metadata (it grows with the snapshots kept), the swap.
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     tracing::debug!(
-        table = %base.name, ?operation, ok = swapped.is_ok(),
+        table = %base.name, operation = ?s.operation, ok = swapped.is_ok(),
         manifests_ms = ms(built_at), fsync_ms = ms(synced_at - built_at),
         metadata_ms = ms(metadata_at - synced_at), swap_ms = ms(started.elapsed() - metadata_at),
         snapshots = base.metadata.snapshots().len(),
@@ -188,14 +208,14 @@ fn stamp_summary(s: &PipelineStamp) -> Vec<(String, String)> {
 }
 
 /// Writes `built` as the next metadata file and swaps the catalog pointer
-/// from `base` to it: the one publishing step of every commit kind. After
+/// from `base` to it. After
 /// the swap, the metadata files that fell off the metadata log are deleted;
 /// after a refused swap, the metadata file and `own` (the manifests and
 /// list the attempt wrote), which nothing references: a writer that keeps
 /// losing races to maintenance must not leave megabytes behind each time.
 /// `snapshot_id` is the snapshot the change adds, which tells whether an
 /// interrupted swap landed.
-pub(crate) async fn swap(
+async fn swap(
     lake: &Lake,
     base: &LoadedTable,
     built: TableMetadataBuildResult,

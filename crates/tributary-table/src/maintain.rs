@@ -104,10 +104,10 @@ pub async fn maintain_table(
     Ok(Report { table: name.clone(), compacted, expired, orphans, after, took: started.elapsed() })
 }
 
-/// Attempts at a maintenance commit while ingest keeps committing.
-const MAX_ATTEMPTS: u32 = 20;
+/// Attempts at a maintenance or rollback commit while ingest keeps committing.
+pub(crate) const MAX_ATTEMPTS: u32 = 20;
 
 /// The wait before attempt `n` (1-based) of a commit that lost a race.
-fn backoff(n: u32) -> Duration {
+pub(crate) fn backoff(n: u32) -> Duration {
     Duration::from_millis(10u64 << n.min(6))
 }

@@ -96,6 +96,16 @@ pub fn all_pipeline_states(table: &LoadedTable, at: Option<i64>) -> Result<BTree
     Ok(states)
 }
 
+/// The summary property of a carry snapshot: every pipeline's state as of
+/// snapshot `at` of `table` (`SUMMARY_CARRIED`).
+pub(crate) fn carried_summary(table: &LoadedTable, at: Option<i64>) -> Result<(String, String)> {
+    let json = serde_json::to_string(&all_pipeline_states(table, at)?).map_err(|e| TableError::Corrupt {
+        table: table.name.clone(),
+        reason: format!("cannot encode the pipelines' positions: {e}"),
+    })?;
+    Ok((SUMMARY_CARRIED.to_owned(), json))
+}
+
 /// What one snapshot says about pipelines.
 enum Record<'a> {
     /// A pipeline committed it; its state is parsed only when asked for.

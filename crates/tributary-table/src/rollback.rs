@@ -24,11 +24,12 @@
 use std::collections::HashSet;
 
 use iceberg::spec::DataFile;
-use tributary_core::positions::{SUMMARY_CARRIED, SUMMARY_ROLLBACK_TO};
+use tributary_core::positions::SUMMARY_ROLLBACK_TO;
 
 use crate::error::{Result, TableError};
 use crate::lake::{Lake, LoadedTable};
-use crate::recovery::all_pipeline_states;
+use crate::maintain::{MAX_ATTEMPTS, backoff};
+use crate::recovery::{all_pipeline_states, carried_summary};
 use crate::snapshot::live_files;
 
 /// What rolling a table back changes, planned on one base.
@@ -80,11 +81,7 @@ pub(crate) async fn plan(lake: &Lake, base: &LoadedTable, to: i64) -> Result<Pla
         return Err(refuse("the table's partitioning changed since"));
     }
     let restored = restored.into_iter().map(|(_, f)| f).collect();
-    let carried = serde_json::to_string(&all_pipeline_states(base, Some(to))?).map_err(|e| TableError::Corrupt {
-        table: base.name.clone(),
-        reason: format!("cannot encode the pipelines' positions: {e}"),
-    })?;
-    let summary = vec![(SUMMARY_CARRIED.to_owned(), carried), (SUMMARY_ROLLBACK_TO.to_owned(), to.to_string())];
+    let summary = vec![carried_summary(base, Some(to))?, (SUMMARY_ROLLBACK_TO.to_owned(), to.to_string())];
     Ok(Plan { removed, restored, summary })
 }
 
@@ -109,8 +106,7 @@ pub struct RolledBack {
 /// process's commit gate for the table; a race lost to another process is
 /// planned again on the new state (whose later commits are rolled back too).
 pub async fn rollback(lake: &Lake, name: &tributary_core::TableName, to: i64) -> Result<RolledBack> {
-    const ATTEMPTS: u32 = 20;
-    for attempt in 1..=ATTEMPTS {
+    for attempt in 1..=MAX_ATTEMPTS {
         let gate = lake.gate(name);
         let turn = gate.lock().await;
         let base = lake.load(name).await?;
@@ -138,8 +134,8 @@ pub async fn rollback(lake: &Lake, name: &tributary_core::TableName, to: i64) ->
                 tracing::info!(table = %name, to, snapshot_id = done.snapshot_id, removed = files_removed, restored = files_restored, "rolled back");
                 return Ok(done);
             }
-            Err(TableError::CommitConflict { .. }) if attempt < ATTEMPTS => {
-                tokio::time::sleep(std::time::Duration::from_millis(10u64 << attempt.min(6))).await;
+            Err(TableError::CommitConflict { .. }) if attempt < MAX_ATTEMPTS => {
+                tokio::time::sleep(backoff(attempt)).await;
             }
             Err(e) => return Err(e),
         }

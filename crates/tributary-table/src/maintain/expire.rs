@@ -26,14 +26,13 @@ use std::collections::HashSet;
 
 use iceberg::spec::{ManifestStatus, Operation};
 use tributary_core::TableName;
-use tributary_core::positions::{SUMMARY_CARRIED, SUMMARY_ROLLBACK_TO};
+use tributary_core::positions::SUMMARY_ROLLBACK_TO;
 
 use super::{MAX_ATTEMPTS, backoff};
-use crate::commit::swap;
+use crate::commit::{SnapshotChange, publish_snapshot};
 use crate::error::{Result, TableError};
 use crate::lake::{Lake, LoadedTable};
-use crate::recovery::all_pipeline_states;
-use crate::snapshot;
+use crate::recovery::carried_summary;
 
 /// Which snapshots are kept.
 #[derive(Debug, Clone, Copy)]
@@ -138,20 +137,10 @@ fn named_snapshots(meta: &iceberg::spec::TableMetadata) -> HashSet<i64> {
 /// Adds the carry snapshot on top of `base` and removes `removed`, in one
 /// metadata swap.
 async fn publish(lake: &Lake, base: &LoadedTable, removed: &[i64]) -> Result<LoadedTable> {
-    let carried = all_pipeline_states(base, base.metadata.current_snapshot_id())?;
-    let next = snapshot::build(lake, base, &[], &HashSet::new(), Operation::Append).await?;
-    crate::durable::sync(next.written.clone()).await?;
-    let (id, own) = (next.id, next.own.clone());
-    let carried = serde_json::to_string(&carried).map_err(|e| TableError::Corrupt {
-        table: base.name.clone(),
-        reason: format!("cannot encode the pipelines' positions: {e}"),
-    })?;
-    let built = next
-        .into_metadata(base, [(SUMMARY_CARRIED.to_owned(), carried)])?
-        .remove_snapshots(removed)
-        .build()
-        .map_err(TableError::iceberg("building expiry metadata"))?;
-    swap(lake, base, built, Some(id), &own).await
+    let summary = vec![carried_summary(base, base.metadata.current_snapshot_id())?];
+    let carry =
+        SnapshotChange { added: &[], removed: &HashSet::new(), operation: Operation::Append, summary, expire: removed };
+    publish_snapshot(lake, base, carry).await
 }
 
 /// Deletes what only the removed snapshots referenced; returns how many
