@@ -1,6 +1,7 @@
 //! Integration tests: one binary, real components (SQLite files, a real
 //! PostgreSQL server, real HTTP on loopback, real Parquet and Iceberg files).
 
+mod bounded_dedup;
 mod commit_protocol;
 mod common;
 mod http_ingest;

@@ -174,6 +174,9 @@ pub struct ValidConfig {
     pub catalog_name: String,
     /// Absolute warehouse directory.
     pub warehouse: PathBuf,
+    /// Local state derived from the tables (the dedup indexes' runs):
+    /// `DATA_DIR/dedup`.
+    pub dedup_dir: PathBuf,
     /// HTTP listen address.
     pub listen: String,
     /// Largest accepted request body.
@@ -304,6 +307,7 @@ impl Config {
             catalog_url,
             catalog_name: self.catalog.name.clone(),
             warehouse,
+            dedup_dir: data_dir.join("dedup"),
             listen: self.server.listen.clone(),
             max_body_bytes: self.server.max_body_bytes,
             idempotency_window,
@@ -333,6 +337,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     })
 }
 
+/// Parses a size: `1048576`, `512KiB`, `256MiB` or `2GiB`.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().map_err(|_| format!("'{s}' is not a size; write e.g. 512KiB, 256MiB or 2GiB"))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        u => return Err(format!("'{s}' has unit '{u}'; use B, KiB, MiB or GiB")),
+    };
+    n.checked_mul(1 << shift).ok_or_else(|| format!("'{s}' is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,7 +380,24 @@ fields = [
         assert_eq!(v.catalog_url, "sqlite:///d/catalog.db");
         assert_eq!(v.warehouse, PathBuf::from("/d/warehouse"));
         assert_eq!(v.tables[0].dedup, Some(("event_id".to_owned(), Duration::from_secs(3600))));
+        assert_eq!(v.tables[0].dedup_memory, 256 << 20);
+        assert_eq!(v.dedup_dir, PathBuf::from("/d/dedup"));
         assert!(matches!(v.tables[0].fields[3].ty, FieldType::List(_)));
+    }
+
+    #[test]
+    fn the_dedup_memory_bound_is_a_size_of_at_least_a_mebibyte() {
+        let with = |m: &str| {
+            let text = GOOD.replace("dedup_window = \"1h\"", &format!("dedup_window = \"1h\"\ndedup_memory = \"{m}\""));
+            Config::from_toml(&text).unwrap().validate(Path::new("/d"))
+        };
+        assert_eq!(with("64MiB").unwrap().tables[0].dedup_memory, 64 << 20);
+        assert_eq!(with("2GiB").unwrap().tables[0].dedup_memory, 2 << 30);
+        let err = with("512KiB").unwrap_err();
+        assert!(err.contains("dedup_memory") && err.contains("1MiB"), "{err}");
+        let err = with("lots").unwrap_err();
+        assert!(err.contains("dedup_memory") && err.contains("256MiB"), "{err}");
+        assert!(parse_bytes("3MB").unwrap_err().contains("MiB"));
     }
 
     #[test]

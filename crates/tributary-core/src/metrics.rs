@@ -67,3 +67,9 @@ pub const MAINTENANCE_ORPHANS: &str = "tributary_maintenance_orphan_files_remove
 pub const MAINTENANCE_BYTES_RECLAIMED: &str = "tributary_maintenance_bytes_reclaimed_total";
 /// Maintenance runs that failed (the next one tries again). Labels: `table`.
 pub const MAINTENANCE_ERRORS: &str = "tributary_maintenance_errors_total";
+/// Dedup keys held, in memory and on disk (gauge). Labels: `table`.
+pub const DEDUP_KEYS: &str = "tributary_dedup_keys";
+/// Bytes of memory the dedup index takes (gauge). Labels: `table`.
+pub const DEDUP_MEMORY: &str = "tributary_dedup_memory_bytes";
+/// Bytes of the dedup index's runs on local disk (gauge). Labels: `table`.
+pub const DEDUP_DISK: &str = "tributary_dedup_disk_bytes";

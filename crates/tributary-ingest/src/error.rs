@@ -56,6 +56,12 @@ pub enum IngestError {
     /// The pipeline is shutting down and takes no more records.
     #[error("server is shutting down; retry against another instance")]
     ShuttingDown,
+    /// The dedup index's files under the data directory failed (a full
+    /// disk, permissions); nothing of the batch was written.
+    #[error(
+        "the dedup index's local files failed: {0}; free space or fix permissions under the data directory, then retry"
+    )]
+    DedupStorage(String),
     /// A bug: a batch did not match its own schema.
     #[error("internal error: {0}")]
     Internal(String),
@@ -92,7 +98,8 @@ impl Classify for IngestError {
             | Self::ShuttingDown
             | Self::Source(_)
             | Self::OnlyRejectsCommitted(_)
-            | Self::Unavailable(_) => ErrorClass::External,
+            | Self::Unavailable(_)
+            | Self::DedupStorage(_) => ErrorClass::External,
             Self::Internal(_) => ErrorClass::Internal,
         }
     }
@@ -100,7 +107,11 @@ impl Classify for IngestError {
     fn is_retryable(&self) -> bool {
         match self {
             Self::Commit(e) | Self::Table(e) => e.is_retryable(),
-            Self::Superseded(_) | Self::ShuttingDown | Self::OnlyRejectsCommitted(_) | Self::Unavailable(_) => true,
+            Self::Superseded(_)
+            | Self::ShuttingDown
+            | Self::OnlyRejectsCommitted(_)
+            | Self::Unavailable(_)
+            | Self::DedupStorage(_) => true,
             _ => false,
         }
     }

@@ -140,7 +140,7 @@ impl IngestService {
             let table = lake.ensure_table(def).await.map_err(IngestError::Table)?;
             let quarantine = lake.ensure_quarantine(&def.name).await.map_err(IngestError::Table)?;
             let schema = Arc::new(IngestSchema::new(def, &table, &quarantine)?);
-            let dedup = dedup_index(lake, &table, def, clock.as_ref()).await?;
+            let dedup = dedup_index(lake, &table, def, config, clock.as_ref()).await?;
             let outcomes = outcomes::Outcomes::new(&def.name);
             let prepared = PreparedTable { schema: schema.clone(), table, quarantine, dedup, outcomes };
             let mut pipeline = TablePipeline::new(lake.clone(), prepared, config, clock.clone())?;
@@ -183,14 +183,21 @@ impl IngestService {
     }
 }
 
-/// The dedup index of a table with a dedup key, rebuilt from its recent rows.
+/// The dedup index of a table with a dedup key, resumed from what the last
+/// process stored or rebuilt from the table's recent rows.
 async fn dedup_index(
     lake: &Lake,
     table: &tributary_table::LoadedTable,
     def: &tributary_core::config::TableDef,
+    config: &ValidConfig,
     clock: &dyn Clock,
 ) -> Result<Option<TableDedup>, IngestError> {
     let Some((key, window)) = &def.dedup else { return Ok(None) };
-    let now = clock.now().timestamp_micros();
-    Ok(Some(TableDedup::rebuild(lake, table, key, *window, now).await.map_err(IngestError::Table)?))
+    let settings = dedup::DedupSettings {
+        key: key.clone(),
+        window: *window,
+        memory: def.dedup_memory,
+        dir: Some(config.dedup_dir.clone()),
+    };
+    Ok(Some(TableDedup::open(lake, table, &settings, clock.now().timestamp_micros()).await?))
 }

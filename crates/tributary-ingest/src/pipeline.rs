@@ -168,6 +168,10 @@ impl TablePipeline {
         for lane in 0..self.lanes.len() {
             self.flush(lane).await;
         }
+        if let Some(index) = &self.dedup {
+            // The next start reads only snapshots newer than this.
+            index.checkpoint(self.clock.now().timestamp_micros());
+        }
         tracing::info!(table = %self.schema.table, "table pipeline stopped");
     }
 
@@ -221,7 +225,13 @@ impl TablePipeline {
             }
         }
         if let (Some(index), Some((col, _))) = (&self.dedup, self.schema.dedup) {
-            let (keep, keys) = index.claim(&chunk.batch, col, chunk.ingested_at_us);
+            let (keep, keys) = match index.claim(&chunk.batch, col, chunk.ingested_at_us) {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    chunk.answer(&Err(e));
+                    return;
+                }
+            };
             chunk.keys = keys;
             if let Err(e) = chunk.drop_rows(&keep) {
                 index.remove(&chunk.keys);

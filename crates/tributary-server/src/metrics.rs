@@ -36,6 +36,9 @@ pub fn describe() {
     describe_counter!(m::COMMIT_CONFLICTS, "Commits that lost the catalog compare-and-swap, by outcome");
     describe_histogram!(m::COMMIT_LATENCY, Unit::Seconds, "Time from data-file write start to catalog swap");
     describe_gauge!(m::CURRENT_SNAPSHOT, "Id of the table's current snapshot");
+    describe_gauge!(m::DEDUP_KEYS, "Keys the table's dedup index holds, in memory and on disk");
+    describe_gauge!(m::DEDUP_MEMORY, Unit::Bytes, "Memory the table's dedup index takes");
+    describe_gauge!(m::DEDUP_DISK, Unit::Bytes, "Bytes of the dedup index's runs on local disk");
     describe_counter!(m::BYTES_WRITTEN, Unit::Bytes, "Parquet bytes written");
     describe_counter!(m::QUERIES, "SQL queries served, by outcome");
     describe_counter!(m::KAFKA_RECORDS, "Records read from Kafka, by pipeline");

@@ -278,15 +278,17 @@ async fn delete_expired_metadata(lake: &Lake, table: &tributary_core::TableName,
 /// With the `failpoints` feature, `return(MS)` on `name` holds this commit
 /// for MS milliseconds without blocking the runtime (a thread sleep would
 /// stall every task): a writer that is slow at the worst moment.
-#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
 async fn stall(name: &str) {
-    let ms = (|| {
-        fail::fail_point!(name, |ms: Option<String>| ms.and_then(|m| m.parse::<u64>().ok()));
-        None
-    })();
-    if let Some(ms) = ms {
+    if let Some(ms) = stall_ms(name) {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
+}
+
+/// The milliseconds failpoint `name` asks to hold for, if it is set.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+fn stall_ms(name: &str) -> Option<u64> {
+    fail::fail_point!(name, |ms: Option<String>| ms.and_then(|m| m.parse::<u64>().ok()));
+    None
 }
 
 /// Commits with the protocol's conflict rule.

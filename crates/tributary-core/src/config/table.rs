@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{LINEAGE_COLUMNS, parse_duration};
+use super::{LINEAGE_COLUMNS, parse_bytes, parse_duration};
 use crate::schema::{EpochUnit, Field, FieldType, PartitionField, PartitionTransform, TimestampRange};
 use crate::table_name::{TableName, is_identifier};
 
@@ -27,6 +27,10 @@ pub struct TableConfig {
     /// How long a dedup key is remembered, e.g. `"24h"`.
     #[serde(default)]
     pub dedup_window: Option<String>,
+    /// Memory the dedup index may take, e.g. `"256MiB"`; past it, keys
+    /// spill to disk under the data directory.
+    #[serde(default)]
+    pub dedup_memory: Option<String>,
     /// Column holding the event time; it must parse for a record to land.
     #[serde(default)]
     pub event_time: Option<String>,
@@ -78,6 +82,8 @@ pub struct TableDef {
     pub partition: Vec<PartitionField>,
     /// Dedup key column and window.
     pub dedup: Option<(String, Duration)>,
+    /// Memory bound of the dedup index, in bytes.
+    pub dedup_memory: usize,
     /// Event-time column.
     pub event_time: Option<String>,
     /// Timestamps accepted in any timestamp column.
@@ -86,6 +92,12 @@ pub struct TableDef {
 
 /// Default dedup window when a key is set without one.
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// Default memory bound of a table's dedup index.
+pub const DEFAULT_DEDUP_MEMORY: usize = 256 << 20;
+
+/// The smallest memory bound accepted for a dedup index.
+const MIN_DEDUP_MEMORY: usize = 1 << 20;
 
 impl TableConfig {
     pub(super) fn validate(&self) -> Result<TableDef, String> {
@@ -119,6 +131,9 @@ impl TableConfig {
             }
             partition.push(pf);
         }
+        if self.dedup_key.is_none() && self.dedup_memory.is_some() {
+            return Err("dedup_memory is set but dedup_key is not".to_owned());
+        }
         let dedup = match (&self.dedup_key, &self.dedup_window) {
             (None, None) => None,
             (None, Some(_)) => return Err("dedup_window is set but dedup_key is not".to_owned()),
@@ -136,6 +151,14 @@ impl TableConfig {
                 };
                 Some((k.clone(), window))
             }
+        };
+        let dedup_memory = match &self.dedup_memory {
+            None => DEFAULT_DEDUP_MEMORY,
+            Some(m) => match parse_bytes(m) {
+                Ok(n) if n >= MIN_DEDUP_MEMORY => n,
+                Ok(_) => return Err(format!("dedup_memory = '{m}' is below 1MiB; give it at least \"1MiB\"")),
+                Err(e) => return Err(format!("dedup_memory: {e}")),
+            },
         };
         if let Some(et) = &self.event_time {
             let col = top(et).ok_or_else(|| format!("event_time = '{et}': no top-level column '{et}'"))?;
@@ -164,6 +187,7 @@ impl TableConfig {
             fields,
             partition,
             dedup,
+            dedup_memory,
             event_time: self.event_time.clone(),
             timestamp_range,
         })

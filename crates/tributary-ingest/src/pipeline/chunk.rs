@@ -105,7 +105,7 @@ pub struct Chunk {
     pub(crate) quarantined: usize,
     pub(crate) duplicates: usize,
     /// Dedup keys its rows claimed and have not committed.
-    pub(crate) keys: Vec<String>,
+    pub(crate) keys: Vec<crate::dedup::Fp>,
     /// The source, and retries of the same request that arrived meanwhile.
     pub(crate) replies: Vec<Reply>,
     /// The answer a snapshot already gave this request's key: the chunk
@@ -196,17 +196,13 @@ impl Chunk {
     }
 
     /// Drops the rows whose key (column `col`) another writer committed.
-    pub(crate) fn drop_keys(
-        &mut self,
-        col: usize,
-        theirs: &std::collections::HashSet<String>,
-    ) -> Result<(), IngestError> {
+    pub(crate) fn drop_keys(&mut self, col: usize, theirs: &crate::dedup::FpSet) -> Result<(), IngestError> {
         if !self.keys.iter().any(|k| theirs.contains(k)) {
             return Ok(());
         }
         let keys = self.batch.column(col).clone();
         let keep: BooleanArray = (0..self.batch.num_rows())
-            .map(|i| Some(crate::dedup::key_at(&keys, i).is_none_or(|k| !theirs.contains(&k))))
+            .map(|i| Some(crate::dedup::key_fp(&keys, i).is_none_or(|k| !theirs.contains(&k))))
             .collect();
         self.keys.retain(|k| !theirs.contains(k));
         self.drop_rows(&keep)

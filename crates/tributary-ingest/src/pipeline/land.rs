@@ -176,9 +176,9 @@ impl TablePipeline {
                 // index must first hold what the table holds now, or rows a
                 // rollback removed would come back as duplicates.
                 if let Some(index) = &self.dedup
-                    && let Err(e) = index.refresh(&self.lake, &self.table).await
+                    && let Err(error) = index.refresh(&self.lake, &self.table).await
                 {
-                    return Err(Failed { error: e.into(), rejects_committed });
+                    return Err(Failed { error, rejects_committed });
                 }
                 Ok(Flushed::Zombie)
             }
@@ -285,7 +285,8 @@ impl TablePipeline {
             match self.commit(&landing, base, &batches, rows).await? {
                 Commit::Done(table) => {
                     if let Some(index) = &self.dedup {
-                        index.committed(before, table.metadata.last_sequence_number());
+                        let keys: Vec<_> = live().flat_map(|c| c.keys.iter().copied()).collect();
+                        index.committed(before, table.metadata.last_sequence_number(), &keys);
                     }
                     self.requests.refresh(&table)?;
                     self.table = table;
@@ -313,10 +314,11 @@ impl TablePipeline {
             let Some((entry, snapshot_id)) = self.requests.get(&idem.key) else { continue };
             let replayed = entry.replay(idem, *snapshot_id);
             // A true retry's keys are the answered request's, committed.
-            if replayed.is_err()
-                && let Some(index) = &self.dedup
-            {
-                index.remove(&c.keys);
+            if let Some(index) = &self.dedup {
+                match replayed {
+                    Ok(_) => index.settle(&c.keys),
+                    Err(_) => index.remove(&c.keys),
+                }
             }
             c.keys.clear();
             c.replayed = Some(replayed);

@@ -1,0 +1,371 @@
+//! The keys of one table's window, within a memory bound.
+//!
+//! Keys are held as 128-bit fingerprints with their expiry, 24 bytes, in
+//! an open-addressing map (`hot`). When the map would grow past what the
+//! bound leaves, every committed key in it is sorted into a [`Run`] on
+//! local disk and the map starts over; keys still waiting for their commit
+//! stay in memory, so a run only ever holds keys the table has. Runs
+//! expire whole. Within the bound nothing is approximate: a key is a
+//! duplicate exactly when a live entry for it exists in the map or in a
+//! run; the filters in front of the runs only save reads.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::Duration;
+
+use super::Fp;
+use super::run::Run;
+use super::store::Store;
+
+/// Passes a fingerprint's first word through: it is already uniform.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FpHasher(u64);
+
+impl Hasher for FpHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// A set of fingerprints.
+pub type FpSet = HashSet<Fp, BuildHasherDefault<FpHasher>>;
+type FpMap = HashMap<Fp, i64, BuildHasherDefault<FpHasher>>;
+
+/// Bytes per bucket of the map: a 24-byte entry and a control byte.
+const BUCKET_BYTES: usize = 25;
+/// Bytes per key a spill sorts before writing: the map and the sorted
+/// copy together stay within the bound.
+const SPILL_BYTES: usize = 24;
+
+/// Sizes of the index, for metrics and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DedupStats {
+    /// Keys in memory and in runs (expired keys included until swept).
+    pub keys: u64,
+    /// Bytes of memory: the map's buckets and the runs' filters.
+    pub memory_bytes: u64,
+    /// Bytes of the runs on disk.
+    pub disk_bytes: u64,
+    /// Runs on disk.
+    pub runs: usize,
+}
+
+/// Keys seen within the window.
+#[derive(Debug)]
+pub struct DedupIndex {
+    window_us: i64,
+    bound: usize,
+    hot: FpMap,
+    /// Keys claimed by rows not committed yet: never spilled.
+    pending: FpSet,
+    runs: Vec<Run>,
+    store: Option<Store>,
+    /// The table sequence number through which every committed key of the
+    /// window is held.
+    pub(super) covered: i64,
+    next_sweep_us: i64,
+    /// The map's size at which it spills next.
+    spill_at: usize,
+}
+
+impl DedupIndex {
+    /// An empty index remembering keys for `window` in at most `bound`
+    /// bytes of memory, spilling to `store` (in memory only without one).
+    pub(super) fn new(window: Duration, bound: usize, store: Option<Store>) -> Self {
+        let mut index = Self {
+            window_us: i64::try_from(window.as_micros()).unwrap_or(i64::MAX),
+            bound,
+            hot: FpMap::default(),
+            pending: FpSet::default(),
+            runs: Vec::new(),
+            store,
+            covered: 0,
+            next_sweep_us: i64::MIN,
+            spill_at: 0,
+        };
+        index.resize();
+        index
+    }
+
+    /// How long a key is remembered, in microseconds.
+    pub(super) fn window_us(&self) -> i64 {
+        self.window_us
+    }
+
+    /// Takes the runs a store held for the table through `covered`.
+    pub(super) fn with_runs(mut self, runs: Vec<Run>, covered: i64) -> Self {
+        self.runs = runs;
+        self.covered = covered;
+        self.resize();
+        self
+    }
+
+    /// An empty index with the same settings and store, holding only the
+    /// keys still waiting for their commit: the start of a rebuild.
+    pub(super) fn reset(&mut self) -> std::io::Result<()> {
+        for run in std::mem::take(&mut self.runs) {
+            run.delete();
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.hot.retain(|fp, _| pending.contains(fp));
+        self.pending = pending;
+        self.covered = 0;
+        self.resize();
+        self.save()
+    }
+
+    /// Records `fp` as seen at `at_us`, claimed by rows not committed yet
+    /// if `pending`; false if it is a duplicate.
+    pub(super) fn insert(&mut self, fp: Fp, at_us: i64, pending: bool) -> std::io::Result<bool> {
+        self.sweep(at_us)?;
+        if self.hot.get(&fp).is_some_and(|until| *until > at_us) {
+            return Ok(false);
+        }
+        for run in self.runs.iter().rev().filter(|r| r.max_expiry > at_us) {
+            if run.get(fp)?.is_some_and(|until| until > at_us) {
+                return Ok(false);
+            }
+        }
+        if self.hot.len() >= self.spill_at {
+            self.spill(at_us)?;
+        }
+        self.hot.insert(fp, at_us.saturating_add(self.window_us));
+        if pending {
+            self.pending.insert(fp);
+        }
+        Ok(true)
+    }
+
+    /// Forgets keys whose commit failed.
+    pub(super) fn remove<'a>(&mut self, fps: impl IntoIterator<Item = &'a Fp>) {
+        for fp in fps {
+            if self.pending.remove(fp) {
+                self.hot.remove(fp);
+            }
+        }
+    }
+
+    /// Marks claimed keys as committed.
+    pub(super) fn settle<'a>(&mut self, fps: impl IntoIterator<Item = &'a Fp>) {
+        for fp in fps {
+            self.pending.remove(fp);
+        }
+    }
+
+    /// Whether `fp` is claimed by rows not committed yet.
+    pub(super) fn is_pending(&self, fp: &Fp) -> bool {
+        self.pending.contains(fp)
+    }
+
+    /// Sets when the map spills next: at its capacity, or, if keys waiting
+    /// for their commit fill half of it, once as many again came.
+    fn resize(&mut self) {
+        let capacity = self.hot_capacity();
+        self.spill_at = capacity.max(self.hot.len() + capacity / 2);
+        if self.hot.capacity() > capacity && self.hot.len() < capacity {
+            self.hot.shrink_to(capacity);
+        }
+    }
+
+    /// The most keys the map may hold before it spills: the largest table
+    /// (a power of two of buckets, 7/8 full) that fits in the bound beside
+    /// the runs' filters and the sorted copy a spill makes. Never less than
+    /// a quarter of what the bound alone allows: past that, the filters
+    /// take memory beyond the bound rather than runs multiplying.
+    fn hot_capacity(&self) -> usize {
+        let runs: usize = self.runs.iter().map(|r| Run::memory_bytes(r.len())).sum();
+        capacity(self.bound.saturating_sub(runs)).max(capacity(self.bound) / 4)
+    }
+
+    /// Moves every committed, live key of the map into a new run; without a
+    /// store the map just grows past the bound.
+    fn spill(&mut self, now_us: i64) -> std::io::Result<()> {
+        let Some(store) = &self.store else {
+            self.spill_at = self.hot.len() * 2;
+            tracing::warn!(
+                keys = self.hot.len(),
+                "dedup index is past its memory bound and has no directory to spill to"
+            );
+            return Ok(());
+        };
+        let mut entries: Vec<(Fp, i64)> = self
+            .hot
+            .iter()
+            .filter(|(fp, until)| **until > now_us && !self.pending.contains(fp))
+            .map(|(fp, until)| (*fp, *until))
+            .collect();
+        if entries.is_empty() {
+            self.resize();
+            return Ok(());
+        }
+        entries.sort_unstable_by_key(|e| e.0);
+        let started = std::time::Instant::now();
+        let run = Run::write(&store.new_run_path(), &entries)?;
+        drop(entries);
+        let pending = &self.pending;
+        self.hot.retain(|fp, _| pending.contains(fp));
+        self.runs.push(run);
+        self.save()?;
+        self.resize();
+        tracing::info!(
+            keys = self.runs.last().map_or(0, Run::len),
+            runs = self.runs.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "dedup index reached its memory bound: spilled committed keys to disk"
+        );
+        Ok(())
+    }
+
+    /// Drops expired keys and runs, at most once per sixteenth of the window.
+    fn sweep(&mut self, now_us: i64) -> std::io::Result<()> {
+        if now_us < self.next_sweep_us {
+            return Ok(());
+        }
+        self.next_sweep_us = now_us.saturating_add((self.window_us / 16).max(1_000_000));
+        self.hot.retain(|_, until| *until > now_us);
+        if self.runs.iter().any(|r| r.max_expiry <= now_us) {
+            let (live, expired): (Vec<Run>, Vec<Run>) =
+                std::mem::take(&mut self.runs).into_iter().partition(|r| r.max_expiry > now_us);
+            self.runs = live;
+            self.resize();
+            self.save()?;
+            expired.into_iter().for_each(Run::delete);
+        }
+        Ok(())
+    }
+
+    /// Moves every committed key into a run and records what the runs
+    /// cover, so that a restart reads only newer snapshots.
+    pub(super) fn checkpoint(&mut self, now_us: i64) -> std::io::Result<()> {
+        self.spill(now_us)?;
+        self.save()
+    }
+
+    fn save(&self) -> std::io::Result<()> {
+        match &self.store {
+            Some(store) => store.save(&self.runs, self.covered),
+            None => Ok(()),
+        }
+    }
+
+    /// Its sizes.
+    pub fn stats(&self) -> DedupStats {
+        let buckets = if self.hot.capacity() == 0 { 0 } else { (self.hot.capacity() / 7 * 8).next_power_of_two() };
+        let runs_memory: usize = self.runs.iter().map(|r| Run::memory_bytes(r.len())).sum();
+        DedupStats {
+            keys: self.hot.len() as u64 + self.runs.iter().map(Run::len).sum::<u64>(),
+            memory_bytes: (buckets * BUCKET_BYTES + runs_memory) as u64,
+            disk_bytes: self.runs.iter().map(Run::disk_bytes).sum(),
+            runs: self.runs.len(),
+        }
+    }
+}
+
+/// The keys a map fits in `budget` bytes, with room to sort them.
+fn capacity(budget: usize) -> usize {
+    let mut buckets = 16usize;
+    while (buckets * 2) * BUCKET_BYTES + (buckets * 2) / 8 * 7 * SPILL_BYTES <= budget {
+        buckets *= 2;
+    }
+    buckets / 8 * 7
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fingerprint;
+    use super::super::store::{FINGERPRINT, Identity};
+    use super::*;
+
+    const S: i64 = 1_000_000;
+
+    fn fp(i: u64) -> Fp {
+        fingerprint(&i.to_le_bytes())
+    }
+
+    fn on_disk(dir: &std::path::Path, bound: usize) -> DedupIndex {
+        let identity =
+            Identity { table_uuid: "t".into(), key: "k".into(), window_us: 100 * S, fingerprint: FINGERPRINT.into() };
+        DedupIndex::new(Duration::from_secs(100), bound, Some(Store::open(dir, identity).unwrap()))
+    }
+
+    #[test]
+    fn duplicates_within_the_window_are_refused_and_keys_expire_after_it() {
+        let mut d = DedupIndex::new(Duration::from_secs(10), 1 << 20, None);
+        assert!(d.insert(fp(1), 0, false).unwrap());
+        assert!(!d.insert(fp(1), 5 * S, false).unwrap());
+        assert!(d.insert(fp(2), 5 * S, false).unwrap());
+        assert!(d.insert(fp(1), 10 * S + 1, false).unwrap(), "the window ended");
+        assert_eq!(d.stats().keys, 2);
+    }
+
+    #[test]
+    fn removed_keys_can_come_again_but_committed_ones_cannot_be_removed() {
+        let mut d = DedupIndex::new(Duration::from_secs(10), 1 << 20, None);
+        assert!(d.insert(fp(1), 0, true).unwrap());
+        assert!(d.insert(fp(2), 0, true).unwrap());
+        d.settle(&[fp(2)]);
+        d.remove(&[fp(1), fp(2)]);
+        assert!(d.insert(fp(1), 1, true).unwrap(), "its commit failed: it may come again");
+        assert!(!d.insert(fp(2), 1, true).unwrap(), "committed: only a rebuild forgets it");
+    }
+
+    /// More keys than the bound holds in memory: every duplicate within the
+    /// window is still dropped, memory stays within the bound, and only
+    /// committed keys went to disk.
+    #[test]
+    fn past_the_memory_bound_keys_spill_to_disk_and_stay_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let bound = 256 * 1024;
+        let mut d = on_disk(dir.path(), bound);
+        let n = 50_000u64;
+        for i in 0..n {
+            assert!(d.insert(fp(i), i as i64, i % 1000 == 0).unwrap(), "key {i} is new");
+        }
+        let stats = d.stats();
+        assert!(stats.runs >= 5, "{stats:?}");
+        assert!(stats.memory_bytes <= bound as u64, "{stats:?}");
+        assert_eq!(stats.keys, n);
+        for i in (0..n).step_by(7) {
+            assert!(!d.insert(fp(i), n as i64, false).unwrap(), "key {i} is a duplicate");
+        }
+        // Pending keys never went to a run: removing them works.
+        d.remove(&[fp(0), fp(1000)]);
+        assert!(d.insert(fp(0), n as i64, false).unwrap());
+        assert!(d.insert(fp(1000), n as i64, false).unwrap());
+        // Past the window, keys and whole runs are gone.
+        let later = 200 * S;
+        assert!(d.insert(fp(3), later, false).unwrap());
+        assert_eq!(d.stats().runs, 0);
+        let files = std::fs::read_dir(d.store.as_ref().unwrap().dir()).unwrap();
+        assert_eq!(files.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".run")).count(), 0);
+    }
+
+    #[test]
+    fn a_checkpoint_is_found_again_by_the_next_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = on_disk(dir.path(), 1 << 20);
+        for i in 0..1000 {
+            d.insert(fp(i), 0, i == 999).unwrap();
+        }
+        d.covered = 42;
+        d.checkpoint(1).unwrap();
+        drop(d);
+        let next = on_disk(dir.path(), 1 << 20);
+        let (loaded, problems) = next.store.as_ref().unwrap().load();
+        assert!(problems.is_empty(), "{problems:?}");
+        let (runs, covered) = loaded.unwrap();
+        assert_eq!(covered, 42);
+        let mut next = next.with_runs(runs, covered);
+        assert_eq!(next.stats().keys, 999, "the key waiting for its commit was not stored");
+        assert!(!next.insert(fp(5), 2, false).unwrap());
+        assert!(next.insert(fp(999), 2, false).unwrap());
+    }
+}

@@ -1,0 +1,363 @@
+//! Drops records whose dedup key was already ingested within the window.
+//!
+//! The index is derived from the table, never the other way round: at start
+//! it is rebuilt from the key column of rows ingested within the window (or
+//! resumed from the runs a previous process stored, plus what snapshots
+//! since then added), so a client that retries after a crash cannot create
+//! duplicates, and the index can never disagree with the data. Keys are
+//! only kept while their commit is pending or done; a failed commit takes
+//! its keys back out.
+//!
+//! There is one index per table ([`TableDedup`]), shared by every source
+//! that writes to it in this process, and kept in step with the other
+//! workers: `refresh` adds the keys of the rows that snapshots committed
+//! since its last look added, reading only those files' key column. A
+//! snapshot that removed rows (a rollback) makes it rebuild from the
+//! table, since keys it forgets may come again.
+//!
+//! Keys are 128-bit fingerprints (SipHash-1-3, fixed keys) and memory is
+//! bounded: past the bound, committed keys move to sorted runs on local
+//! disk ([`index`]). Two distinct keys share a fingerprint with
+//! probability about n²/2¹²⁹ for n keys in the window: 3·10⁻¹⁹ at 10¹⁰.
+
+mod index;
+mod run;
+mod store;
+
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use futures::TryStreamExt;
+use siphasher::sip128::SipHasher13;
+use tributary_core::metrics as m;
+use tributary_table::changes::changed_since;
+use tributary_table::iceberg::expr::Reference;
+use tributary_table::iceberg::spec::Datum;
+use tributary_table::{Lake, LoadedTable, TableError};
+
+use index::DedupIndex;
+pub use index::DedupStats;
+pub use index::FpSet;
+use store::{FINGERPRINT, Identity, Store};
+
+use crate::IngestError;
+
+/// A dedup key's fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Fp(u64, u64);
+
+impl Hash for Fp {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0);
+    }
+}
+
+/// The fingerprint of a key's bytes. Stored runs depend on it: changing it
+/// means changing [`store::FINGERPRINT`] too.
+pub fn fingerprint(bytes: &[u8]) -> Fp {
+    let (a, b) = SipHasher13::new_with_keys(0x7472_6962_7574_6172, 0x7964_6564_7570_0001).hash(bytes).as_u64();
+    Fp(a, b)
+}
+
+/// The fingerprint of the dedup key of row `i` of a string, int or long
+/// column (an int and the long it widens to agree).
+pub fn key_fp(col: &ArrayRef, i: usize) -> Option<Fp> {
+    if col.is_null(i) {
+        return None;
+    }
+    if let Some(s) = col.as_string_opt::<i32>() {
+        return Some(fingerprint(s.value(i).as_bytes()));
+    }
+    if let Some(v) = col.as_primitive_opt::<Int64Type>() {
+        return Some(fingerprint(&v.value(i).to_le_bytes()));
+    }
+    col.as_primitive_opt::<Int32Type>().map(|v| fingerprint(&i64::from(v.value(i)).to_le_bytes()))
+}
+
+/// How a table's dedup index is kept.
+#[derive(Debug, Clone)]
+pub struct DedupSettings {
+    /// The key column.
+    pub key: String,
+    /// How long a key is remembered.
+    pub window: Duration,
+    /// Memory bound in bytes.
+    pub memory: usize,
+    /// Where runs go: `DATA_DIR/dedup`; memory only without one.
+    pub dir: Option<PathBuf>,
+}
+
+/// The dedup index of one table, shared by its sources.
+#[derive(Debug, Clone)]
+pub struct TableDedup {
+    key: String,
+    table: String,
+    index: Arc<Mutex<DedupIndex>>,
+}
+
+impl TableDedup {
+    /// Opens the index of `table`: the runs a previous process stored and
+    /// what snapshots added since, or else the table's rows within the
+    /// window.
+    pub async fn open(
+        lake: &Lake,
+        table: &LoadedTable,
+        settings: &DedupSettings,
+        now_us: i64,
+    ) -> Result<Self, IngestError> {
+        let started = std::time::Instant::now();
+        let window_us = i64::try_from(settings.window.as_micros()).unwrap_or(i64::MAX);
+        let identity = Identity {
+            table_uuid: table.metadata.uuid().to_string(),
+            key: settings.key.clone(),
+            window_us,
+            fingerprint: FINGERPRINT.to_owned(),
+        };
+        let store = settings.dir.as_ref().and_then(|root| {
+            let root = root.join(table.name.to_string());
+            Store::open(&root, identity)
+                .inspect_err(|e| tracing::warn!(table = %table.name, dir = %root.display(), error = %e, "dedup index cannot use its directory: it keeps every key in memory"))
+                .ok()
+        });
+        let mut resumed = None;
+        if let Some(store) = &store {
+            let (loaded, problems) = store.load();
+            for p in problems {
+                tracing::warn!(table = %table.name, problem = %p, "stored dedup index not used: rebuilding it from the table");
+            }
+            resumed = loaded;
+        }
+        let mut index = DedupIndex::new(settings.window, settings.memory, store);
+        let from_runs = resumed.is_some();
+        if let Some((runs, covered)) = resumed {
+            index = index.with_runs(runs, covered);
+        }
+        let dedup =
+            Self { key: settings.key.clone(), table: table.name.to_string(), index: Arc::new(Mutex::new(index)) };
+        if from_runs {
+            dedup.refresh(lake, table).await?;
+        } else {
+            dedup.read_window(lake, table, now_us, &mut FpSet::default()).await?;
+            dedup.lock().covered = table.metadata.last_sequence_number();
+        }
+        dedup.checkpoint(now_us);
+        let stats = dedup.stats();
+        tracing::info!(table = %table.name, keys = stats.keys, runs = stats.runs, resumed = from_runs, ms = started.elapsed().as_millis() as u64, "opened dedup index");
+        Ok(dedup)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DedupIndex> {
+        // The index holds plain data; a panic elsewhere cannot leave it torn.
+        self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds the keys that snapshots of `table` newer than the last refresh
+    /// added: what other workers and sources committed meanwhile. Returns
+    /// those of them that rows not committed yet claimed: duplicates.
+    pub async fn refresh(&self, lake: &Lake, table: &LoadedTable) -> Result<FpSet, IngestError> {
+        let mut known = FpSet::default();
+        let since = self.lock().covered;
+        let newest = table.metadata.last_sequence_number();
+        if newest <= since {
+            return Ok(known);
+        }
+        match changed_since(lake, table, since, &[&self.key, "_ingested_at"]).await? {
+            Some(changes) => {
+                // A rollback removes rows and may add back older ones with
+                // the same keys (files compaction had replaced): keys no
+                // longer in the table must be forgotten, and only a
+                // rebuild forgets committed keys.
+                let added: FpSet = changes.added.iter().flat_map(fps_of).collect();
+                if changes.removed.iter().flat_map(fps_of).any(|fp| !added.contains(&fp)) {
+                    self.lock().reset().map_err(storage)?;
+                    self.read_window(lake, table, now_us(), &mut known).await?;
+                } else {
+                    let mut index = self.lock();
+                    for batch in &changes.added {
+                        insert_rows(&mut index, batch, &mut known)?;
+                    }
+                }
+            }
+            // Expiry removed snapshots this index never read: read the
+            // window from the table itself.
+            None => self.read_window(lake, table, now_us(), &mut known).await?,
+        }
+        let mut index = self.lock();
+        index.covered = index.covered.max(newest);
+        drop(index);
+        self.publish();
+        Ok(known)
+    }
+
+    /// Inserts the keys of the rows of `table` ingested within the window.
+    /// A key this process claimed and has not committed cannot be in it
+    /// unless another writer committed it, so each one found goes into
+    /// `known`. The table's pipeline task is the index's one user, so
+    /// nothing claims while the index is taken out for the read.
+    async fn read_window(
+        &self,
+        lake: &Lake,
+        table: &LoadedTable,
+        now_us: i64,
+        known: &mut FpSet,
+    ) -> Result<(), IngestError> {
+        if table.current_snapshot_id().is_none() {
+            return Ok(());
+        }
+        let mut index = std::mem::replace(&mut *self.lock(), DedupIndex::new(Duration::ZERO, 0, None));
+        let result = async {
+            let since = now_us.saturating_sub(index.window_us());
+            let scan = lake
+                .iceberg_table(table)?
+                .scan()
+                .select([self.key.as_str(), "_ingested_at"])
+                .with_filter(Reference::new("_ingested_at").greater_than_or_equal_to(Datum::timestamptz_micros(since)))
+                .build()
+                .map_err(iceberg_err)?;
+            let mut stream = scan.to_arrow().await.map_err(iceberg_err)?;
+            while let Some(batch) = stream.try_next().await.map_err(iceberg_err)? {
+                insert_rows(&mut index, &batch, known)?;
+            }
+            Ok(())
+        }
+        .await;
+        *self.lock() = index;
+        result
+    }
+
+    /// Notes that this process committed the rows that claimed `keys`,
+    /// taking the table from sequence number `before` to `after`. If that
+    /// was the one snapshot added and the index was current before it, its
+    /// keys (ours, already in the index) need not be read back by the next
+    /// refresh.
+    pub fn committed(&self, before: i64, after: i64, keys: &[Fp]) {
+        let mut index = self.lock();
+        index.settle(keys);
+        if index.covered == before && after == before + 1 {
+            index.covered = after;
+        }
+        drop(index);
+        self.publish();
+    }
+
+    /// Notes that the rows that claimed `keys` were committed earlier (a
+    /// retried request answered from the table).
+    pub fn settle(&self, keys: &[Fp]) {
+        self.lock().settle(keys);
+    }
+
+    /// Forgets keys whose commit failed.
+    pub fn remove(&self, keys: &[Fp]) {
+        self.lock().remove(keys);
+    }
+
+    /// Claims the keys in column `col` of `batch` as seen at `at_us`: which
+    /// rows to keep (new keys, and rows without a key), and the keys claimed.
+    pub fn claim(&self, batch: &RecordBatch, col: usize, at_us: i64) -> Result<(BooleanArray, Vec<Fp>), IngestError> {
+        let keys = batch.column(col);
+        let mut claimed = Vec::new();
+        let mut index = self.lock();
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            keep.push(match key_fp(keys, i) {
+                Some(fp) if index.insert(fp, at_us, true).map_err(storage)? => {
+                    claimed.push(fp);
+                    true
+                }
+                Some(_) => false,
+                None => true,
+            });
+        }
+        Ok((BooleanArray::from(keep), claimed))
+    }
+
+    /// Stores every committed key and what they cover, so that the next
+    /// process resumes from here; a failure only costs that process a
+    /// longer start.
+    pub fn checkpoint(&self, now_us: i64) {
+        if let Err(e) = self.lock().checkpoint(now_us) {
+            tracing::warn!(table = %self.table, error = %e, "could not store the dedup index: the next start reads the table");
+        }
+        self.publish();
+    }
+
+    /// Its sizes.
+    pub fn stats(&self) -> DedupStats {
+        self.lock().stats()
+    }
+
+    fn publish(&self) {
+        let s = self.stats();
+        metrics::gauge!(m::DEDUP_KEYS, "table" => self.table.clone()).set(s.keys as f64);
+        metrics::gauge!(m::DEDUP_MEMORY, "table" => self.table.clone()).set(s.memory_bytes as f64);
+        metrics::gauge!(m::DEDUP_DISK, "table" => self.table.clone()).set(s.disk_bytes as f64);
+    }
+}
+
+/// Inserts the keys of `batch`, a key column and an `_ingested_at` column
+/// as read from the table, as committed; `known` gets each key that rows
+/// not committed yet had claimed.
+fn insert_rows(index: &mut DedupIndex, batch: &RecordBatch, known: &mut FpSet) -> Result<(), IngestError> {
+    let at = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+    for i in 0..batch.num_rows() {
+        let Some(fp) = key_fp(batch.column(0), i) else { continue };
+        if at.is_null(i) {
+            continue;
+        }
+        if !index.insert(fp, at.value(i), false).map_err(storage)? && index.is_pending(&fp) {
+            index.settle([&fp]);
+            known.insert(fp);
+        }
+    }
+    Ok(())
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+fn storage(e: std::io::Error) -> IngestError {
+    IngestError::DedupStorage(e.to_string())
+}
+
+fn iceberg_err(source: tributary_table::iceberg::Error) -> IngestError {
+    IngestError::Table(TableError::iceberg("rebuilding dedup index")(source))
+}
+
+/// The fingerprints of the non-null keys of the first column of `batch`.
+fn fps_of(batch: &RecordBatch) -> impl Iterator<Item = Fp> + '_ {
+    (0..batch.num_rows()).filter_map(|i| key_fp(batch.column(0), i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_own_single_commit_skips_the_read_back() {
+        let mut index = DedupIndex::new(Duration::from_secs(10), 1 << 20, None);
+        index.covered = 5;
+        let d = TableDedup { key: "k".to_owned(), table: "t".to_owned(), index: Arc::new(Mutex::new(index)) };
+        d.committed(5, 6, &[]);
+        assert_eq!(d.lock().covered, 6, "the one snapshot we added holds only our keys");
+        d.committed(6, 8, &[]);
+        assert_eq!(d.lock().covered, 6, "another writer committed in between: read it back");
+        d.committed(7, 8, &[]);
+        assert_eq!(d.lock().covered, 6, "the index was behind before our commit");
+    }
+
+    #[test]
+    fn an_int_key_and_the_long_it_widens_to_agree() {
+        let ints: ArrayRef = Arc::new(arrow_array::Int32Array::from(vec![Some(7), None]));
+        let longs: ArrayRef = Arc::new(arrow_array::Int64Array::from(vec![7]));
+        let strings: ArrayRef = Arc::new(arrow_array::StringArray::from(vec!["7"]));
+        assert_eq!(key_fp(&ints, 0), key_fp(&longs, 0));
+        assert_eq!(key_fp(&ints, 1), None);
+        assert_eq!(key_fp(&strings, 0), Some(fingerprint(b"7")));
+    }
+}

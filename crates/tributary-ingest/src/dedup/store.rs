@@ -1,0 +1,184 @@
+//! Where a table's dedup index keeps its runs and what lets a restart
+//! resume: `DATA_DIR/dedup/<table>/<slot>/`, with a `state.json` naming the
+//! runs and the table sequence number they cover.
+//!
+//! Several workers may share a data directory (one lake, one machine), so
+//! each process takes a slot it locks for its lifetime (`flock`, released
+//! by the kernel when the process dies). A restarted worker takes any free
+//! slot: what a slot holds is derived from the table, valid for every
+//! worker of it, and checked against the table's identity, the key column,
+//! the window and the fingerprint before use.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::run::Run;
+
+/// Slots tried per table before the index runs without persistence.
+const SLOTS: usize = 64;
+const STATE: &str = "state.json";
+/// Names the fingerprint function; another one makes stored runs unusable.
+pub(super) const FINGERPRINT: &str = "siphash13-128";
+
+/// What a stored index must match to be used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Identity {
+    pub table_uuid: String,
+    pub key: String,
+    pub window_us: i64,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct State {
+    identity: Identity,
+    /// The table sequence number through which the runs hold every
+    /// committed key of the window.
+    covered: i64,
+    runs: Vec<String>,
+}
+
+/// A locked slot directory.
+#[derive(Debug)]
+pub(super) struct Store {
+    dir: PathBuf,
+    identity: Identity,
+    _lock: File,
+}
+
+impl Store {
+    /// Locks the first free slot under `root` for `identity`.
+    pub(super) fn open(root: &Path, identity: Identity) -> std::io::Result<Self> {
+        for slot in 0..SLOTS {
+            let dir = root.join(slot.to_string());
+            std::fs::create_dir_all(&dir)?;
+            let lock = File::create(dir.join("lock"))?;
+            match lock.try_lock() {
+                Ok(()) => return Ok(Self { dir, identity, _lock: lock }),
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+        }
+        Err(std::io::Error::other(format!("all {SLOTS} dedup slots under {} are taken", root.display())))
+    }
+
+    /// The runs stored for this identity and the sequence number they
+    /// cover; nothing if there are none or they belong to another table,
+    /// key, window or fingerprint. Files no state names (a crash between a
+    /// run's write and the state's) are deleted.
+    pub(super) fn load(&self) -> (Option<(Vec<Run>, i64)>, Vec<String>) {
+        let mut problems = Vec::new();
+        let loaded = match std::fs::read(self.dir.join(STATE)) {
+            Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
+                Ok(state) if state.identity == self.identity => {
+                    let runs: std::io::Result<Vec<Run>> =
+                        state.runs.iter().map(|name| Run::open(&self.dir.join(name))).collect();
+                    match runs {
+                        Ok(runs) => Some((runs, state.covered)),
+                        Err(e) => {
+                            problems.push(format!("a stored run is unreadable: {e}"));
+                            None
+                        }
+                    }
+                }
+                Ok(_) => {
+                    problems.push("the stored index belongs to another table, key, window or fingerprint".to_owned());
+                    None
+                }
+                Err(e) => {
+                    problems.push(format!("{STATE} is unreadable: {e}"));
+                    None
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                problems.push(format!("{STATE} is unreadable: {e}"));
+                None
+            }
+        };
+        let keep: Vec<String> = loaded.iter().flat_map(|(runs, _)| runs.iter().map(Run::file_name)).collect();
+        self.delete_unnamed(&keep);
+        (loaded, problems)
+    }
+
+    /// Its directory.
+    #[cfg(test)]
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A path for a new run.
+    pub(super) fn new_run_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.run", uuid::Uuid::now_v7()))
+    }
+
+    /// Records `runs` as covering the table through `covered`, atomically,
+    /// then deletes run files it no longer names.
+    pub(super) fn save(&self, runs: &[Run], covered: i64) -> std::io::Result<()> {
+        let state = State { identity: self.identity.clone(), covered, runs: runs.iter().map(Run::file_name).collect() };
+        let tmp = self.dir.join("state.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&state).map_err(std::io::Error::other)?)?;
+        File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, self.dir.join(STATE))?;
+        File::open(&self.dir)?.sync_all()?;
+        self.delete_unnamed(&state.runs);
+        Ok(())
+    }
+
+    fn delete_unnamed(&self, keep: &[String]) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let is_run = name.ends_with(".run") || name.ends_with(".tmp");
+            if is_run && !keep.contains(&name) && name != "state.json.tmp" {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> Identity {
+        Identity { table_uuid: "u".into(), key: "k".into(), window_us: 1, fingerprint: FINGERPRINT.into() }
+    }
+
+    #[test]
+    fn each_process_gets_its_own_slot_and_a_freed_slot_is_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Store::open(dir.path(), identity()).unwrap();
+        let b = Store::open(dir.path(), identity()).unwrap();
+        assert_ne!(a.dir, b.dir);
+        let a_dir = a.dir.clone();
+        drop(a);
+        assert_eq!(Store::open(dir.path(), identity()).unwrap().dir, a_dir);
+    }
+
+    #[test]
+    fn a_state_for_another_identity_is_not_used_and_stray_runs_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), identity()).unwrap();
+        let run = Run::write(&store.new_run_path(), &[(super::super::fingerprint(b"x"), 5)]).unwrap();
+        let stray = store.new_run_path();
+        std::fs::write(&stray, b"half written").unwrap();
+        store.save(&[run], 7).unwrap();
+        assert!(!stray.exists(), "a run no state names is deleted");
+        let (loaded, problems) = store.load();
+        assert_eq!(loaded.map(|(runs, covered)| (runs.len(), covered)), Some((1, 7)));
+        assert!(problems.is_empty());
+        let dir2 = store.dir.clone();
+        drop(store);
+        let other = Store {
+            dir: dir2,
+            identity: Identity { window_us: 2, ..identity() },
+            _lock: tempfile::tempfile().unwrap(),
+        };
+        let (loaded, problems) = other.load();
+        assert!(loaded.is_none());
+        assert!(problems[0].contains("another table, key, window"), "{problems:?}");
+    }
+}
