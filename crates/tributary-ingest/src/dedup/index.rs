@@ -71,6 +71,10 @@ pub struct DedupIndex {
     /// The table sequence number through which every committed key of the
     /// window is held.
     pub(super) covered: i64,
+    /// What the runs alone cover: `covered` as of the last spill, when the
+    /// map's committed keys went into them. The stored state says this,
+    /// never `covered`, whose newest keys may be in the map only.
+    stored: i64,
     next_sweep_us: i64,
     /// The map's size at which it spills next.
     spill_at: usize,
@@ -88,6 +92,7 @@ impl DedupIndex {
             runs: Vec::new(),
             store,
             covered: 0,
+            stored: 0,
             next_sweep_us: i64::MIN,
             spill_at: 0,
         };
@@ -104,6 +109,7 @@ impl DedupIndex {
     pub(super) fn with_runs(mut self, runs: Vec<Run>, covered: i64) -> Self {
         self.runs = runs;
         self.covered = covered;
+        self.stored = covered;
         self.resize();
         self
     }
@@ -118,6 +124,7 @@ impl DedupIndex {
         self.hot.retain(|fp, _| pending.contains(fp));
         self.pending = pending;
         self.covered = 0;
+        self.stored = 0;
         self.resize();
         self.save()
     }
@@ -203,6 +210,7 @@ impl DedupIndex {
             .map(|(fp, until)| (*fp, *until))
             .collect();
         if entries.is_empty() {
+            self.stored = self.covered;
             self.resize();
             return Ok(());
         }
@@ -213,6 +221,7 @@ impl DedupIndex {
         let pending = &self.pending;
         self.hot.retain(|fp, _| pending.contains(fp));
         self.runs.push(run);
+        self.stored = self.covered;
         self.save()?;
         self.resize();
         tracing::info!(
@@ -251,7 +260,7 @@ impl DedupIndex {
 
     fn save(&self) -> std::io::Result<()> {
         match &self.store {
-            Some(store) => store.save(&self.runs, self.covered),
+            Some(store) => store.save(&self.runs, self.stored),
             None => Ok(()),
         }
     }
@@ -346,6 +355,24 @@ mod tests {
         assert_eq!(d.stats().runs, 0);
         let files = std::fs::read_dir(d.store.as_ref().unwrap().dir()).unwrap();
         assert_eq!(files.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".run")).count(), 0);
+    }
+
+    /// The map's newest committed keys are not in any run: a state saved
+    /// when runs expire must not claim to cover them.
+    #[test]
+    fn the_stored_state_covers_only_what_runs_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = on_disk(dir.path(), 1 << 20);
+        d.insert(fp(1), 0, false).unwrap();
+        d.covered = 3;
+        d.checkpoint(1).unwrap();
+        d.insert(fp(2), 50 * S, false).unwrap();
+        d.covered = 4;
+        // The first run expires: the sweep saves the state.
+        d.insert(fp(3), 101 * S, false).unwrap();
+        let (loaded, _) = d.store.as_ref().unwrap().load();
+        let (runs, covered) = loaded.unwrap();
+        assert_eq!((runs.len(), covered), (0, 3), "fp(2), committed at 4, is only in memory");
     }
 
     #[test]
