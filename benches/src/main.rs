@@ -1,12 +1,15 @@
 //! End-to-end ingest benchmark.
 //!
-//! `ingest-bench [EVENTS]` runs three phases, each in a child process of its
+//! `ingest-bench [EVENTS]` runs five phases, each in a child process of its
 //! own so that peak RSS is measured per phase:
 //!
-//! * `parquet`: the physical floor — NDJSON decoded by arrow-json and encoded
-//!   to one zstd Parquet file by arrow-rs alone (no Iceberg, no HTTP);
+//! * `parquet-1`: the physical floor — NDJSON decoded by arrow-json and
+//!   encoded to zstd Parquet by arrow-rs alone (no Iceberg, no HTTP), on one
+//!   thread;
+//! * `parquet-all`: the same on every core, each thread its own file;
 //! * `direct`: Tributary's ingest pipeline called in process (validate,
-//!   dedup, write, commit), bodies of 5,000 events, 4 in flight;
+//!   dedup, write, commit; the engine replay), bodies of 5,000 events, 32 in
+//!   flight (open loop: enough that the engine is the limit);
 //! * `http`: the same bodies POSTed to a running server over loopback;
 //! * `http-keyed`: the same, each request with its own `Idempotency-Key`.
 //!
@@ -30,7 +33,9 @@ use tributary_core::config::Config;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BODY_EVENTS: usize = 5_000;
-const IN_FLIGHT: usize = 4;
+/// Requests in flight: enough that the engine, not the round trips, is
+/// the limit (each is answered only after its group commit).
+const IN_FLIGHT: usize = 32;
 
 const CONFIG: &str = r#"
 [server]
@@ -105,7 +110,9 @@ fn report(phase: &str, events: usize, bytes: usize, elapsed: Duration, cpu_s: f6
     println!("{v}");
 }
 
-fn parquet_phase(events: usize) -> anyhow::Result<()> {
+/// The floor: arrow-json decoding and zstd Parquet encoding alone, on
+/// `threads` threads, each with its own share of the bodies and its own file.
+fn parquet_phase(events: usize, threads: usize) -> anyhow::Result<()> {
     use arrow_schema::{DataType, Field, Schema, TimeUnit};
     let bodies = bodies(events);
     let bytes: usize = bodies.iter().map(Bytes::len).sum();
@@ -120,25 +127,42 @@ fn parquet_phase(events: usize) -> anyhow::Result<()> {
         Field::new("user_agent", DataType::Utf8, true),
     ]));
     let dir = tempfile::tempdir()?;
-    let file = std::fs::File::create(dir.path().join("baseline.parquet"))?;
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::try_new(1)?))
         .build();
     let (started, cpu) = (Instant::now(), cpu_seconds());
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(props))?;
-    let mut lat = Vec::new();
-    for body in &bodies {
-        let t = Instant::now();
-        let mut decoder =
-            arrow_json::ReaderBuilder::new(schema.clone()).with_batch_size(BODY_EVENTS).build_decoder()?;
-        decoder.decode(body)?;
-        if let Some(batch) = decoder.flush()? {
-            writer.write(&batch)?;
-        }
-        lat.push(t.elapsed());
-    }
-    writer.close()?;
-    report("parquet", events, bytes, started.elapsed(), cpu_seconds() - cpu, lat);
+    let lat = std::thread::scope(|s| {
+        let shares: Vec<_> = (0..threads)
+            .map(|t| {
+                let (schema, props, bodies) = (schema.clone(), props.clone(), &bodies);
+                let path = dir.path().join(format!("baseline-{t}.parquet"));
+                s.spawn(move || -> anyhow::Result<Vec<Duration>> {
+                    let file = std::fs::File::create(path)?;
+                    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+                    let mut lat = Vec::new();
+                    for body in bodies.iter().skip(t).step_by(threads) {
+                        let t = Instant::now();
+                        let mut decoder = arrow_json::ReaderBuilder::new(schema.clone())
+                            .with_batch_size(BODY_EVENTS)
+                            .build_decoder()?;
+                        decoder.decode(body)?;
+                        if let Some(batch) = decoder.flush()? {
+                            writer.write(&batch)?;
+                        }
+                        lat.push(t.elapsed());
+                    }
+                    writer.close()?;
+                    Ok(lat)
+                })
+            })
+            .collect();
+        shares
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow::anyhow!("a baseline thread panicked"))?)
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    let name = if threads == 1 { "parquet-1".to_owned() } else { format!("parquet-{threads}") };
+    report(&name, events, bytes, started.elapsed(), cpu_seconds() - cpu, lat.concat());
     Ok(())
 }
 
@@ -221,13 +245,18 @@ async fn pipeline_phase(events: usize, via: Via) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("phase") {
         let events: usize = args.get(3).and_then(|e| e.parse().ok()).unwrap_or(1_000_000);
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         return match args.get(2).map(String::as_str) {
-            Some("parquet") => parquet_phase(events),
+            Some("parquet-1") => parquet_phase(events, 1),
+            Some("parquet-all") => parquet_phase(events, cores()),
             Some("direct") => rt.block_on(pipeline_phase(events, Via::Direct)),
             Some("http") => rt.block_on(pipeline_phase(events, Via::Http)),
             Some("http-keyed") => rt.block_on(pipeline_phase(events, Via::HttpKeyed)),
@@ -245,13 +274,13 @@ fn main() -> anyhow::Result<()> {
         "phase", "events/s", "MiB/s", "CPU µs/ev", "p50 ms", "p99 ms", "peak RSS MiB"
     );
     let mut floor = None;
-    for phase in ["parquet", "direct", "http", "http-keyed"] {
+    for phase in ["parquet-1", "parquet-all", "direct", "http", "http-keyed"] {
         let out = std::process::Command::new(&exe).args(["phase", phase, &events.to_string()]).output()?;
         anyhow::ensure!(out.status.success(), "phase {phase} failed: {}", String::from_utf8_lossy(&out.stderr));
         let v: serde_json::Value =
             serde_json::from_slice(&out.stdout).with_context(|| format!("phase {phase} output"))?;
         let eps = v["events_per_s"].as_f64().unwrap_or(0.0);
-        let vs = floor.map_or(String::from("(baseline)"), |f: f64| format!("({:.0}% of baseline)", eps / f * 100.0));
+        let vs = floor.map_or(String::from("(baseline)"), |f: f64| format!("({:.0}% of parquet-1)", eps / f * 100.0));
         floor.get_or_insert(eps);
         println!(
             "{:<10} {:>12.0} {:>9.1} {:>12.2} {:>10.1} {:>10.1} {:>13.0}  {vs}",
