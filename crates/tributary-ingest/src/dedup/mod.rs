@@ -25,7 +25,7 @@ mod run;
 mod store;
 
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -111,27 +111,10 @@ impl TableDedup {
         now_us: i64,
     ) -> Result<Self, IngestError> {
         let started = std::time::Instant::now();
-        let window_us = i64::try_from(settings.window.as_micros()).unwrap_or(i64::MAX);
-        let identity = Identity {
-            table_uuid: table.metadata.uuid().to_string(),
-            key: settings.key.clone(),
-            window_us,
-            fingerprint: FINGERPRINT.to_owned(),
+        let (store, resumed) = match &settings.dir {
+            Some(root) => stored(root, table, settings),
+            None => (None, None),
         };
-        let store = settings.dir.as_ref().and_then(|root| {
-            let root = root.join(table.name.to_string());
-            Store::open(&root, identity)
-                .inspect_err(|e| tracing::warn!(table = %table.name, dir = %root.display(), error = %e, "dedup index cannot use its directory: it keeps every key in memory"))
-                .ok()
-        });
-        let mut resumed = None;
-        if let Some(store) = &store {
-            let (loaded, problems) = store.load();
-            for p in problems {
-                tracing::warn!(table = %table.name, problem = %p, "stored dedup index not used: rebuilding it from the table");
-            }
-            resumed = loaded;
-        }
         let mut index = DedupIndex::new(settings.window, settings.memory, store);
         let from_runs = resumed.is_some();
         if let Some((runs, covered)) = resumed {
@@ -297,6 +280,41 @@ impl TableDedup {
         metrics::gauge!(m::DEDUP_MEMORY, "table" => self.table.clone()).set(s.memory_bytes as f64);
         metrics::gauge!(m::DEDUP_DISK, "table" => self.table.clone()).set(s.disk_bytes as f64);
     }
+}
+
+/// The slot of `table` under `root`, and the runs it stored with the
+/// sequence number they cover, if they are usable for this table.
+fn stored(root: &Path, table: &LoadedTable, settings: &DedupSettings) -> (Option<Store>, Option<(Vec<run::Run>, i64)>) {
+    let identity = Identity {
+        table_uuid: table.metadata.uuid().to_string(),
+        key: settings.key.clone(),
+        window_us: i64::try_from(settings.window.as_micros()).unwrap_or(i64::MAX),
+        fingerprint: FINGERPRINT.to_owned(),
+    };
+    let dir = root.join(table.name.to_string());
+    let store = match Store::open(&dir, identity) {
+        Ok(store) => store,
+        Err(e) => {
+            let dir = dir.display();
+            tracing::warn!(table = %table.name, %dir, error = %e, "dedup index keeps every key in memory: no usable directory");
+            return (None, None);
+        }
+    };
+    let (loaded, mut problems) = store.load();
+    let newest = table.metadata.last_sequence_number();
+    // A table older than what the runs cover (a catalog restored from a
+    // backup) may lack keys they hold: those would drop good records.
+    let loaded = loaded.filter(|(_, covered)| {
+        let usable = *covered <= newest;
+        if !usable {
+            problems.push(format!("it covers sequence number {covered}, the table ends at {newest}"));
+        }
+        usable
+    });
+    for problem in problems {
+        tracing::warn!(table = %table.name, %problem, "stored dedup index not used: reading the table");
+    }
+    (Some(store), loaded)
 }
 
 /// Inserts the keys of `batch`, a key column and an `_ingested_at` column
