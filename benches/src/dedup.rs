@@ -3,7 +3,8 @@
 //! Each phase runs in a child process of its own, so peak RSS is its own:
 //! - `index`: the table's dedup index (default 256 MiB bound, 24 h window)
 //!   claims KEYS distinct keys of 36 bytes in batches of 4,096, then a
-//!   tenth of them again (every one must be refused);
+//!   tenth of them again (every one must be refused); the slowest batch
+//!   shows what a spill to disk costs the batch that triggers it;
 //! - `strings`: the baseline, the same keys in what the index was before
 //!   (a `HashMap<String, i64>` and a `VecDeque` of `(expiry, String)`);
 //! - `restart`: RESTART_KEYS rows ingested through the pipeline, a clean
@@ -83,9 +84,12 @@ async fn index_phase(keys: usize) -> anyhow::Result<serde_json::Value> {
     let now = chrono_now();
     let dedup = TableDedup::open(&lake, &table, &settings(&cfg, true), now).await?;
     let (started, cpu) = (Instant::now(), cpu_seconds());
+    let mut slowest = Duration::ZERO;
     for from in (0..keys).step_by(BATCH) {
         let b = batch(from, (from + BATCH).min(keys));
+        let t = Instant::now();
         let (keep, claimed) = dedup.claim(&b, 0, now + from as i64)?;
+        slowest = slowest.max(t.elapsed());
         anyhow::ensure!(keep.true_count() == b.num_rows(), "a new key was refused");
         dedup.committed(0, 0, &claimed);
     }
@@ -103,7 +107,7 @@ async fn index_phase(keys: usize) -> anyhow::Result<serde_json::Value> {
         "new_per_s": keys as f64 / new_s, "new_cpu_us": new_cpu * 1e6 / keys as f64,
         "dup_per_s": dups as f64 / dup_s, "dup_cpu_us": dup_cpu * 1e6 / dups as f64,
         "memory_mib": s.memory_bytes as f64 / 1048576.0, "disk_mib": s.disk_bytes as f64 / 1048576.0,
-        "runs": s.runs, "peak_rss_mib": peak_rss_mib(),
+        "runs": s.runs, "peak_rss_mib": peak_rss_mib(), "slowest_batch_ms": slowest.as_secs_f64() * 1e3,
     }))
 }
 
@@ -201,12 +205,21 @@ fn main() -> anyhow::Result<()> {
     let index = child(&exe, &["phase", "index", &keys.to_string()])?;
     let strings = child(&exe, &["phase", "strings", &keys.to_string()])?;
     println!(
-        "{:<24} {:>12} {:>10} {:>12} {:>10} {:>11} {:>10} {:>6} {:>13}",
-        "index", "new keys/s", "CPU µs", "dup keys/s", "CPU µs", "memory MiB", "disk MiB", "runs", "peak RSS MiB"
+        "{:<24} {:>12} {:>10} {:>12} {:>10} {:>11} {:>10} {:>6} {:>13} {:>12}",
+        "index",
+        "new keys/s",
+        "CPU µs",
+        "dup keys/s",
+        "CPU µs",
+        "memory MiB",
+        "disk MiB",
+        "runs",
+        "peak RSS MiB",
+        "slowest ms"
     );
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0);
     println!(
-        "{:<24} {:>12.0} {:>10.2} {:>12.0} {:>10.2} {:>11.1} {:>10.1} {:>6} {:>13.0}",
+        "{:<24} {:>12.0} {:>10.2} {:>12.0} {:>10.2} {:>11.1} {:>10.1} {:>6} {:>13.0} {:>12.1}",
         "fingerprints + runs",
         f(&index, "new_per_s"),
         f(&index, "new_cpu_us"),
@@ -215,7 +228,8 @@ fn main() -> anyhow::Result<()> {
         f(&index, "memory_mib"),
         f(&index, "disk_mib"),
         index["runs"],
-        f(&index, "peak_rss_mib")
+        f(&index, "peak_rss_mib"),
+        f(&index, "slowest_batch_ms")
     );
     println!(
         "{:<24} {:>12.0} {:>10.2} {:>12} {:>10} {:>11} {:>10} {:>6} {:>13.0}",
