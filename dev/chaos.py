@@ -14,7 +14,13 @@ the producer's ledger and the HTTP clients' ledger, record by record: every
 good record once in raw.events, every malformed one once in
 quarantine.events. Exit status 1 on any missing or duplicated record.
 
+With --dedup-memory SIZE the table has a dedup key (event_id) whose index
+may hold only SIZE in memory, so it spills to disk and restarts resume from
+it under the kills. Then the oracle counts by id: a producer's retried send
+lands once, and a key wrongly held by the index shows up as a missing id.
+
 Usage: chaos.py BINARY [--events N] [--http-events H] [--kills K] [--partitions P] [--seed S] [--malformed-every M]
+                [--dedup-memory SIZE]
 The broker is managed with dev/kafka.sh (TRIBUTARY_KAFKA_PORT is honoured).
 """
 
@@ -54,10 +60,11 @@ snapshot_max_age = "60s"
 min_snapshots = 5
 compact_min_files = 2
 
-# No dedup key: duplicates must be visible to the oracle, not hidden.
+# No dedup key unless --dedup-memory: duplicates must be visible to the
+# oracle, not hidden.
 [[tables]]
 name = "raw.events"
-fields = [
+{dedup}fields = [
   {{ name = "event_id", type = "string", required = true }},
   {{ name = "seq",      type = "long",   required = true }},
 ]
@@ -217,7 +224,10 @@ def main():
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--broker-restarts", type=int, default=1)
     ap.add_argument("--malformed-every", type=int, default=100, help="every Mth record is malformed (0: none)")
+    ap.add_argument("--dedup-memory", help="give the table a dedup key with this memory bound, e.g. 1MiB")
     args = ap.parse_args()
+    dedup = f'dedup_key = "event_id"\ndedup_memory = "{args.dedup_memory}"\n' if args.dedup_memory else ""
+
     random.seed(args.seed)
 
     brokers = kafka()
@@ -227,7 +237,7 @@ def main():
     for slot in range(Workers.SLOTS):
         configs.append(os.path.join(work, f"chaos-w{slot}.toml"))
         with open(configs[-1], "w") as f:
-            f.write(CONFIG.format(brokers=brokers, topic=topic, group=f"g-{topic}", instance=f"w{slot}"))
+            f.write(CONFIG.format(brokers=brokers, topic=topic, group=f"g-{topic}", instance=f"w{slot}", dedup=dedup))
     config = configs[0]
     admin = AdminClient({"bootstrap.servers": brokers})
     admin.create_topics([NewTopic(topic, num_partitions=args.partitions, replication_factor=1)])[topic].result(30)
@@ -367,6 +377,11 @@ def main():
             duplicated += 1
         table_records[(part, off)] = eid
     missing = len(set(topic_records) - set(table_records))
+    if args.dedup_memory:
+        # A retried send's second copy is a duplicate by key: count by id.
+        ids = [eid for _, _, eid in table_rows]
+        missing = len(set(topic_records.values()) - set(ids))
+        duplicated = len(ids) - len(set(ids))
     unexpected = len(set(table_records) - set(topic_records))
     wrong = sum(1 for k, eid in table_records.items() if k in topic_records and topic_records[k] != eid)
     in_topic = set(topic_records.values())
@@ -388,7 +403,7 @@ def main():
     print(f"  producer-side           retried duplicates {producer_dups}, acknowledged but lost by the broker {broker_lost}")
     print(f"  rows in table           {len(table_rows)}")
     print(f"  missing records         {missing}   (ids missing {ids_missing}, acknowledged ids missing {acked_missing})")
-    print(f"  duplicated records      {duplicated}")
+    print(f"  duplicated records      {duplicated}" + ("   (by id: dedup key on)" if args.dedup_memory else ""))
     print(f"  unexpected/mismatched   {unexpected}/{wrong}")
     print(f"  quarantine              {len(quarantined)} of {len(topic_bad)} malformed records, missing {q_missing}, "
           f"duplicated {q_duplicated}, unexpected {q_unexpected}")
