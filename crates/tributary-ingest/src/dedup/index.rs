@@ -2,16 +2,20 @@
 //!
 //! Keys are held as 128-bit fingerprints with their expiry, 24 bytes, in
 //! an open-addressing map (`hot`). When the map would grow past what the
-//! bound leaves, every committed key in it is sorted into a [`Run`] on
-//! local disk and the map starts over; keys still waiting for their commit
-//! stay in memory, so a run only ever holds keys the table has. Runs
-//! expire whole. Within the bound nothing is approximate: a key is a
+//! bound leaves, it is sealed: a thread sorts its committed keys into a
+//! [`Run`] on local disk while lookups still consult the sealed map, and a
+//! new map starts; keys still waiting for their commit move to the new
+//! map, so a run only ever holds keys the table has. Ingest never waits for
+//! the sort or the disk unless the new map fills an eighth of its size
+//! first. Runs expire whole. Within the bound nothing is approximate: a key is a
 //! duplicate exactly when a live entry for it exists in the map or in a
 //! run; the filters in front of the runs only save reads.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
+use std::time::{Duration, Instant};
 
 use super::Fp;
 use super::run::Run;
@@ -41,9 +45,19 @@ type FpMap = HashMap<Fp, i64, BuildHasherDefault<FpHasher>>;
 
 /// Bytes per bucket of the map: a 24-byte entry and a control byte.
 const BUCKET_BYTES: usize = 25;
-/// Bytes per key a spill sorts before writing: the map and the sorted
-/// copy together stay within the bound.
+/// Bytes per key a spill sorts before writing: the sealed map, its sorted
+/// copy and the new map's first eighth together stay within the bound.
 const SPILL_BYTES: usize = 24;
+
+/// A map being written to a run by another thread.
+#[derive(Debug)]
+struct Sealed {
+    map: Arc<FpMap>,
+    /// What the runs cover once it is written.
+    covered: i64,
+    done: Receiver<std::io::Result<Run>>,
+    started: Instant,
+}
 
 /// Sizes of the index, for metrics and logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,6 +81,7 @@ pub struct DedupIndex {
     /// Keys claimed by rows not committed yet: never spilled.
     pending: FpSet,
     runs: Vec<Run>,
+    sealed: Option<Sealed>,
     store: Option<Store>,
     /// The table sequence number through which every committed key of the
     /// window is held.
@@ -90,6 +105,7 @@ impl DedupIndex {
             hot: FpMap::default(),
             pending: FpSet::default(),
             runs: Vec::new(),
+            sealed: None,
             store,
             covered: 0,
             stored: 0,
@@ -117,6 +133,7 @@ impl DedupIndex {
     /// An empty index with the same settings and store, holding only the
     /// keys still waiting for their commit: the start of a rebuild.
     pub(super) fn reset(&mut self) -> std::io::Result<()> {
+        self.finish_sealed(true)?;
         for run in std::mem::take(&mut self.runs) {
             run.delete();
         }
@@ -133,13 +150,20 @@ impl DedupIndex {
     /// if `pending`; false if it is a duplicate.
     pub(super) fn insert(&mut self, fp: Fp, at_us: i64, pending: bool) -> std::io::Result<bool> {
         self.sweep(at_us)?;
-        if self.hot.get(&fp).is_some_and(|until| *until > at_us) {
+        let live = |until: Option<&i64>| until.is_some_and(|until| *until > at_us);
+        if live(self.hot.get(&fp)) || self.sealed.as_ref().is_some_and(|s| live(s.map.get(&fp))) {
             return Ok(false);
         }
         for run in self.runs.iter().rev().filter(|r| r.max_expiry > at_us) {
             if run.get(fp)?.is_some_and(|until| until > at_us) {
                 return Ok(false);
             }
+        }
+        if self.sealed.is_some() {
+            // The new map may take an eighth of its size while the sealed
+            // one is written; past that, ingest waits for the disk.
+            let full = self.hot.len() >= self.spill_at / 8;
+            self.finish_sealed(full)?;
         }
         if self.hot.len() >= self.spill_at {
             self.spill(at_us)?;
@@ -192,7 +216,8 @@ impl DedupIndex {
         capacity(self.bound.saturating_sub(runs)).max(capacity(self.bound) / 4)
     }
 
-    /// Moves every committed, live key of the map into a new run; without a
+    /// Seals the map and starts writing its committed, live keys to a new
+    /// run on another thread (after the previous one is written); without a
     /// store the map just grows past the bound.
     fn spill(&mut self, now_us: i64) -> std::io::Result<()> {
         let Some(store) = &self.store else {
@@ -203,34 +228,70 @@ impl DedupIndex {
             );
             return Ok(());
         };
-        let mut entries: Vec<(Fp, i64)> = self
-            .hot
-            .iter()
-            .filter(|(fp, until)| **until > now_us && !self.pending.contains(fp))
-            .map(|(fp, until)| (*fp, *until))
-            .collect();
-        if entries.is_empty() {
+        let path = store.new_run_path();
+        self.finish_sealed(true)?;
+        let mut map = std::mem::take(&mut self.hot);
+        for fp in &self.pending {
+            if let Some(until) = map.remove(fp) {
+                self.hot.insert(*fp, until);
+            }
+        }
+        map.retain(|_, until| *until > now_us);
+        if map.is_empty() {
             self.stored = self.covered;
             self.resize();
             return Ok(());
         }
-        entries.sort_unstable_by_key(|e| e.0);
-        let started = std::time::Instant::now();
-        let run = Run::write(&store.new_run_path(), &entries)?;
-        drop(entries);
-        let pending = &self.pending;
-        self.hot.retain(|fp, _| pending.contains(fp));
-        self.runs.push(run);
-        self.stored = self.covered;
-        self.save()?;
+        let map = Arc::new(map);
+        let (tx, done) = sync_channel(1);
+        let keys = map.clone();
+        std::thread::Builder::new().name("dedup-spill".to_owned()).spawn(move || {
+            let mut entries: Vec<(Fp, i64)> = keys.iter().map(|(fp, until)| (*fp, *until)).collect();
+            entries.sort_unstable_by_key(|e| e.0);
+            let _ = tx.send(Run::write(&path, &entries));
+        })?;
+        self.sealed = Some(Sealed { map, covered: self.covered, done, started: Instant::now() });
         self.resize();
-        tracing::info!(
-            keys = self.runs.last().map_or(0, Run::len),
-            runs = self.runs.len(),
-            ms = started.elapsed().as_millis() as u64,
-            "dedup index reached its memory bound: spilled committed keys to disk"
-        );
         Ok(())
+    }
+
+    /// Takes the run of the sealed map once it is written (waiting for it
+    /// if `wait`). If the write failed, its keys go back into the map.
+    fn finish_sealed(&mut self, wait: bool) -> std::io::Result<()> {
+        let Some(sealed) = &self.sealed else { return Ok(()) };
+        let died = || std::io::Error::other("the dedup spill thread died");
+        let written = if wait {
+            sealed.done.recv().unwrap_or_else(|_| Err(died()))
+        } else {
+            match sealed.done.try_recv() {
+                Ok(written) => written,
+                Err(TryRecvError::Empty) => return Ok(()),
+                Err(TryRecvError::Disconnected) => Err(died()),
+            }
+        };
+        let Some(sealed) = self.sealed.take() else { return Ok(()) };
+        match written {
+            Ok(run) => {
+                tracing::info!(
+                    keys = run.len(),
+                    runs = self.runs.len() + 1,
+                    ms = sealed.started.elapsed().as_millis() as u64,
+                    "dedup index reached its memory bound: committed keys went to disk"
+                );
+                self.runs.push(run);
+                self.stored = sealed.covered;
+                self.resize();
+                self.save()
+            }
+            Err(e) => {
+                let map = Arc::try_unwrap(sealed.map).unwrap_or_else(|shared| (*shared).clone());
+                for (fp, until) in map {
+                    self.hot.entry(fp).or_insert(until);
+                }
+                self.resize();
+                Err(e)
+            }
+        }
     }
 
     /// Drops expired keys and runs, at most once per sixteenth of the window.
@@ -255,6 +316,7 @@ impl DedupIndex {
     /// cover, so that a restart reads only newer snapshots.
     pub(super) fn checkpoint(&mut self, now_us: i64) -> std::io::Result<()> {
         self.spill(now_us)?;
+        self.finish_sealed(true)?;
         self.save()
     }
 
@@ -267,24 +329,36 @@ impl DedupIndex {
 
     /// Its sizes.
     pub fn stats(&self) -> DedupStats {
-        let buckets = if self.hot.capacity() == 0 { 0 } else { (self.hot.capacity() / 7 * 8).next_power_of_two() };
         let runs_memory: usize = self.runs.iter().map(|r| Run::memory_bytes(r.len())).sum();
+        let sealed = self.sealed.as_ref().map(|s| &*s.map);
+        let maps = std::iter::once(&self.hot).chain(sealed);
+        let (keys, map_memory) = maps.fold((0, 0), |(k, m), map| (k + map.len(), m + map_bytes(map)));
         DedupStats {
-            keys: self.hot.len() as u64 + self.runs.iter().map(Run::len).sum::<u64>(),
-            memory_bytes: (buckets * BUCKET_BYTES + runs_memory) as u64,
+            keys: keys as u64 + self.runs.iter().map(Run::len).sum::<u64>(),
+            memory_bytes: (map_memory + runs_memory) as u64,
             disk_bytes: self.runs.iter().map(Run::disk_bytes).sum(),
             runs: self.runs.len(),
         }
     }
 }
 
-/// The keys a map fits in `budget` bytes, with room to sort them.
+/// The keys a map fits in `budget` bytes, with room to sort them and to
+/// start the next map while they are written.
 fn capacity(budget: usize) -> usize {
+    let bytes = |buckets: usize| buckets * BUCKET_BYTES * 9 / 8 + buckets / 8 * 7 * SPILL_BYTES;
     let mut buckets = 16usize;
-    while (buckets * 2) * BUCKET_BYTES + (buckets * 2) / 8 * 7 * SPILL_BYTES <= budget {
+    while bytes(buckets * 2) <= budget {
         buckets *= 2;
     }
     buckets / 8 * 7
+}
+
+/// Bytes of a map's buckets (hashbrown: a power of two, at most 7/8 full).
+fn map_bytes(map: &FpMap) -> usize {
+    match map.capacity() {
+        0 => 0,
+        c => (c / 7 * 8).next_power_of_two() * BUCKET_BYTES,
+    }
 }
 
 #[cfg(test)]
