@@ -431,6 +431,30 @@ mod tests {
         assert_eq!(files.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".run")).count(), 0);
     }
 
+    /// A run that cannot be written (here: its directory is gone) fails
+    /// the insert that finds out, and its keys stay in memory.
+    #[test]
+    fn a_failed_spill_loses_no_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = on_disk(dir.path(), 256 * 1024);
+        let slot = d.store.as_ref().unwrap().dir().to_owned();
+        std::fs::remove_dir_all(&slot).unwrap();
+        let failed_at = (0..50_000u64).find(|i| d.insert(fp(*i), *i as i64, false).is_err()).expect("a spill fails");
+        assert!(d.sealed.is_none());
+        for i in 0..failed_at {
+            assert!(!d.insert(fp(i), failed_at as i64, false).unwrap_or(true), "key {i} was lost");
+        }
+        std::fs::create_dir_all(&slot).unwrap();
+        for i in failed_at..50_000 {
+            assert!(d.insert(fp(i), i as i64, false).unwrap(), "key {i} is new");
+        }
+        d.checkpoint(50_000).unwrap();
+        assert!(d.stats().runs > 0);
+        for i in (0..50_000).step_by(11) {
+            assert!(!d.insert(fp(i), 50_001, false).unwrap(), "key {i} is a duplicate");
+        }
+    }
+
     /// The map's newest committed keys are not in any run: a state saved
     /// when runs expire must not claim to cover them.
     #[test]

@@ -247,14 +247,21 @@ impl TableDedup {
         let mut index = self.lock();
         let mut keep = Vec::with_capacity(batch.num_rows());
         for i in 0..batch.num_rows() {
-            keep.push(match key_fp(keys, i) {
-                Some(fp) if index.insert(fp, at_us, true).map_err(storage)? => {
-                    claimed.push(fp);
-                    true
+            let Some(fp) = key_fp(keys, i) else {
+                keep.push(true);
+                continue;
+            };
+            match index.insert(fp, at_us, true) {
+                Ok(new) => keep.push(new),
+                Err(e) => {
+                    // The batch is refused whole: its keys may come again.
+                    index.remove(&claimed);
+                    return Err(storage(e));
                 }
-                Some(_) => false,
-                None => true,
-            });
+            }
+            if keep.last() == Some(&true) {
+                claimed.push(fp);
+            }
         }
         Ok((BooleanArray::from(keep), claimed))
     }
