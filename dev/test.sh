@@ -63,6 +63,9 @@ done
 step "chaos (short): kills, rebalances, a zombie pause, a broker restart, 1 % malformed, no dedup key, keyed HTTP retries; every record exactly once"
 .dev/venv/bin/python dev/chaos.py target/debug/tributary --events 20000 --kills 5 --broker-restarts 1
 
+step "chaos (short) with a dedup key whose 1 MiB index spills to disk and is resumed after each kill"
+.dev/venv/bin/python dev/chaos.py target/debug/tributary --events 20000 --kills 4 --broker-restarts 0 --dedup-memory 1MiB
+
 step "maintenance compacts the quickstart lake and expires nothing young; PyIceberg reads the compacted table"
 printf '[maintenance]\ncompact_min_files = 2\n' > "$LAKE/maintain.toml"
 target/debug/tributary maintain --config "$LAKE/maintain.toml" --data-dir "$LAKE" --dry-run
