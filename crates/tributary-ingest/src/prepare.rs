@@ -14,7 +14,7 @@ use tributary_table::iceberg::arrow::schema_to_arrow_schema;
 use tributary_table::schema::from_iceberg_schema;
 
 use crate::columns::rows_to_batch;
-use crate::decode::{BodyFormat, split_records};
+use crate::decode::{BodyFormat, RawRecord, split_records};
 use crate::error::IngestError;
 use crate::validate::{Cell, Rejection, Rules, validate_json};
 
@@ -171,7 +171,13 @@ pub struct Lineage<'a> {
     pub ingested_at_us: i64,
 }
 
+/// Records per part below which a body is validated on one thread: the
+/// threads and the final concatenation cost more than they save.
+const MIN_PART_RECORDS: usize = 4096;
+
 /// Splits, validates and enriches a body. `request_id` tags quarantine rows.
+/// A large body is cut into contiguous parts validated on all cores; rows
+/// keep their order and rejects their record numbers.
 pub fn prepare(
     schema: &IngestSchema,
     body: &[u8],
@@ -183,19 +189,53 @@ pub fn prepare(
     let records = split_records(body, format)?;
     let received = records.len();
     let lineage = Lineage { source, partition: None, offset: None, ingested_at_us };
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let parts = (received / MIN_PART_RECORDS).clamp(1, cores);
+    let part = |first: usize, records: &[RawRecord<'_>]| prepare_part(schema, records, first, &lineage, request_id);
+    let (batch, rejects) = if parts == 1 {
+        part(0, &records)?
+    } else {
+        let size = received.div_ceil(parts);
+        let done: Vec<_> = std::thread::scope(|s| {
+            let running: Vec<_> =
+                records.chunks(size).enumerate().map(|(k, chunk)| s.spawn(move || part(k * size, chunk))).collect();
+            running.into_iter().map(|t| t.join()).collect()
+        });
+        let mut batches = Vec::with_capacity(parts);
+        let mut rejects = Vec::new();
+        for d in done {
+            let (batch, mut r) = d.map_err(|_| IngestError::Internal("a validation thread panicked".to_owned()))??;
+            batches.push(batch);
+            rejects.append(&mut r);
+        }
+        let batch = arrow_select::concat::concat_batches(&schema.arrow, &batches)
+            .map_err(|e| IngestError::Internal(format!("joining validated parts: {e}")))?;
+        (batch, rejects)
+    };
+    Ok(Prepared { batch, rejects, received, bytes: body.len(), ingested_at_us })
+}
+
+/// Validates `records`, the body's records from number `first` on.
+fn prepare_part(
+    schema: &IngestSchema,
+    records: &[RawRecord<'_>],
+    first: usize,
+    lineage: &Lineage<'_>,
+    request_id: &str,
+) -> Result<(RecordBatch, Vec<Reject>), IngestError> {
     let mut rows = Vec::with_capacity(records.len());
     let mut rejects = Vec::new();
-    for (i, rec) in records.into_iter().enumerate() {
-        match prepare_record(schema, rec.raw, None, &lineage) {
+    for (i, rec) in records.iter().enumerate() {
+        match prepare_record(schema, rec.raw, None, lineage) {
             Ok(row) => rows.push(row),
             Err(rejection) => rejects.push(Reject {
                 raw: rec.raw.to_vec(),
                 rejection,
-                position: format!("request {request_id} record {i}"),
+                position: format!("request {request_id} record {}", first + i),
             }),
         }
     }
-    Ok(Prepared { batch: rows_to_batch(&schema.arrow, &rows)?, rejects, received, bytes: body.len(), ingested_at_us })
+    Ok((rows_to_batch(&schema.arrow, &rows)?, rejects))
 }
 
 /// Validates one record (its JSON bytes) and returns its full row, lineage
