@@ -315,6 +315,9 @@ impl DedupIndex {
     /// Moves every committed key into a run and records what the runs
     /// cover, so that a restart reads only newer snapshots.
     pub(super) fn checkpoint(&mut self, now_us: i64) -> std::io::Result<()> {
+        if self.store.is_none() {
+            return Ok(());
+        }
         self.spill(now_us)?;
         self.finish_sealed(true)?;
         self.save()
