@@ -49,16 +49,17 @@ pub(super) struct Store {
 }
 
 impl Store {
-    /// Locks the first free slot under `root` for `identity`.
+    /// Locks the first free slot under `root` for `identity`, then empties
+    /// the free slots whose every run has expired: a worker that went away
+    /// for good leaves its slot to no one.
     pub(super) fn open(root: &Path, identity: Identity) -> std::io::Result<Self> {
         for slot in 0..SLOTS {
             let dir = root.join(slot.to_string());
             std::fs::create_dir_all(&dir)?;
-            let lock = File::create(dir.join("lock"))?;
-            match lock.try_lock() {
-                Ok(()) => return Ok(Self { dir, identity, _lock: lock }),
-                Err(std::fs::TryLockError::WouldBlock) => {}
-                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            if let Some(lock) = try_lock(&dir)? {
+                let window = std::time::Duration::from_micros(identity.window_us.max(0).cast_unsigned());
+                empty_abandoned(root, slot, window);
+                return Ok(Self { dir, identity, _lock: lock });
             }
         }
         Err(std::io::Error::other(format!("all {SLOTS} dedup slots under {} are taken", root.display())))
@@ -139,6 +140,38 @@ impl Store {
     }
 }
 
+/// The lock of the slot at `dir`, if no other process holds it.
+fn try_lock(dir: &Path) -> std::io::Result<Option<File>> {
+    let lock = File::create(dir.join("lock"))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(Some(lock)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Deletes the files of every free slot but `ours` whose state is older
+/// than the window: each run's newest key was claimed before the state
+/// naming it was saved, so all of them have expired. Holding the slot's
+/// lock meanwhile keeps a worker that starts now out of it.
+fn empty_abandoned(root: &Path, ours: usize, window: std::time::Duration) {
+    for slot in (0..SLOTS).filter(|s| *s != ours) {
+        let dir = root.join(slot.to_string());
+        // A slot never made fails to lock (no directory) and is passed.
+        let Ok(Some(_lock)) = try_lock(&dir) else { continue };
+        let age =
+            std::fs::metadata(dir.join(STATE)).and_then(|m| m.modified()).map(|t| t.elapsed().unwrap_or_default());
+        if age.is_ok_and(|age| age <= window) {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten().filter(|e| e.file_name() != "lock") {
+            let _ = std::fs::remove_file(e.path());
+        }
+        tracing::info!(dir = %dir.display(), "emptied an abandoned dedup slot whose keys had all expired");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +189,26 @@ mod tests {
         let a_dir = a.dir.clone();
         drop(a);
         assert_eq!(Store::open(dir.path(), identity()).unwrap().dir, a_dir);
+    }
+
+    #[test]
+    fn a_free_slot_whose_keys_all_expired_is_emptied_and_a_recent_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = Identity { window_us: 1, ..identity() };
+        let long = Identity { window_us: 3_600_000_000, ..identity() };
+        let open = |id: &Identity| Store::open(dir.path(), id.clone()).unwrap();
+        let (_a, b, c) = (open(&short), open(&short), open(&short));
+        let run = Run::write(&c.new_run_path(), &[(super::super::fingerprint(b"x"), 5)]).unwrap();
+        c.save(&[run], 1).unwrap();
+        let c_dir = c.dir.clone();
+        drop((b, c));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let files = || std::fs::read_dir(&c_dir).unwrap().count();
+        // The next process takes slot 1 and looks at slot 2, now free.
+        drop(open(&long));
+        assert_eq!(files(), 3, "its keys are younger than the window: lock, state and run stay");
+        let _e = open(&short);
+        assert_eq!(files(), 1, "every key expired: only the lock is left");
     }
 
     #[test]
