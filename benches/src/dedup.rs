@@ -23,8 +23,8 @@ use arrow_schema::{DataType, Field, Schema};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tributary_benches::{cpu_seconds, peak_rss_mib};
-use tributary_core::TableName;
 use tributary_core::config::Config;
+use tributary_core::{Clock, TableName};
 use tributary_ingest::dedup::{DedupSettings, TableDedup};
 
 #[global_allocator]
@@ -81,7 +81,7 @@ async fn index_phase(keys: usize) -> anyhow::Result<serde_json::Value> {
     let dir = tempfile::tempdir()?;
     let (lake, cfg) = lake_and_table(dir.path()).await?;
     let table = lake.ensure_table(&cfg.tables[0]).await?;
-    let now = chrono_now();
+    let now = now_us();
     let dedup = TableDedup::open(&lake, &table, &settings(&cfg, true), now).await?;
     let (started, cpu) = (Instant::now(), cpu_seconds());
     let mut slowest = Duration::ZERO;
@@ -163,7 +163,7 @@ async fn restart_phase(keys: usize) -> anyhow::Result<serde_json::Value> {
         let (lake, table, settings) = (lake.clone(), table.clone(), settings(&cfg, persist));
         async move {
             let started = Instant::now();
-            let d = TableDedup::open(&lake, &table, &settings, chrono_now()).await?;
+            let d = TableDedup::open(&lake, &table, &settings, now_us()).await?;
             anyhow::ensure!(d.stats().keys >= keys as u64, "the index lost keys: {:?}", d.stats());
             Ok::<_, anyhow::Error>(started.elapsed().as_secs_f64() * 1e3)
         }
@@ -173,9 +173,8 @@ async fn restart_phase(keys: usize) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::json!({ "ingest_s": ingest_s, "resumed_ms": resumed_ms, "rebuilt_ms": rebuilt_ms }))
 }
 
-fn chrono_now() -> i64 {
-    i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros())
-        .unwrap_or(i64::MAX)
+fn now_us() -> i64 {
+    tributary_core::SystemClock.now().timestamp_micros()
 }
 
 fn child(exe: &std::path::Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {

@@ -212,8 +212,12 @@ impl DedupIndex {
     /// a quarter of what the bound alone allows: past that, the filters
     /// take memory beyond the bound rather than runs multiplying.
     fn hot_capacity(&self) -> usize {
-        let runs: usize = self.runs.iter().map(|r| Run::memory_bytes(r.len())).sum();
-        capacity(self.bound.saturating_sub(runs)).max(capacity(self.bound) / 4)
+        capacity(self.bound.saturating_sub(self.runs_memory())).max(capacity(self.bound) / 4)
+    }
+
+    /// Memory the runs keep: their filters and sparse indexes.
+    fn runs_memory(&self) -> usize {
+        self.runs.iter().map(|r| Run::memory_bytes(r.len())).sum()
     }
 
     /// Seals the map and starts writing its committed, live keys to a new
@@ -332,13 +336,12 @@ impl DedupIndex {
 
     /// Its sizes.
     pub fn stats(&self) -> DedupStats {
-        let runs_memory: usize = self.runs.iter().map(|r| Run::memory_bytes(r.len())).sum();
         let sealed = self.sealed.as_ref().map(|s| &*s.map);
         let maps = std::iter::once(&self.hot).chain(sealed);
         let (keys, map_memory) = maps.fold((0, 0), |(k, m), map| (k + map.len(), m + map_bytes(map)));
         DedupStats {
             keys: keys as u64 + self.runs.iter().map(Run::len).sum::<u64>(),
-            memory_bytes: (map_memory + runs_memory) as u64,
+            memory_bytes: (map_memory + self.runs_memory()) as u64,
             disk_bytes: self.runs.iter().map(Run::disk_bytes).sum(),
             runs: self.runs.len(),
         }
@@ -471,7 +474,7 @@ mod tests {
         d.covered = 4;
         // The first run expires: the sweep saves the state.
         d.insert(fp(3), 101 * S, false).unwrap();
-        let (loaded, _) = d.store.as_ref().unwrap().load();
+        let (loaded, _) = d.store.as_ref().unwrap().load(i64::MAX);
         let (runs, covered) = loaded.unwrap();
         assert_eq!((runs.len(), covered), (0, 3), "fp(2), committed at 4, is only in memory");
     }
@@ -487,7 +490,7 @@ mod tests {
         d.checkpoint(1).unwrap();
         drop(d);
         let next = on_disk(dir.path(), 1 << 20);
-        let (loaded, problems) = next.store.as_ref().unwrap().load();
+        let (loaded, problems) = next.store.as_ref().unwrap().load(i64::MAX);
         assert!(problems.is_empty(), "{problems:?}");
         let (runs, covered) = loaded.unwrap();
         assert_eq!(covered, 42);

@@ -64,19 +64,22 @@ pub fn fingerprint(bytes: &[u8]) -> Fp {
     Fp(a, b)
 }
 
-/// The fingerprint of the dedup key of row `i` of a string, int or long
-/// column (an int and the long it widens to agree).
-pub fn key_fp(col: &ArrayRef, i: usize) -> Option<Fp> {
-    if col.is_null(i) {
-        return None;
-    }
-    if let Some(s) = col.as_string_opt::<i32>() {
-        return Some(fingerprint(s.value(i).as_bytes()));
-    }
-    if let Some(v) = col.as_primitive_opt::<Int64Type>() {
-        return Some(fingerprint(&v.value(i).to_le_bytes()));
-    }
-    col.as_primitive_opt::<Int32Type>().map(|v| fingerprint(&i64::from(v.value(i)).to_le_bytes()))
+/// The fingerprints of the dedup keys of a string, int or long column, row
+/// by row (`None` for a null; an int and the long it widens to agree). The
+/// column's type is resolved once, not per row.
+pub fn key_fps(col: &ArrayRef) -> impl Iterator<Item = Option<Fp>> + '_ {
+    let (strings, longs, ints) =
+        (col.as_string_opt::<i32>(), col.as_primitive_opt::<Int64Type>(), col.as_primitive_opt::<Int32Type>());
+    (0..col.len()).map(move |i| {
+        if col.is_null(i) {
+            return None;
+        }
+        if let Some(s) = strings {
+            return Some(fingerprint(s.value(i).as_bytes()));
+        }
+        let long = longs.map(|v| v.value(i)).or_else(|| ints.map(|v| i64::from(v.value(i))))?;
+        Some(fingerprint(&long.to_le_bytes()))
+    })
 }
 
 /// How a table's dedup index is kept.
@@ -98,6 +101,25 @@ pub struct TableDedup {
     key: String,
     table: String,
     index: Arc<Mutex<DedupIndex>>,
+    gauges: Gauges,
+}
+
+/// The index's size metrics, registered once.
+#[derive(Debug, Clone)]
+struct Gauges {
+    keys: metrics::Gauge,
+    memory: metrics::Gauge,
+    disk: metrics::Gauge,
+}
+
+impl Gauges {
+    fn new(table: &str) -> Self {
+        Self {
+            keys: metrics::gauge!(m::DEDUP_KEYS, "table" => table.to_owned()),
+            memory: metrics::gauge!(m::DEDUP_MEMORY, "table" => table.to_owned()),
+            disk: metrics::gauge!(m::DEDUP_DISK, "table" => table.to_owned()),
+        }
+    }
 }
 
 impl TableDedup {
@@ -120,15 +142,18 @@ impl TableDedup {
         if let Some((runs, covered)) = resumed {
             index = index.with_runs(runs, covered);
         }
-        let dedup =
-            Self { key: settings.key.clone(), table: table.name.to_string(), index: Arc::new(Mutex::new(index)) };
+        let name = table.name.to_string();
+        let gauges = Gauges::new(&name);
+        let dedup = Self { key: settings.key.clone(), table: name, index: Arc::new(Mutex::new(index)), gauges };
+        // What is read here stays in memory until the next spill or stop
+        // stores it: a start writes nothing to disk.
         if from_runs {
             dedup.refresh(lake, table).await?;
         } else {
             dedup.read_window(lake, table, now_us, &mut FpSet::default()).await?;
             dedup.lock().covered = table.metadata.last_sequence_number();
+            dedup.publish();
         }
-        dedup.checkpoint(now_us);
         let stats = dedup.stats();
         tracing::info!(table = %table.name, keys = stats.keys, runs = stats.runs, resumed = from_runs, ms = started.elapsed().as_millis() as u64, "opened dedup index");
         Ok(dedup)
@@ -155,8 +180,11 @@ impl TableDedup {
                 // the same keys (files compaction had replaced): keys no
                 // longer in the table must be forgotten, and only a
                 // rebuild forgets committed keys.
-                let added: FpSet = changes.added.iter().flat_map(fps_of).collect();
-                if changes.removed.iter().flat_map(fps_of).any(|fp| !added.contains(&fp)) {
+                let forgets = !changes.removed.is_empty() && {
+                    let added: FpSet = changes.added.iter().flat_map(fps_of).collect();
+                    changes.removed.iter().flat_map(fps_of).any(|fp| !added.contains(&fp))
+                };
+                if forgets {
                     self.lock().reset().map_err(storage)?;
                     self.read_window(lake, table, now_us(), &mut known).await?;
                 } else {
@@ -218,7 +246,7 @@ impl TableDedup {
     /// was the one snapshot added and the index was current before it, its
     /// keys (ours, already in the index) need not be read back by the next
     /// refresh.
-    pub fn committed(&self, before: i64, after: i64, keys: &[Fp]) {
+    pub fn committed<'a>(&self, before: i64, after: i64, keys: impl IntoIterator<Item = &'a Fp>) {
         let mut index = self.lock();
         index.settle(keys);
         if index.covered == before && after == before + 1 {
@@ -242,26 +270,23 @@ impl TableDedup {
     /// Claims the keys in column `col` of `batch` as seen at `at_us`: which
     /// rows to keep (new keys, and rows without a key), and the keys claimed.
     pub fn claim(&self, batch: &RecordBatch, col: usize, at_us: i64) -> Result<(BooleanArray, Vec<Fp>), IngestError> {
-        let keys = batch.column(col);
         let mut claimed = Vec::new();
         let mut index = self.lock();
         let mut keep = Vec::with_capacity(batch.num_rows());
-        for i in 0..batch.num_rows() {
-            let Some(fp) = key_fp(keys, i) else {
-                keep.push(true);
-                continue;
-            };
-            match index.insert(fp, at_us, true) {
-                Ok(new) => keep.push(new),
-                Err(e) => {
+        for fp in key_fps(batch.column(col)) {
+            keep.push(match fp.map(|fp| (fp, index.insert(fp, at_us, true))) {
+                None => true,
+                Some((fp, Ok(true))) => {
+                    claimed.push(fp);
+                    true
+                }
+                Some((_, Ok(false))) => false,
+                Some((_, Err(e))) => {
                     // The batch is refused whole: its keys may come again.
                     index.remove(&claimed);
                     return Err(storage(e));
                 }
-            }
-            if keep.last() == Some(&true) {
-                claimed.push(fp);
-            }
+            });
         }
         Ok((BooleanArray::from(keep), claimed))
     }
@@ -283,9 +308,9 @@ impl TableDedup {
 
     fn publish(&self) {
         let s = self.stats();
-        metrics::gauge!(m::DEDUP_KEYS, "table" => self.table.clone()).set(s.keys as f64);
-        metrics::gauge!(m::DEDUP_MEMORY, "table" => self.table.clone()).set(s.memory_bytes as f64);
-        metrics::gauge!(m::DEDUP_DISK, "table" => self.table.clone()).set(s.disk_bytes as f64);
+        self.gauges.keys.set(s.keys as f64);
+        self.gauges.memory.set(s.memory_bytes as f64);
+        self.gauges.disk.set(s.disk_bytes as f64);
     }
 }
 
@@ -307,17 +332,7 @@ fn stored(root: &Path, table: &LoadedTable, settings: &DedupSettings) -> (Option
             return (None, None);
         }
     };
-    let (loaded, mut problems) = store.load();
-    let newest = table.metadata.last_sequence_number();
-    // A table older than what the runs cover (a catalog restored from a
-    // backup) may lack keys they hold: those would drop good records.
-    let loaded = loaded.filter(|(_, covered)| {
-        let usable = *covered <= newest;
-        if !usable {
-            problems.push(format!("it covers sequence number {covered}, the table ends at {newest}"));
-        }
-        usable
-    });
+    let (loaded, problems) = store.load(table.metadata.last_sequence_number());
     for problem in problems {
         tracing::warn!(table = %table.name, %problem, "stored dedup index not used: reading the table");
     }
@@ -329,11 +344,8 @@ fn stored(root: &Path, table: &LoadedTable, settings: &DedupSettings) -> (Option
 /// not committed yet had claimed.
 fn insert_rows(index: &mut DedupIndex, batch: &RecordBatch, known: &mut FpSet) -> Result<(), IngestError> {
     let at = batch.column(1).as_primitive::<TimestampMicrosecondType>();
-    for i in 0..batch.num_rows() {
-        let Some(fp) = key_fp(batch.column(0), i) else { continue };
-        if at.is_null(i) {
-            continue;
-        }
+    for (i, fp) in key_fps(batch.column(0)).enumerate() {
+        let Some(fp) = fp.filter(|_| !at.is_null(i)) else { continue };
         if !index.insert(fp, at.value(i), false).map_err(storage)? && index.is_pending(&fp) {
             index.settle([&fp]);
             known.insert(fp);
@@ -356,7 +368,7 @@ fn iceberg_err(source: tributary_table::iceberg::Error) -> IngestError {
 
 /// The fingerprints of the non-null keys of the first column of `batch`.
 fn fps_of(batch: &RecordBatch) -> impl Iterator<Item = Fp> + '_ {
-    (0..batch.num_rows()).filter_map(|i| key_fp(batch.column(0), i))
+    key_fps(batch.column(0)).flatten()
 }
 
 #[cfg(test)]
@@ -367,7 +379,8 @@ mod tests {
     fn only_our_own_single_commit_skips_the_read_back() {
         let mut index = DedupIndex::new(Duration::from_secs(10), 1 << 20, None);
         index.covered = 5;
-        let d = TableDedup { key: "k".to_owned(), table: "t".to_owned(), index: Arc::new(Mutex::new(index)) };
+        let (key, table, gauges) = ("k".to_owned(), "t".to_owned(), Gauges::new("t"));
+        let d = TableDedup { key, table, index: Arc::new(Mutex::new(index)), gauges };
         d.committed(5, 6, &[]);
         assert_eq!(d.lock().covered, 6, "the one snapshot we added holds only our keys");
         d.committed(6, 8, &[]);
@@ -381,8 +394,10 @@ mod tests {
         let ints: ArrayRef = Arc::new(arrow_array::Int32Array::from(vec![Some(7), None]));
         let longs: ArrayRef = Arc::new(arrow_array::Int64Array::from(vec![7]));
         let strings: ArrayRef = Arc::new(arrow_array::StringArray::from(vec!["7"]));
-        assert_eq!(key_fp(&ints, 0), key_fp(&longs, 0));
-        assert_eq!(key_fp(&ints, 1), None);
-        assert_eq!(key_fp(&strings, 0), Some(fingerprint(b"7")));
+        let (ints, longs, strings): (Vec<_>, Vec<_>, Vec<_>) =
+            (key_fps(&ints).collect(), key_fps(&longs).collect(), key_fps(&strings).collect());
+        assert_eq!(ints[0], longs[0]);
+        assert_eq!(ints[1], None);
+        assert_eq!(strings[0], Some(fingerprint(b"7")));
     }
 }

@@ -66,42 +66,42 @@ impl Store {
     }
 
     /// The runs stored for this identity and the sequence number they
-    /// cover; nothing if there are none or they belong to another table,
-    /// key, window or fingerprint. Files no state names (a crash between a
-    /// run's write and the state's) are deleted.
-    pub(super) fn load(&self) -> (Option<(Vec<Run>, i64)>, Vec<String>) {
-        let mut problems = Vec::new();
-        let loaded = match std::fs::read(self.dir.join(STATE)) {
-            Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
-                Ok(state) if state.identity == self.identity => {
-                    let runs: std::io::Result<Vec<Run>> =
-                        state.runs.iter().map(|name| Run::open(&self.dir.join(name))).collect();
-                    match runs {
-                        Ok(runs) => Some((runs, state.covered)),
-                        Err(e) => {
-                            problems.push(format!("a stored run is unreadable: {e}"));
-                            None
-                        }
-                    }
-                }
-                Ok(_) => {
-                    problems.push("the stored index belongs to another table, key, window or fingerprint".to_owned());
-                    None
-                }
-                Err(e) => {
-                    problems.push(format!("{STATE} is unreadable: {e}"));
-                    None
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                problems.push(format!("{STATE} is unreadable: {e}"));
-                None
+    /// cover, if usable for a table whose newest sequence number is
+    /// `newest`; else nothing, with the reason. Files no usable state names
+    /// (a crash between a run's write and the state's, or a state not
+    /// used) are deleted.
+    pub(super) fn load(&self, newest: i64) -> (Option<(Vec<Run>, i64)>, Vec<String>) {
+        let (loaded, problems) = match self.read_state(newest) {
+            Ok(loaded) => (loaded, Vec::new()),
+            Err(problem) => {
+                let _ = std::fs::remove_file(self.dir.join(STATE));
+                (None, vec![problem])
             }
         };
         let keep: Vec<String> = loaded.iter().flat_map(|(runs, _)| runs.iter().map(Run::file_name)).collect();
         self.delete_unnamed(&keep);
         (loaded, problems)
+    }
+
+    fn read_state(&self, newest: i64) -> Result<Option<(Vec<Run>, i64)>, String> {
+        let unreadable = |e: &dyn std::fmt::Display| format!("{STATE} is unreadable: {e}");
+        let bytes = match std::fs::read(self.dir.join(STATE)) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(unreadable(&e)),
+        };
+        let state: State = serde_json::from_slice(&bytes).map_err(|e| unreadable(&e))?;
+        if state.identity != self.identity {
+            return Err("the stored index belongs to another table, key, window or fingerprint".to_owned());
+        }
+        // A table older than what the runs cover (a catalog restored from a
+        // backup) may lack keys they hold: those would drop good records.
+        if state.covered > newest {
+            return Err(format!("it covers sequence number {}, the table ends at {newest}", state.covered));
+        }
+        let runs: std::io::Result<Vec<Run>> = state.runs.iter().map(|name| Run::open(&self.dir.join(name))).collect();
+        let runs = runs.map_err(|e| format!("a stored run is unreadable: {e}"))?;
+        Ok(Some((runs, state.covered)))
     }
 
     /// Its directory.
@@ -220,7 +220,7 @@ mod tests {
         std::fs::write(&stray, b"half written").unwrap();
         store.save(&[run], 7).unwrap();
         assert!(!stray.exists(), "a run no state names is deleted");
-        let (loaded, problems) = store.load();
+        let (loaded, problems) = store.load(i64::MAX);
         assert_eq!(loaded.map(|(runs, covered)| (runs.len(), covered)), Some((1, 7)));
         assert!(problems.is_empty());
         let dir2 = store.dir.clone();
@@ -230,7 +230,7 @@ mod tests {
             identity: Identity { window_us: 2, ..identity() },
             _lock: tempfile::tempfile().unwrap(),
         };
-        let (loaded, problems) = other.load();
+        let (loaded, problems) = other.load(i64::MAX);
         assert!(loaded.is_none());
         assert!(problems[0].contains("another table, key, window"), "{problems:?}");
     }

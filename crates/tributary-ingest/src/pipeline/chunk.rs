@@ -200,9 +200,8 @@ impl Chunk {
         if !self.keys.iter().any(|k| theirs.contains(k)) {
             return Ok(());
         }
-        let keys = self.batch.column(col).clone();
-        let keep: BooleanArray = (0..self.batch.num_rows())
-            .map(|i| Some(crate::dedup::key_fp(&keys, i).is_none_or(|k| !theirs.contains(&k))))
+        let keep: BooleanArray = crate::dedup::key_fps(self.batch.column(col))
+            .map(|fp| Some(fp.is_none_or(|k| !theirs.contains(&k))))
             .collect();
         self.keys.retain(|k| !theirs.contains(k));
         self.drop_rows(&keep)

@@ -285,8 +285,8 @@ impl TablePipeline {
             match self.commit(&landing, base, &batches, rows).await? {
                 Commit::Done(table) => {
                     if let Some(index) = &self.dedup {
-                        let keys: Vec<_> = live().flat_map(|c| c.keys.iter().copied()).collect();
-                        index.committed(before, table.metadata.last_sequence_number(), &keys);
+                        let keys = live().flat_map(|c| c.keys.iter());
+                        index.committed(before, table.metadata.last_sequence_number(), keys);
                     }
                     self.requests.refresh(&table)?;
                     self.table = table;
