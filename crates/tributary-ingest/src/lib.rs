@@ -16,6 +16,7 @@ pub mod outcomes;
 pub mod pipeline;
 pub mod prepare;
 pub mod requests;
+pub mod rows;
 pub mod sink;
 pub mod sources;
 pub mod validate;
@@ -149,7 +150,7 @@ impl IngestService {
                 let id = sources::kafka::pipeline_id(k);
                 let chunks = pipeline.add_source(id, k.commit, sources::kafka::queue_depth(&k.commit), false);
                 let source =
-                    KafkaSource::new(k.clone(), lake.clone(), schema.clone(), chunks, clock.clone(), health.clone());
+                    KafkaSource::new(k.clone(), lake.clone(), schema.clone(), chunks, clock.clone(), health.clone())?;
                 let (token, name, fatal) = (shutdown.clone(), k.name.clone(), fatal.clone());
                 tasks.spawn(async move {
                     if let Err(e) = source.run(token.clone()).await {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_array::RecordBatch;
+use arrow_array::{ArrayRef, LargeBinaryArray, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow_schema::SchemaRef;
 use tributary_core::TableName;
 use tributary_core::config::{LINEAGE_COLUMNS, TableDef};
@@ -13,10 +13,10 @@ use tributary_table::LoadedTable;
 use tributary_table::iceberg::arrow::schema_to_arrow_schema;
 use tributary_table::schema::from_iceberg_schema;
 
-use crate::columns::rows_to_batch;
 use crate::decode::{BodyFormat, RawRecord, split_records};
 use crate::error::IngestError;
-use crate::validate::{Cell, Rejection, Rules, validate_json};
+use crate::rows::{LineageColumn, Rows};
+use crate::validate::Rejection;
 
 /// What the pipeline needs to know about one target table.
 #[derive(Debug)]
@@ -26,19 +26,19 @@ pub struct IngestSchema {
     /// The table's columns in order, lineage included.
     pub columns: Vec<Field>,
     /// Indices of the user columns within `columns`.
-    user: Vec<usize>,
+    pub(crate) user: Vec<usize>,
     /// User columns, in order, for validation.
-    user_fields: Vec<Field>,
+    pub(crate) user_fields: Vec<Field>,
     /// Arrow schema with Iceberg field ids.
     pub arrow: SchemaRef,
     /// Current Iceberg schema id, stamped into `_schema_id`.
     pub schema_id: i32,
     /// The lineage columns present, by index within `columns`.
-    lineage: Vec<(usize, LineageColumn)>,
+    pub(crate) lineage: Vec<(usize, LineageColumn)>,
     /// Event-time column index within `user_fields`.
-    event_time: Option<usize>,
+    pub(crate) event_time: Option<usize>,
     /// Timestamps the table accepts.
-    timestamps: TimestampRange,
+    pub(crate) timestamps: TimestampRange,
     /// Dedup key column index and window.
     pub dedup: Option<(usize, Duration)>,
     /// Arrow schema of the quarantine table.
@@ -80,7 +80,7 @@ impl IngestSchema {
     }
 
     /// Index of the user column `name` among the validated fields, for
-    /// `prepare_record`'s `fill`.
+    /// [`Rows::push_json`]'s `fill`.
     pub fn user_field(&self, name: &str) -> Option<usize> {
         self.user_fields.iter().position(|f| f.name == name)
     }
@@ -88,30 +88,6 @@ impl IngestSchema {
     /// Index of the event-time column within `columns`.
     pub fn event_time_column(&self) -> Option<usize> {
         self.event_time.map(|i| self.user[i])
-    }
-}
-
-/// A lineage column, resolved from its name once per schema so that rows
-/// are enriched without comparing column names.
-#[derive(Debug, Clone, Copy)]
-enum LineageColumn {
-    Source,
-    SourcePartition,
-    SourceOffset,
-    IngestedAt,
-    SchemaId,
-}
-
-impl LineageColumn {
-    fn of(name: &str) -> Option<Self> {
-        Some(match name {
-            "_source" => Self::Source,
-            "_source_partition" => Self::SourcePartition,
-            "_source_offset" => Self::SourceOffset,
-            "_ingested_at" => Self::IngestedAt,
-            "_schema_id" => Self::SchemaId,
-            _ => return None,
-        })
     }
 }
 
@@ -226,51 +202,18 @@ fn prepare_part(
     lineage: &Lineage<'_>,
     request_id: &str,
 ) -> Result<(RecordBatch, Vec<Reject>), IngestError> {
-    let mut rows = Vec::with_capacity(records.len());
+    let mut rows = Rows::new(schema)?;
     let mut rejects = Vec::new();
     for (i, rec) in records.iter().enumerate() {
-        match prepare_record(schema, rec.raw, None, lineage) {
-            Ok(row) => rows.push(row),
-            Err(rejection) => rejects.push(Reject {
+        if let Err(rejection) = rows.push_json(schema, rec.raw, None, lineage) {
+            rejects.push(Reject {
                 raw: rec.raw.to_vec(),
                 rejection,
                 position: format!("request {request_id} record {}", first + i),
-            }),
+            });
         }
     }
-    Ok((rows_to_batch(&schema.arrow, &rows)?, rejects))
-}
-
-/// Validates one record (its JSON bytes) and returns its full row, lineage
-/// included. `fill` supplies a value for the user field at that index
-/// ([`IngestSchema::user_field`]) when the record has none.
-pub fn prepare_record(
-    schema: &IngestSchema,
-    bytes: &[u8],
-    fill: Option<(usize, &str)>,
-    lineage: &Lineage<'_>,
-) -> Result<Vec<Cell>, Rejection> {
-    let rules = Rules { fields: &schema.user_fields, event_time: schema.event_time, timestamps: schema.timestamps };
-    let cells = validate_json(bytes, &rules, fill)?;
-    Ok(enrich(schema, cells, lineage))
-}
-
-/// Places user cells at their column positions and fills the lineage columns.
-fn enrich(schema: &IngestSchema, user_cells: Vec<Cell>, lineage: &Lineage<'_>) -> Vec<Cell> {
-    let mut row = vec![Cell::Null; schema.columns.len()];
-    for (idx, cell) in schema.user.iter().zip(user_cells) {
-        row[*idx] = cell;
-    }
-    for (i, col) in &schema.lineage {
-        row[*i] = match col {
-            LineageColumn::Source => Cell::Str(lineage.source.to_owned()),
-            LineageColumn::SourcePartition => lineage.partition.map_or(Cell::Null, Cell::Int),
-            LineageColumn::SourceOffset => lineage.offset.map_or(Cell::Null, Cell::Long),
-            LineageColumn::IngestedAt => Cell::Ts(lineage.ingested_at_us),
-            LineageColumn::SchemaId => Cell::Int(schema.schema_id),
-        };
-    }
-    row
+    Ok((rows.finish(schema)?, rejects))
 }
 
 /// Builds the quarantine batch for `rejects`.
@@ -280,32 +223,25 @@ pub fn quarantine_batch(
     source: &str,
     at_us: i64,
 ) -> Result<RecordBatch, IngestError> {
-    let rows: Vec<Vec<Cell>> = rejects
-        .iter()
-        .map(|r| {
-            vec![
-                Cell::Bytes(r.raw.clone()),
-                Cell::Str(r.rejection.kind.to_owned()),
-                Cell::Str(r.rejection.message.clone()),
-                r.rejection.field.clone().map_or(Cell::Null, Cell::Str),
-                Cell::Str(source.to_owned()),
-                Cell::Str(r.position.clone()),
-                Cell::Ts(at_us),
-                Cell::Str(String::from_utf8_lossy(&r.raw).into_owned()),
-            ]
-        })
-        .collect();
-    rows_to_batch(schema, &rows)
+    let text =
+        |f: fn(&Reject) -> Option<&str>| -> ArrayRef { Arc::new(rejects.iter().map(f).collect::<StringArray>()) };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(rejects.iter().map(|r| Some(r.raw.as_slice())).collect::<LargeBinaryArray>()),
+        text(|r| Some(r.rejection.kind)),
+        text(|r| Some(&r.rejection.message)),
+        text(|r| r.rejection.field.as_deref()),
+        Arc::new(StringArray::from(vec![source; rejects.len()])),
+        text(|r| Some(&r.position)),
+        Arc::new(TimestampMicrosecondArray::from(vec![at_us; rejects.len()]).with_timezone_opt(timezone(schema, 6))),
+        Arc::new(rejects.iter().map(|r| Some(String::from_utf8_lossy(&r.raw))).collect::<StringArray>()),
+    ];
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| IngestError::Internal(format!("quarantine batch: {e}")))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_lineage_column_is_filled() {
-        for name in LINEAGE_COLUMNS {
-            assert!(LineageColumn::of(name).is_some(), "lineage column {name} is never filled");
-        }
+/// The time zone of timestamp column `i` of `schema`.
+fn timezone(schema: &SchemaRef, i: usize) -> Option<Arc<str>> {
+    match schema.fields().get(i).map(|f| f.data_type()) {
+        Some(arrow_schema::DataType::Timestamp(_, tz)) => tz.clone(),
+        _ => None,
     }
 }

@@ -50,7 +50,8 @@ mod seek;
 use crate::error::IngestError;
 use crate::health::Health;
 use crate::pipeline::{Chunk, Landed};
-use crate::prepare::{IngestSchema, Lineage, Reject, prepare_record};
+use crate::prepare::{IngestSchema, Lineage, Reject};
+use crate::rows::Rows;
 use batch::Batch;
 pub use context::check_client;
 use context::{Context, Shared, client_config, consumer_error};
@@ -119,6 +120,8 @@ pub struct KafkaSource {
     /// Read generation: bumped whenever reading restarts from the table.
     epoch: u64,
     batch: Batch,
+    /// The batch's valid records, as columns.
+    rows: Rows,
     /// A sealed chunk waiting for room in the channel.
     ready: Option<(Chunk, Sent)>,
     /// Chunks handed over and not answered yet, oldest first.
@@ -145,8 +148,9 @@ impl KafkaSource {
         tx: mpsc::Sender<Chunk>,
         clock: Arc<dyn Clock>,
         health: Health,
-    ) -> Self {
+    ) -> Result<Self, IngestError> {
         let pipeline = pipeline_id(&def);
+        let rows = Rows::new(&schema)?;
         let records_read = metrics::counter!(m::KAFKA_RECORDS, "pipeline" => pipeline.clone());
         let key_fill = def.key_field.as_deref().and_then(|k| schema.user_field(k));
         let paused_gauge = metrics::gauge!(m::KAFKA_PAUSED, "pipeline" => pipeline.clone());
@@ -161,7 +165,7 @@ impl KafkaSource {
             last_failure: std::sync::Mutex::new(None),
         });
         shared.health.starting(&pipeline, &format!("connecting to the brokers at {}", def.brokers));
-        Self {
+        Ok(Self {
             def,
             lake,
             schema,
@@ -175,6 +179,7 @@ impl KafkaSource {
             committed: HashMap::new(),
             epoch: 0,
             batch: Batch::default(),
+            rows,
             ready: None,
             sent: VecDeque::new(),
             in_flight: (0, 0),
@@ -183,7 +188,7 @@ impl KafkaSource {
             paused: false,
             paused_gauge,
             pauses,
-        }
+        })
     }
 
     fn consumer(&self) -> Result<StreamConsumer<Context>, IngestError> {
@@ -331,8 +336,8 @@ impl KafkaSource {
         let fill = self.key_fill.zip(key.as_deref());
         let now = self.clock.now().timestamp_micros();
         let lineage = Lineage { source: "kafka", partition: Some(tp.1), offset: Some(offset), ingested_at_us: now };
-        match prepare_record(&self.schema, payload, fill, &lineage) {
-            Ok(row) => self.batch.rows.push(row),
+        match self.rows.push_json(&self.schema, payload, fill, &lineage) {
+            Ok(()) => self.batch.rows += 1,
             Err(rejection) => {
                 if self.quarantined_to.get(&tp).is_none_or(|q| offset >= *q) {
                     let position = format!("{}/{}@{}", tp.0, tp.1, offset);

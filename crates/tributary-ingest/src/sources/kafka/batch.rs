@@ -9,11 +9,11 @@ use tributary_core::Positions;
 use super::Tp;
 use crate::pipeline::Range;
 use crate::prepare::Reject;
-use crate::validate::Cell;
 
-/// Rows, rejects and the offsets they came from, since the last seal.
+/// Rejects, a count of rows (the source holds them, as columns) and the
+/// offsets they came from, since the last seal.
 pub(super) struct Batch {
-    pub rows: Vec<Vec<Cell>>,
+    pub rows: usize,
     pub rejects: Vec<Reject>,
     /// First offset and next offset read per partition.
     pub ranges: HashMap<Tp, (i64, i64)>,
@@ -26,7 +26,7 @@ pub(super) struct Batch {
 impl Default for Batch {
     fn default() -> Self {
         Self {
-            rows: Vec::new(),
+            rows: 0,
             rejects: Vec::new(),
             ranges: HashMap::new(),
             bytes: 0,
@@ -36,9 +36,9 @@ impl Default for Batch {
     }
 }
 
-/// A sealed batch: its records and the delta they cover.
+/// A sealed batch: its rejects, counts and the delta they cover.
 pub(super) struct Sealed {
-    pub rows: Vec<Vec<Cell>>,
+    pub rows: usize,
     pub rejects: Vec<Reject>,
     pub messages: usize,
     pub bytes: usize,
@@ -64,7 +64,7 @@ impl Batch {
 
     /// Records and rejects held.
     pub fn records(&self) -> usize {
-        self.rows.len() + self.rejects.len()
+        self.rows + self.rejects.len()
     }
 
     /// Seals the batch as read generation `epoch`. `key` names a partition's

@@ -18,7 +18,6 @@ use tributary_core::kafka::StartAt;
 
 use super::context::Context;
 use super::{Batch, KafkaSource, Sent, Tp, pipeline_gone};
-use crate::columns::rows_to_batch;
 use crate::error::IngestError;
 use crate::pipeline::{Chunk, Delta, Landed, Range};
 
@@ -30,8 +29,8 @@ impl KafkaSource {
         let since = batch.first_read;
         let ends = batch.ranges.iter().map(|(tp, (_, end))| (tp.clone(), *end)).collect();
         let sealed = batch.seal(|tp| self.key(tp), &self.quarantined_to, self.epoch);
-        let rows = rows_to_batch(&self.schema.arrow, &sealed.rows)?;
-        let records = sealed.rows.len() + sealed.rejects.len();
+        let rows = self.rows.finish(&self.schema)?;
+        let records = sealed.rows + sealed.rejects.len();
         let now = self.clock.now().timestamp_micros();
         let (mut chunk, ack) =
             Chunk::new(rows, sealed.rejects, sealed.messages, sealed.bytes, now, Delta::Range(sealed.range));
@@ -193,6 +192,7 @@ impl KafkaSource {
     /// Forgets what was read and not handed over.
     pub(super) fn drop_unsent(&mut self) {
         self.batch = Batch::default();
+        self.rows.clear();
         self.ready = None;
     }
 }

@@ -1,25 +1,19 @@
-//! Validation: a JSON record (its bytes) becomes a typed row of the table,
-//! or a rejection that names the field, the value and what was expected.
-//!
-//! Rules: the record is an object; every required column is present and not
-//! null; each value has the column's type (numbers for numeric columns, RFC
-//! 3339 strings or epoch numbers in the column's unit for timestamps,
-//! `YYYY-MM-DD` for dates, base64 for binary); decimals keep their exact
-//! digits and are refused rather than rounded; timestamps fall inside the
-//! table's range; the event-time column, if configured, must be present.
-//! Keys the table does not know are ignored, but no key may repeat among
-//! the table's columns or inside a column's value: which copy would win is a
-//! guess, so the record goes to quarantine. A leading UTF-8 byte-order mark
-//! is skipped.
+//! The reference validator: the rules of [`super`], stated value by value
+//! over a parsed `serde_json::Value`, with a typed [`Cell`] per column. It is
+//! the one place a rejection's kind, field path and message are written; the
+//! columnar path asks it *why* whenever it refuses a record, and tests hold
+//! the two in agreement.
 
 use std::fmt;
 
 use base64::Engine;
-use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use chrono::DateTime;
 use serde::de::{DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::error::Category;
 use serde_json::{Map, Number, Value};
 use tributary_core::schema::{Field, FieldType, TimestampRange};
+
+use super::{BOM, Key, Rejection, Rules, parse_date, parse_decimal, parse_timestamp};
 
 /// A typed value of one column.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,37 +44,6 @@ pub enum Cell {
     List(Vec<Cell>),
     /// struct, one cell per child field
     Struct(Vec<Cell>),
-}
-
-/// Why a record was rejected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    /// Stable machine-readable reason, used as a metric label.
-    pub kind: &'static str,
-    /// The column path concerned, if any.
-    pub field: Option<String>,
-    /// Human explanation naming the field and the value.
-    pub message: String,
-}
-
-impl Rejection {
-    fn at(kind: &'static str, field: &str, message: String) -> Self {
-        Self { kind, field: Some(field.to_owned()), message }
-    }
-}
-
-/// A UTF-8 byte-order mark, which some Windows tools put before a record.
-pub const BOM: &[u8] = b"\xEF\xBB\xBF";
-
-/// What a record is checked against, resolved once per table schema.
-#[derive(Debug, Clone, Copy)]
-pub struct Rules<'a> {
-    /// The user columns (lineage columns are filled by the caller).
-    pub fields: &'a [Field],
-    /// Index within `fields` of the event-time column, which must be present.
-    pub event_time: Option<usize>,
-    /// Timestamps accepted in any timestamp column.
-    pub timestamps: TimestampRange,
 }
 
 /// Validates one JSON record, given as its bytes, against `rules`. `fill`
@@ -157,7 +120,7 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut slots = vec![None; self.0.len()];
-        while let Some(column) = map.next_key_seed(Column(self.0))? {
+        while let Some(column) = map.next_key_seed(Key(self.0))? {
             match column {
                 Some(i) if slots[i].is_some() => return Err(A::Error::custom("a column repeats")),
                 Some(i) => slots[i] = Some(map.next_value_seed(Strict)?),
@@ -167,29 +130,6 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
             }
         }
         Ok(slots)
-    }
-}
-
-/// A key, resolved to the index of the column it names (without allocating).
-struct Column<'f>(&'f [Field]);
-
-impl<'de> DeserializeSeed<'de> for Column<'_> {
-    type Value = Option<usize>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl Visitor<'_> for Column<'_> {
-    type Value = Option<usize>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a key")
-    }
-
-    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Self::Value, E> {
-        Ok(self.0.iter().position(|f| f.name == key))
     }
 }
 
@@ -334,13 +274,9 @@ fn cell(v: Value, field: &Field, path: &Path<'_>, range: &TimestampRange) -> Res
                 )
             })?)
         }
-        (FieldType::Date, Value::String(s)) => Cell::Date(
-            NaiveDate::parse_from_str(&s, "%Y-%m-%d")
-                .map(|d| (d - NaiveDate::default()).num_days())
-                .ok()
-                .and_then(|d| i32::try_from(d).ok())
-                .ok_or_else(|| time_error(path, &s, "a date like 2026-11-25"))?,
-        ),
+        (FieldType::Date, Value::String(s)) => {
+            Cell::Date(parse_date(&s).ok_or_else(|| time_error(path, &s, "a date like 2026-11-25"))?)
+        }
         (FieldType::Timestamp | FieldType::Timestamptz, Value::String(s)) => {
             let us = parse_timestamp(&s)
                 .ok_or_else(|| time_error(path, &s, "an RFC 3339 timestamp like 2026-11-25T08:00:00Z"))?;
@@ -406,45 +342,6 @@ fn in_range(us: i64, range: &TimestampRange, path: &Path<'_>, shown: impl Fn() -
         at(range.max_us),
     );
     Err(Rejection::at("invalid_timestamp", &path.to_string(), message))
-}
-
-/// Parses RFC 3339, or a naive `YYYY-MM-DD[T ]HH:MM:SS[.f]` taken as UTC.
-pub fn parse_timestamp(s: &str) -> Option<i64> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.timestamp_micros());
-    }
-    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-        .map(|t| t.and_utc().timestamp_micros())
-}
-
-/// Parses decimal text exactly into an unscaled integer; refuses anything
-/// that would need rounding or exceed the precision.
-pub fn parse_decimal(text: &str, precision: u8, scale: u8) -> Result<i128, String> {
-    let t = text.trim();
-    if t.contains(['e', 'E']) {
-        return Err("uses an exponent; send plain digits".to_owned());
-    }
-    let (neg, digits) = match t.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, t.strip_prefix('+').unwrap_or(t)),
-    };
-    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    if int.is_empty() && frac.is_empty() || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
-        return Err("is not a number".to_owned());
-    }
-    let frac = frac.trim_end_matches('0');
-    if frac.len() > usize::from(scale) {
-        return Err(format!("has more than {scale} decimal places"));
-    }
-    let int = int.trim_start_matches('0');
-    if int.len() + usize::from(scale) > usize::from(precision) {
-        return Err(format!("does not fit {precision} digits"));
-    }
-    let padded = format!("{int}{frac:0<width$}", width = usize::from(scale));
-    let v: i128 = if padded.is_empty() { 0 } else { padded.parse().map_err(|_| "is out of range".to_owned())? };
-    Ok(if neg { -v } else { v })
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -589,17 +486,6 @@ mod tests {
         let r = plain(br#"{"items":[{"qty":1},{"qty":"x"}]}"#, &f).unwrap_err();
         assert_eq!(r.field.as_deref(), Some("items[1].qty"));
         assert!(r.message.contains("field 'items[1].qty' expects int, got string \"x\""), "{}", r.message);
-    }
-
-    #[test]
-    fn decimals_are_exact_or_refused() {
-        assert_eq!(parse_decimal("12.50", 10, 2), Ok(1250));
-        assert_eq!(parse_decimal("-0.5", 10, 2), Ok(-50));
-        assert_eq!(parse_decimal("7", 10, 2), Ok(700));
-        assert!(parse_decimal("1.234", 10, 2).unwrap_err().contains("decimal places"));
-        assert!(parse_decimal("123456789", 10, 2).unwrap_err().contains("10 digits"));
-        assert!(parse_decimal("1e3", 10, 2).is_err());
-        assert!(parse_decimal("abc", 10, 2).is_err());
     }
 
     #[test]
