@@ -64,7 +64,7 @@ impl IngestSchema {
         let dedup = def.dedup.as_ref().and_then(|(k, w)| columns.iter().position(|c| &c.name == k).map(|i| (i, *w)));
         let lineage = columns.iter().enumerate().filter_map(|(i, c)| Some((i, LineageColumn::of(&c.name)?))).collect();
         let event_time = def.event_time.as_ref().and_then(|e| user_fields.iter().position(|f: &Field| &f.name == e));
-        Ok(Self {
+        let ingest = Self {
             table: def.name.clone(),
             user,
             user_fields,
@@ -76,7 +76,10 @@ impl IngestSchema {
             dedup,
             quarantine_arrow: arrow(quarantine)?,
             columns,
-        })
+        };
+        // The config and the table agree on every column's shape.
+        Rows::new(&ingest)?;
+        Ok(ingest)
     }
 
     /// Index of the user column `name` among the validated fields, for

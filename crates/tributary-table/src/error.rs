@@ -99,6 +99,9 @@ pub enum TableError {
     /// The configuration cannot be used (bad URL, unreachable path).
     #[error("{0}")]
     Config(String),
+    /// A task of ours failed in a way no input explains (a panic).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A failpoint simulated a crash at this instant (tests only).
     #[error("failpoint {0} fired")]
     Injected(&'static str),
@@ -129,7 +132,7 @@ impl Classify for TableError {
             | Self::ChangeConflict { .. }
             | Self::Catalog { .. }
             | Self::Iceberg { .. } => ErrorClass::External,
-            Self::Corrupt { .. } | Self::Injected(_) => ErrorClass::Internal,
+            Self::Corrupt { .. } | Self::Internal(_) | Self::Injected(_) => ErrorClass::Internal,
         }
     }
 

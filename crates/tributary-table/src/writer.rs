@@ -44,17 +44,67 @@ pub async fn write_data_files(
     Ok(files)
 }
 
+/// Rows each encoder gets at least when a landing is split across cores:
+/// below this, a second file costs more (to write, and to read until
+/// compaction) than the core saves.
+const MIN_ROWS_PER_ENCODER: usize = 65_536;
+
 async fn write(
     lake: &Lake,
     table: &LoadedTable,
     batches: &[RecordBatch],
     target_file_size: usize,
 ) -> Result<Vec<DataFile>> {
-    if batches.iter().all(|b| b.num_rows() == 0) {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if rows == 0 {
         return Ok(Vec::new());
     }
-    let stream = futures::stream::iter(batches.iter().cloned().map(Ok));
-    write_stream(lake, table, stream, target_file_size).await
+    // Encoding is CPU work: a large landing is cut into contiguous parts
+    // encoded at once, each into its own files, on the runtime's workers.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let parts = (rows / MIN_ROWS_PER_ENCODER).clamp(1, cores);
+    if parts == 1 {
+        let stream = futures::stream::iter(batches.iter().cloned().map(Ok));
+        return write_stream(lake, table, stream, target_file_size).await;
+    }
+    let encoders: Vec<_> = split_rows(batches, rows.div_ceil(parts))
+        .into_iter()
+        .map(|part| {
+            let (lake, table) = (lake.clone(), table.clone());
+            tokio::spawn(async move {
+                let stream = futures::stream::iter(part.into_iter().map(Ok));
+                write_stream(&lake, &table, stream, target_file_size).await
+            })
+        })
+        .collect();
+    let mut files = Vec::new();
+    for encoder in encoders {
+        let written = encoder.await.map_err(|e| TableError::Internal(format!("a Parquet encoder failed: {e}")))?;
+        files.extend(written?);
+    }
+    Ok(files)
+}
+
+/// `batches` regrouped into parts of `size` rows (the last may be short),
+/// in order, by zero-copy slices.
+fn split_rows(batches: &[RecordBatch], size: usize) -> Vec<Vec<RecordBatch>> {
+    let (mut parts, mut part, mut room) = (Vec::new(), Vec::new(), size);
+    for batch in batches {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let take = room.min(batch.num_rows() - offset);
+            part.push(batch.slice(offset, take));
+            (offset, room) = (offset + take, room - take);
+            if room == 0 {
+                parts.push(std::mem::take(&mut part));
+                room = size;
+            }
+        }
+    }
+    if !part.is_empty() {
+        parts.push(part);
+    }
+    parts
 }
 
 /// Writes a stream of batches as data files, one batch in memory at a time
@@ -100,4 +150,30 @@ pub async fn write_stream(
         }
     }
     writer.close().await.map_err(TableError::iceberg("closing data files"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::Int32Array;
+
+    use super::*;
+
+    #[test]
+    fn rows_are_regrouped_in_order_into_parts_of_a_size() {
+        let batch = |from: i32, to: i32| {
+            RecordBatch::try_from_iter([("v", Arc::new(Int32Array::from_iter_values(from..to)) as _)]).unwrap()
+        };
+        let parts = split_rows(&[batch(0, 5), batch(5, 12), batch(12, 13)], 4);
+        let values: Vec<Vec<i32>> = parts
+            .iter()
+            .map(|p| {
+                p.iter()
+                    .flat_map(|b| b.column(0).as_any().downcast_ref::<Int32Array>().unwrap().values().to_vec())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(values, vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9, 10, 11], vec![12]]);
+    }
 }
