@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Starts the test Kafka broker (noida-db, pinned, from PyPI) on 127.0.0.1 and
 # prints its bootstrap address; `kafka.sh stop` stops it. Idempotent.
+# `kafka.sh fresh` stops it, empties its data and starts it: noida keeps its
+# whole log in one JSON file that it rewrites about once a second, so topics
+# left by earlier runs (benchmarks fill gigabytes) slow every save and
+# restart, until a restart comes back without the newest topics.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PORT="${TRIBUTARY_KAFKA_PORT:-19092}"
@@ -25,6 +29,10 @@ if [[ "${1:-start}" == "stop" ]]; then
     for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || break; sleep 0.1; done
   fi
   exit 0
+fi
+if [[ "${1:-start}" == "fresh" ]]; then
+  bash "$0" stop
+  rm -rf "$DIR/data"
 fi
 bash "$ROOT/dev/python-env.sh"
 BIN="$(noida_bin)"

@@ -23,7 +23,7 @@ export TRIBUTARY_TEST_PG_URL
 echo "using $TRIBUTARY_TEST_PG_URL"
 
 step "kafka broker (noida-db, pinned)"
-TRIBUTARY_TEST_KAFKA="$(bash dev/kafka.sh)"
+TRIBUTARY_TEST_KAFKA="$(bash dev/kafka.sh fresh)"
 export TRIBUTARY_TEST_KAFKA
 trap 'bash dev/kafka.sh stop' EXIT
 echo "using $TRIBUTARY_TEST_KAFKA"
