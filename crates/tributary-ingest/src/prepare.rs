@@ -235,16 +235,19 @@ pub fn quarantine_batch(
         text(|r| r.rejection.field.as_deref()),
         Arc::new(StringArray::from(vec![source; rejects.len()])),
         text(|r| Some(&r.position)),
-        Arc::new(TimestampMicrosecondArray::from(vec![at_us; rejects.len()]).with_timezone_opt(timezone(schema, 6))),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![at_us; rejects.len()])
+                .with_timezone_opt(timezone(schema, "quarantined_at")),
+        ),
         Arc::new(rejects.iter().map(|r| Some(String::from_utf8_lossy(&r.raw))).collect::<StringArray>()),
     ];
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| IngestError::Internal(format!("quarantine batch: {e}")))
 }
 
-/// The time zone of timestamp column `i` of `schema`.
-fn timezone(schema: &SchemaRef, i: usize) -> Option<Arc<str>> {
-    match schema.fields().get(i).map(|f| f.data_type()) {
-        Some(arrow_schema::DataType::Timestamp(_, tz)) => tz.clone(),
+/// The time zone of timestamp column `name` of `schema`.
+fn timezone(schema: &SchemaRef, name: &str) -> Option<Arc<str>> {
+    match schema.field_with_name(name).map(|f| f.data_type()) {
+        Ok(arrow_schema::DataType::Timestamp(_, tz)) => tz.clone(),
         _ => None,
     }
 }

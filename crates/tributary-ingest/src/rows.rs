@@ -50,6 +50,7 @@ pub struct Rows {
     lineage: Vec<Column>,
     /// Scratch for the validator.
     slots: Vec<Slot>,
+    /// Rows held: the length the user columns are cut back to.
     len: usize,
 }
 
@@ -71,16 +72,6 @@ impl Rows {
         }
         let lineage = schema.lineage.iter().map(|(i, _)| column(*i)).collect::<Result<_, _>>()?;
         Ok(Self { user, lineage, slots: Vec::new(), len: 0 })
-    }
-
-    /// Rows held.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether no row is held.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// Validates one record (its JSON bytes) and appends it with its
