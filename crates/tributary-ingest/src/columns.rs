@@ -39,6 +39,11 @@ impl<T: ArrowPrimitiveType> Prim<T> {
         self.valid.append(true);
     }
 
+    fn reserve(&mut self, rows: usize) {
+        self.values.reserve(rows);
+        self.valid.reserve(rows);
+    }
+
     /// Appends a value or a null.
     pub fn push_opt(&mut self, v: Option<T::Native>) {
         match v {
@@ -88,6 +93,11 @@ where
     fn close_row(&mut self, valid: bool) {
         self.offsets.push(O::try_from(self.data.len()).unwrap_or_default());
         self.valid.append(valid);
+    }
+
+    fn reserve(&mut self, rows: usize) {
+        self.offsets.reserve(rows);
+        self.valid.reserve(rows);
     }
 
     fn truncate(&mut self, rows: usize) {
@@ -217,6 +227,35 @@ impl Column {
         if let Self::List { offsets, child, valid, .. } = self {
             offsets.push(i32::try_from(child.len()).unwrap_or(i32::MAX));
             valid.append(true);
+        }
+    }
+
+    /// Makes room for `rows` more rows (values of fixed size, offsets and
+    /// validity; not text, nor list elements), so that a batch of known size
+    /// grows its buffers once rather than by doubling.
+    pub fn reserve(&mut self, rows: usize) {
+        match self {
+            Self::Bool { values, valid } => {
+                values.reserve(rows);
+                valid.reserve(rows);
+            }
+            Self::Int(p) => p.reserve(rows),
+            Self::Long(p) => p.reserve(rows),
+            Self::Float(p) => p.reserve(rows),
+            Self::Double(p) => p.reserve(rows),
+            Self::Date(p) => p.reserve(rows),
+            Self::Ts(p, _) => p.reserve(rows),
+            Self::Decimal(p, ..) => p.reserve(rows),
+            Self::Str(v) => v.reserve(rows),
+            Self::Bytes(v) => v.reserve(rows),
+            Self::Struct { children, valid, .. } => {
+                children.iter_mut().for_each(|c| c.reserve(rows));
+                valid.reserve(rows);
+            }
+            Self::List { offsets, valid, .. } => {
+                offsets.reserve(rows);
+                valid.reserve(rows);
+            }
         }
     }
 

@@ -206,6 +206,7 @@ fn prepare_part(
     request_id: &str,
 ) -> Result<(RecordBatch, Vec<Reject>), IngestError> {
     let mut rows = Rows::new(schema)?;
+    rows.reserve(records.len());
     let mut rejects = Vec::new();
     for (i, rec) in records.iter().enumerate() {
         if let Err(rejection) = rows.push_json(schema, rec.raw, None, lineage) {

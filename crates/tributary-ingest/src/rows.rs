@@ -74,6 +74,11 @@ impl Rows {
         Ok(Self { user, lineage, slots: Vec::new(), len: 0 })
     }
 
+    /// Makes room for `records` more rows.
+    pub fn reserve(&mut self, records: usize) {
+        self.user.iter_mut().chain(&mut self.lineage).for_each(|c| c.reserve(records));
+    }
+
     /// Validates one record (its JSON bytes) and appends it with its
     /// lineage, or says why it is refused and appends nothing. `fill`
     /// supplies a value for the user field at that index

@@ -72,10 +72,15 @@ fn linger(commit: &CommitPolicy) -> Duration {
     (commit.max_latency / 10).min(Duration::from_millis(20))
 }
 
+/// Most records in one of this source's chunks.
+fn chunk_records(commit: &CommitPolicy) -> usize {
+    CHUNK_RECORDS.min(commit.max_rows)
+}
+
 /// Chunks a source may queue: two commit batches' worth of full chunks, the
 /// bound at which it pauses anyway.
 pub fn queue_depth(commit: &CommitPolicy) -> usize {
-    2 * commit.max_rows.div_ceil(CHUNK_RECORDS.min(commit.max_rows)) + 2
+    2 * commit.max_rows.div_ceil(chunk_records(commit)) + 2
 }
 
 /// A chunk handed to the pipeline and not answered yet.
@@ -150,7 +155,8 @@ impl KafkaSource {
         health: Health,
     ) -> Result<Self, IngestError> {
         let pipeline = pipeline_id(&def);
-        let rows = Rows::new(&schema)?;
+        let mut rows = Rows::new(&schema)?;
+        rows.reserve(chunk_records(&def.commit));
         let records_read = metrics::counter!(m::KAFKA_RECORDS, "pipeline" => pipeline.clone());
         let key_fill = def.key_field.as_deref().and_then(|k| schema.user_field(k));
         let paused_gauge = metrics::gauge!(m::KAFKA_PAUSED, "pipeline" => pipeline.clone());
@@ -349,7 +355,7 @@ impl KafkaSource {
 
     /// Whether the batch being read is a full chunk.
     fn batch_full(&self) -> bool {
-        self.batch.records() >= CHUNK_RECORDS.min(self.def.commit.max_rows)
+        self.batch.records() >= chunk_records(&self.def.commit)
             || self.batch.bytes >= CHUNK_BYTES.min(self.def.commit.max_bytes)
     }
 }

@@ -30,6 +30,7 @@ impl KafkaSource {
         let ends = batch.ranges.iter().map(|(tp, (_, end))| (tp.clone(), *end)).collect();
         let sealed = batch.seal(|tp| self.key(tp), &self.quarantined_to, self.epoch);
         let rows = self.rows.finish(&self.schema)?;
+        self.rows.reserve(super::chunk_records(&self.def.commit));
         let records = sealed.rows + sealed.rejects.len();
         let now = self.clock.now().timestamp_micros();
         let (mut chunk, ack) =
