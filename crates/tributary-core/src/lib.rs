@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod cores;
 pub mod error;
 pub mod kafka;
 pub mod metrics;

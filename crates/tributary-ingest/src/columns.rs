@@ -62,6 +62,10 @@ impl<T: ArrowPrimitiveType> Prim<T> {
         self.valid.truncate(rows);
     }
 
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
     fn finish(&mut self) -> PrimitiveArray<T> {
         PrimitiveArray::new(ScalarBuffer::from(std::mem::take(&mut self.values)), nulls(&mut self.valid))
     }
@@ -88,6 +92,14 @@ where
     pub fn push(&mut self, v: &[u8]) {
         self.data.extend_from_slice(v);
         self.close_row(true);
+    }
+
+    fn push_null(&mut self) {
+        self.close_row(false);
+    }
+
+    fn len(&self) -> usize {
+        self.valid.len()
     }
 
     fn close_row(&mut self, valid: bool) {
@@ -149,6 +161,26 @@ pub enum Column {
     List { field: FieldRef, offsets: Vec<i32>, child: Box<Column>, valid: BooleanBufferBuilder },
 }
 
+/// `$then` with `$buf` bound to the buffer of a column of fixed-size values
+/// or of text/bytes (each such buffer has `push_null`, `reserve`,
+/// `truncate` and `len`); `$other` for booleans and nested columns.
+macro_rules! each_buffer {
+    ($col:expr, $buf:ident => $then:expr, $other:pat => $else:expr) => {
+        match $col {
+            Column::Int($buf) => $then,
+            Column::Long($buf) => $then,
+            Column::Float($buf) => $then,
+            Column::Double($buf) => $then,
+            Column::Date($buf) => $then,
+            Column::Ts($buf, _) => $then,
+            Column::Decimal($buf, ..) => $then,
+            Column::Str($buf) => $then,
+            Column::Bytes($buf) => $then,
+            $other => $else,
+        }
+    };
+}
+
 impl Column {
     /// An empty column of Arrow type `dt`.
     pub fn new(dt: &DataType) -> Result<Self, IngestError> {
@@ -182,20 +214,11 @@ impl Column {
 
     /// Appends a null (a null struct's children get nulls too).
     pub fn push_null(&mut self) {
-        match self {
+        each_buffer!(self, b => b.push_null(), other => match other {
             Self::Bool { values, valid } => {
                 values.append(false);
                 valid.append(false);
             }
-            Self::Int(p) => p.push_null(),
-            Self::Long(p) => p.push_null(),
-            Self::Float(p) => p.push_null(),
-            Self::Double(p) => p.push_null(),
-            Self::Date(p) => p.push_null(),
-            Self::Ts(p, _) => p.push_null(),
-            Self::Decimal(p, ..) => p.push_null(),
-            Self::Str(v) => v.close_row(false),
-            Self::Bytes(v) => v.close_row(false),
             Self::Struct { children, valid, .. } => {
                 children.iter_mut().for_each(Self::push_null);
                 valid.append(false);
@@ -204,7 +227,8 @@ impl Column {
                 offsets.push(offsets.last().copied().unwrap_or(0));
                 valid.append(false);
             }
-        }
+            _ => {}
+        });
     }
 
     /// Appends a boolean; false if this is not a boolean column.
@@ -234,20 +258,11 @@ impl Column {
     /// validity; not text, nor list elements), so that a batch of known size
     /// grows its buffers once rather than by doubling.
     pub fn reserve(&mut self, rows: usize) {
-        match self {
+        each_buffer!(self, b => b.reserve(rows), other => match other {
             Self::Bool { values, valid } => {
                 values.reserve(rows);
                 valid.reserve(rows);
             }
-            Self::Int(p) => p.reserve(rows),
-            Self::Long(p) => p.reserve(rows),
-            Self::Float(p) => p.reserve(rows),
-            Self::Double(p) => p.reserve(rows),
-            Self::Date(p) => p.reserve(rows),
-            Self::Ts(p, _) => p.reserve(rows),
-            Self::Decimal(p, ..) => p.reserve(rows),
-            Self::Str(v) => v.reserve(rows),
-            Self::Bytes(v) => v.reserve(rows),
             Self::Struct { children, valid, .. } => {
                 children.iter_mut().for_each(|c| c.reserve(rows));
                 valid.reserve(rows);
@@ -256,41 +271,22 @@ impl Column {
                 offsets.reserve(rows);
                 valid.reserve(rows);
             }
-        }
+            _ => {}
+        });
     }
 
     /// Rows held.
     pub(crate) fn len(&self) -> usize {
-        match self {
-            Self::Bool { valid, .. } | Self::Struct { valid, .. } | Self::List { valid, .. } => valid.len(),
-            Self::Int(p) => p.values.len(),
-            Self::Long(p) => p.values.len(),
-            Self::Float(p) => p.values.len(),
-            Self::Double(p) => p.values.len(),
-            Self::Date(p) => p.values.len(),
-            Self::Ts(p, _) => p.values.len(),
-            Self::Decimal(p, ..) => p.values.len(),
-            Self::Str(v) => v.valid.len(),
-            Self::Bytes(v) => v.valid.len(),
-        }
+        each_buffer!(self, b => b.len(), Self::Bool { valid, .. } | Self::Struct { valid, .. } | Self::List { valid, .. } => valid.len())
     }
 
     /// Cuts the column back to its first `rows` rows.
     pub fn truncate(&mut self, rows: usize) {
-        match self {
+        each_buffer!(self, b => b.truncate(rows), other => match other {
             Self::Bool { values, valid } => {
                 values.truncate(rows);
                 valid.truncate(rows);
             }
-            Self::Int(p) => p.truncate(rows),
-            Self::Long(p) => p.truncate(rows),
-            Self::Float(p) => p.truncate(rows),
-            Self::Double(p) => p.truncate(rows),
-            Self::Date(p) => p.truncate(rows),
-            Self::Ts(p, _) => p.truncate(rows),
-            Self::Decimal(p, ..) => p.truncate(rows),
-            Self::Str(v) => v.truncate(rows),
-            Self::Bytes(v) => v.truncate(rows),
             Self::Struct { children, valid, .. } => {
                 children.iter_mut().for_each(|c| c.truncate(rows));
                 valid.truncate(rows);
@@ -300,7 +296,8 @@ impl Column {
                 child.truncate(offsets.last().and_then(|o| usize::try_from(*o).ok()).unwrap_or(0));
                 valid.truncate(rows);
             }
-        }
+            _ => {}
+        });
     }
 
     /// The column as an Arrow array; the buffers are left empty.

@@ -168,11 +168,7 @@ pub fn prepare(
     let records = split_records(body, format)?;
     let received = records.len();
     let lineage = Lineage { source, partition: None, offset: None, ingested_at_us };
-    // Asking for the cores reads the cgroup files: only for a large body.
-    let parts = match received / MIN_PART_RECORDS {
-        0 | 1 => 1,
-        n => n.min(std::thread::available_parallelism().map_or(1, usize::from)),
-    };
+    let parts = tributary_core::cores::parts(received, MIN_PART_RECORDS);
     let part = |first: usize, records: &[RawRecord<'_>]| prepare_part(schema, records, first, &lineage, request_id);
     let (batch, rejects) = if parts == 1 {
         part(0, &records)?

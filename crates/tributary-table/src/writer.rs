@@ -61,8 +61,7 @@ async fn write(
     }
     // Encoding is CPU work: a large landing is cut into contiguous parts
     // encoded at once, each into its own files, on the runtime's workers.
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let parts = (rows / MIN_ROWS_PER_ENCODER).clamp(1, cores);
+    let parts = tributary_core::cores::parts(rows, MIN_ROWS_PER_ENCODER);
     if parts == 1 {
         let stream = futures::stream::iter(batches.iter().cloned().map(Ok));
         return write_stream(lake, table, stream, target_file_size).await;
