@@ -211,14 +211,15 @@ fn commit_latency_quantiles() -> String {
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     let total = buckets.last().map_or(0.0, |b| b.1);
     let q = |p: f64| buckets.iter().find(|b| b.1 >= p * total).map_or(f64::NAN, |b| b.0 * 1e3);
-    // Each pause drops what librdkafka prefetched; the test broker resends it.
-    let pauses: f64 = text
-        .lines()
-        .filter(|l| l.starts_with("tributary_kafka_backpressure_pauses_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    // A hold keeps librdkafka's prefetch; a pause drops it, and the test
+    // broker sends it again.
+    let sum = |name: &str| -> f64 {
+        text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    };
+    let (holds, pauses) =
+        (sum("tributary_kafka_backpressure_holds_total"), sum("tributary_kafka_backpressure_pauses_total"));
     format!(
-        "commits {total}, commit latency p50 <= {} ms, p99 <= {} ms (histogram buckets), backpressure pauses {pauses}",
+        "commits {total}, commit latency p50 <= {} ms, p99 <= {} ms (histogram buckets), backpressure holds {holds}, partition pauses {pauses}",
         q(0.5),
         q(0.99)
     )

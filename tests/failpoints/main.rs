@@ -161,6 +161,34 @@ async fn a_worker_whose_partitions_moved_mid_commit_drops_its_batch() {
     scenario.teardown();
 }
 
+/// Commits that take seconds: the source first holds off reading, keeping
+/// librdkafka's prefetch; past the hold limit (1 s here: ten 100 ms commit
+/// latencies) it pauses its partitions and polls, then resumes once the
+/// commits catch up. Every record once, and nothing left paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_hold_pauses_the_partitions_and_resumes_them() {
+    let scenario = fail::FailScenario::setup();
+    let topic = new_topic("slow").await;
+    let good = produce(&topic, "s", 3000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = kafka_config(&topic, &format!("g-{topic}"))
+        .replace("name = \"orders\"", "name = \"orders_slow\"")
+        .replace("max_latency = \"100ms\"", "max_latency = \"100ms\"\nmax_rows = 100");
+    fail::cfg("table::stall_before_catalog_swap", "4*return(2500)").unwrap();
+    let srv = start(&config(&toml, dir.path())).await;
+    wait_for(&srv, i64::try_from(good).unwrap(), 60).await;
+    fail::remove("table::stall_before_catalog_swap");
+    assert_exactly_once(&srv, 3000, good).await;
+    let text = srv.metrics().await;
+    let value = |name: &str| {
+        metric(&text, name, &["pipeline=\"kafka:orders_slow\""]).unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+    };
+    assert!(value("tributary_kafka_backpressure_pauses_total") >= 1.0, "{text}");
+    assert!(value("tributary_kafka_paused").abs() < f64::EPSILON, "still paused:\n{text}");
+    srv.stop().await;
+    scenario.teardown();
+}
+
 /// A flush whose data commit landed but whose call failed (the connection
 /// broke after COMMIT) took its dedup keys back, so the client's retry landed
 /// the rows a second time.

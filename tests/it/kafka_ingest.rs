@@ -53,12 +53,12 @@ async fn two_workers_in_one_group_ingest_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backpressure_pauses_and_resumes_without_losing_records() {
+async fn backpressure_holds_and_resumes_without_losing_records() {
     let topic = new_topic("orders").await;
     let good = produce(&topic, "a", 3000).await;
     let dir = tempfile::tempdir().unwrap();
     // Batches of 100 rows fill far faster than one lands: the source must
-    // pause its partitions while a full batch waits, then resume.
+    // hold off reading while two batches wait, then read on.
     let toml = kafka_config(&topic, &format!("g-{topic}"))
         .replace("name = \"orders\"", "name = \"orders_bp\"")
         .replace("max_latency = \"100ms\"", "max_latency = \"100ms\"\nmax_rows = 100");
@@ -69,7 +69,7 @@ async fn backpressure_pauses_and_resumes_without_losing_records() {
     let value = |name: &str| {
         metric(&text, name, &["pipeline=\"kafka:orders_bp\""]).unwrap_or_else(|| panic!("{name} missing:\n{text}"))
     };
-    assert!(value("tributary_kafka_backpressure_pauses_total") > 0.0, "{text}");
+    assert!(value("tributary_kafka_backpressure_holds_total") > 0.0, "{text}");
     assert!(value("tributary_kafka_paused").abs() < f64::EPSILON, "still paused:\n{text}");
     srv.stop().await;
 }

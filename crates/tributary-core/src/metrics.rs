@@ -36,10 +36,13 @@ pub const FRESHNESS: &str = "tributary_freshness_seconds";
 /// 1 while a partition's high watermark is below the committed position (the
 /// broker lost committed records). Labels: `pipeline`, `topic`, `partition`.
 pub const KAFKA_TRUNCATED: &str = "tributary_kafka_partition_truncated";
-/// 1 while the source has paused its partitions because a full batch waits
-/// for the one being committed (backpressure). Labels: `pipeline`.
+/// 1 while the source takes no new records because two commit batches'
+/// worth waits for the pipeline (backpressure). Labels: `pipeline`.
 pub const KAFKA_PAUSED: &str = "tributary_kafka_paused";
-/// Times the source paused its partitions for backpressure. Labels: `pipeline`.
+/// Times the source held off reading for backpressure. Labels: `pipeline`.
+pub const KAFKA_HOLDS: &str = "tributary_kafka_backpressure_holds_total";
+/// Holds that outlasted the hold limit, so the source paused its partitions
+/// (which drops librdkafka's prefetch). Labels: `pipeline`.
 pub const KAFKA_PAUSES: &str = "tributary_kafka_backpressure_pauses_total";
 /// 1 while a source can reach what it reads from, 0 while it cannot (the
 /// reason is on `/readyz`). Labels: `source`.

@@ -46,8 +46,9 @@ pub fn describe() {
     describe_counter!(m::KAFKA_REBALANCES, "Consumer-group rebalances seen, by pipeline");
     describe_counter!(m::KAFKA_OFFSET_GAPS, "Records deleted by retention before they were ingested, per partition");
     describe_gauge!(m::KAFKA_TRUNCATED, "1 while a partition's high watermark is below the committed position");
-    describe_gauge!(m::KAFKA_PAUSED, "1 while the source pauses its partitions for backpressure");
-    describe_counter!(m::KAFKA_PAUSES, "Times the source paused its partitions for backpressure");
+    describe_gauge!(m::KAFKA_PAUSED, "1 while the source takes no new records for backpressure");
+    describe_counter!(m::KAFKA_HOLDS, "Times the source held off reading for backpressure");
+    describe_counter!(m::KAFKA_PAUSES, "Backpressure holds that outlasted the hold limit and paused the partitions");
     describe_gauge!(m::FRESHNESS, Unit::Seconds, "Now minus the newest event time committed, per table");
     describe_gauge!(m::SOURCE_UP, "1 while the source can reach what it reads from; the reason is on /readyz");
     describe_counter!(m::SOURCE_ERRORS, "Errors the source met, such as a refused connection");

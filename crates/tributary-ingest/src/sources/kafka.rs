@@ -20,8 +20,9 @@
 //! the source more than a few milliseconds: a record still in the source
 //! when its lane's age trigger fires misses that landing. The source keeps reading while the
 //! pipeline lands; when more than two commit batches' worth is in flight, it
-//! pauses its partitions (backpressure), and keeps polling so that
-//! rebalances and errors are still served.
+//! stops taking messages (backpressure) and lets librdkafka's prefetch queue
+//! fill; if that lasts seconds, it pauses its partitions and polls again, so
+//! that rebalances and errors are still served.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -56,6 +57,7 @@ use batch::Batch;
 pub use context::check_client;
 use context::{Context, Shared, client_config, consumer_error};
 use cursor::Cursor;
+use flow::{Flow, hold_deadline};
 
 type Tp = (String, i32);
 
@@ -101,6 +103,8 @@ enum Event<'a> {
     Message(rdkafka::error::KafkaResult<BorrowedMessage<'a>>),
     /// The chunk's first record has waited a moment.
     Idle,
+    /// Backpressure has held reading for too long.
+    HoldExpired,
     Tick,
 }
 
@@ -137,10 +141,11 @@ pub struct KafkaSource {
     key_fill: Option<usize>,
     /// `tributary_kafka_records_total` for this source, registered once.
     records_read: metrics::Counter,
-    /// Backpressure: whether the partitions are paused, as a gauge too, and
-    /// how often they were.
-    paused: bool,
+    /// Backpressure: whether the source takes messages, as a gauge too, and
+    /// how often it held off and paused its partitions.
+    flow: Flow,
     paused_gauge: metrics::Gauge,
+    holds: metrics::Counter,
     pauses: metrics::Counter,
 }
 
@@ -160,6 +165,7 @@ impl KafkaSource {
         let records_read = metrics::counter!(m::KAFKA_RECORDS, "pipeline" => pipeline.clone());
         let key_fill = def.key_field.as_deref().and_then(|k| schema.user_field(k));
         let paused_gauge = metrics::gauge!(m::KAFKA_PAUSED, "pipeline" => pipeline.clone());
+        let holds = metrics::counter!(m::KAFKA_HOLDS, "pipeline" => pipeline.clone());
         let pauses = metrics::counter!(m::KAFKA_PAUSES, "pipeline" => pipeline.clone());
         let shared = Arc::new(Shared {
             positions: std::sync::Mutex::new(HashMap::new()),
@@ -191,8 +197,9 @@ impl KafkaSource {
             in_flight: (0, 0),
             key_fill,
             records_read,
-            paused: false,
+            flow: Flow::Reading,
             paused_gauge,
+            holds,
             pauses,
         })
     }
@@ -268,7 +275,8 @@ impl KafkaSource {
                     Ok(_) => Event::Room,
                     Err(_) => return Err(pipeline_gone()),
                 },
-                msg = consumer.recv() => Event::Message(msg),
+                msg = consumer.recv(), if !matches!(self.flow, Flow::Holding(_)) => Event::Message(msg),
+                () = hold_deadline(&self.flow) => Event::HoldExpired,
                 // The chunk's first record has waited a moment: it goes now.
                 () = sleep_until(self.batch.first_read + linger(&self.def.commit)), if self.ready.is_none() && !self.batch.is_empty() => Event::Idle,
                 _ = lag_tick.tick() => Event::Tick,
@@ -303,6 +311,7 @@ impl KafkaSource {
                     }
                 }
                 Event::Idle => self.seal()?,
+                Event::HoldExpired => self.hold_expired(&consumer),
                 Event::Tick => {
                     self.check_fatal(&consumer)?;
                     self.report_lag(&consumer).await;

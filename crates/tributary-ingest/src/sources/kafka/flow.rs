@@ -14,7 +14,9 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::oneshot::error::RecvError;
 use tributary_core::Classify;
-use tributary_core::kafka::StartAt;
+use tributary_core::kafka::{KafkaDef, StartAt};
+
+use tokio::time::Instant;
 
 use super::context::Context;
 use super::{Batch, KafkaSource, Sent, Tp, pipeline_gone};
@@ -95,8 +97,7 @@ impl KafkaSource {
         self.settle(consumer).await?;
         self.restart(consumer).await?;
         // The new assignment starts unpaused (or held, for `latest`).
-        self.paused = false;
-        self.paused_gauge.set(0.0);
+        self.read_again();
         self.start_latest(consumer).await
     }
 
@@ -154,23 +155,53 @@ impl KafkaSource {
         }
     }
 
-    /// Pauses the partitions while more than two commit batches' worth is in
+    /// Holds off reading while more than two commit batches' worth is in
     /// flight, or a full chunk waits behind one the channel has no room for;
-    /// resumes them once that drains.
+    /// reads again once that drains.
+    ///
+    /// A hold only stops taking messages: librdkafka keeps what it has
+    /// prefetched (up to `queued.max.messages.kbytes`) and stops fetching by
+    /// itself. Pausing the partitions would drop that prefetch, and the
+    /// broker would send it again on resume. A hold that outlasts
+    /// [`hold_limit`] pauses the partitions after all and polls again, so
+    /// rebalances and errors are served and `max.poll.interval.ms` is kept.
     pub(super) fn backpressure(&mut self, consumer: &StreamConsumer<Context>) {
         let policy = &self.def.commit;
         let (records, bytes) = self.in_flight;
         let full = records >= 2 * policy.max_rows
             || bytes >= 2 * policy.max_bytes
             || (self.ready.is_some() && self.batch_full());
-        if full != self.paused {
-            self.pause(consumer, full);
+        match (&self.flow, full) {
+            (Flow::Reading, true) => {
+                self.flow = Flow::Holding(Instant::now() + hold_limit(&self.def));
+                self.paused_gauge.set(1.0);
+                self.holds.increment(1);
+            }
+            (Flow::Holding(_), false) => self.read_again(),
+            (Flow::Paused, false) => {
+                self.pause(consumer, false);
+                self.read_again();
+            }
+            _ => {}
         }
+    }
+
+    /// A hold outlasted its limit: pause the partitions and poll again.
+    pub(super) fn hold_expired(&mut self, consumer: &StreamConsumer<Context>) {
+        tracing::info!(pipeline = %self.pipeline, "landing is slow; pausing the partitions so the consumer keeps polling");
+        self.pause(consumer, true);
+        self.flow = Flow::Paused;
+        self.pauses.increment(1);
+    }
+
+    fn read_again(&mut self) {
+        self.flow = Flow::Reading;
+        self.paused_gauge.set(0.0);
     }
 
     /// Pauses (or resumes) fetching for every assigned partition. With
     /// `latest`, a partition whose start is not recorded yet stays paused.
-    fn pause(&mut self, consumer: &StreamConsumer<Context>, pause: bool) {
+    fn pause(&self, consumer: &StreamConsumer<Context>, pause: bool) {
         let Ok(assignment) = consumer.assignment() else { return };
         let mut tpl = TopicPartitionList::new();
         for e in assignment.elements() {
@@ -183,11 +214,6 @@ impl KafkaSource {
         if let Err(e) = result {
             tracing::warn!(pipeline = %self.pipeline, error = %e, pause, "kafka pause/resume failed");
         }
-        self.paused = pause;
-        self.paused_gauge.set(if pause { 1.0 } else { 0.0 });
-        if pause {
-            self.pauses.increment(1);
-        }
     }
 
     /// Forgets what was read and not handed over.
@@ -195,5 +221,34 @@ impl KafkaSource {
         self.batch = Batch::default();
         self.rows.clear();
         self.ready = None;
+    }
+}
+
+/// Whether the source takes messages (backpressure).
+pub(super) enum Flow {
+    Reading,
+    /// Takes none until the pipeline answers, or until this deadline.
+    Holding(Instant),
+    /// Held past the deadline: the partitions are paused and the consumer
+    /// polls, for rebalances and errors only.
+    Paused,
+}
+
+/// How long a hold may last before the partitions are paused: ten commit
+/// latencies (a landing normally answers within one or two), between 1 s
+/// and 5 s, and under a quarter of `max.poll.interval.ms`, past which the
+/// group would count this consumer as gone.
+fn hold_limit(def: &KafkaDef) -> Duration {
+    let poll = def.properties.get("max.poll.interval.ms").and_then(|ms| ms.parse::<u64>().ok()).unwrap_or(300_000);
+    (def.commit.max_latency * 10)
+        .clamp(Duration::from_secs(1), Duration::from_secs(5))
+        .min(Duration::from_millis(poll / 4))
+}
+
+/// Resolves when a hold's deadline passes; never while reading or paused.
+pub(super) async fn hold_deadline(flow: &Flow) {
+    match flow {
+        Flow::Holding(deadline) => tokio::time::sleep_until(*deadline).await,
+        _ => std::future::pending().await,
     }
 }
