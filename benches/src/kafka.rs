@@ -297,7 +297,7 @@ async fn freshness(brokers: &str, topic: &str, events: u64, rate: u64) -> anyhow
     delays.sort_by(f64::total_cmp);
     println!(
         "{}",
-        serde_json::json!({"phase": "freshness", "rate": rate, "events": delays.len(), "p50_ms": quantile(&delays, 0.5), "p99_ms": quantile(&delays, 0.99), "max_ms": quantile(&delays, 1.0), "peak_rss_mib": peak_rss_mib()})
+        serde_json::json!({"phase": "freshness", "rate": rate, "events": delays.len(), "p50_ms": quantile(&delays, 0.5), "p99_ms": quantile(&delays, 0.99), "max_ms": quantile(&delays, 1.0), "peak_rss_mib": peak_rss_mib(), "extra": commit_latency_quantiles()})
     );
     shutdown.cancel();
     tasks.close();
@@ -358,11 +358,12 @@ fn main() -> anyhow::Result<()> {
     let n = (rate * 20).to_string();
     let v = run(&["phase", "freshness", &brokers, &ftopic, &n, &rate.to_string()])?;
     println!(
-        "freshness at {rate} events/s for 20 s: produce → visible to SELECT p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms (peak RSS {:.0} MiB)",
+        "freshness at {rate} events/s for 20 s: produce → visible to SELECT p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms (peak RSS {:.0} MiB); {}",
         v["p50_ms"].as_f64().unwrap_or(0.0),
         v["p99_ms"].as_f64().unwrap_or(0.0),
         v["max_ms"].as_f64().unwrap_or(0.0),
-        v["peak_rss_mib"].as_f64().unwrap_or(0.0)
+        v["peak_rss_mib"].as_f64().unwrap_or(0.0),
+        v["extra"].as_str().unwrap_or("")
     );
     Ok(())
 }

@@ -21,6 +21,10 @@ pub(super) struct Batch {
     pub messages: usize,
     /// When the first message was taken.
     pub first_read: tokio::time::Instant,
+    /// The batch's `_ingested_at`, read from the clock with its first
+    /// message (as an HTTP body's rows share one): a clock read per message
+    /// cost 4% of a drain.
+    pub ingested_at_us: i64,
 }
 
 impl Default for Batch {
@@ -32,6 +36,7 @@ impl Default for Batch {
             bytes: 0,
             messages: 0,
             first_read: tokio::time::Instant::now(),
+            ingested_at_us: 0,
         }
     }
 }
