@@ -13,10 +13,9 @@ use std::time::Duration;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::oneshot::error::RecvError;
+use tokio::time::Instant;
 use tributary_core::Classify;
 use tributary_core::kafka::{KafkaDef, StartAt};
-
-use tokio::time::Instant;
 
 use super::context::Context;
 use super::{Batch, KafkaSource, Sent, Tp, pipeline_gone};
