@@ -14,7 +14,7 @@ mod kafka_util;
 use std::time::Duration;
 
 use common::{config, metric, start};
-use kafka_util::{assert_exactly_once, kafka_config, new_topic, produce, wait_for};
+use kafka_util::{assert_exactly_once, kafka_config, new_topic, produce, small_batch_config, source_metric, wait_for};
 
 /// Produces 600 events (12 malformed), crashes the first worker at `point`
 /// with `action`, restarts, and checks the table against the producer.
@@ -171,18 +171,13 @@ async fn a_long_hold_pauses_the_partitions_and_resumes_them() {
     let topic = new_topic("slow").await;
     let good = produce(&topic, "s", 3000).await;
     let dir = tempfile::tempdir().unwrap();
-    let toml = kafka_config(&topic, &format!("g-{topic}"))
-        .replace("name = \"orders\"", "name = \"orders_slow\"")
-        .replace("max_latency = \"100ms\"", "max_latency = \"100ms\"\nmax_rows = 100");
     fail::cfg("table::stall_before_catalog_swap", "4*return(2500)").unwrap();
-    let srv = start(&config(&toml, dir.path())).await;
+    let srv = start(&config(&small_batch_config(&topic, "orders_slow"), dir.path())).await;
     wait_for(&srv, i64::try_from(good).unwrap(), 60).await;
     fail::remove("table::stall_before_catalog_swap");
     assert_exactly_once(&srv, 3000, good).await;
     let text = srv.metrics().await;
-    let value = |name: &str| {
-        metric(&text, name, &["pipeline=\"kafka:orders_slow\""]).unwrap_or_else(|| panic!("{name} missing:\n{text}"))
-    };
+    let value = |name: &str| source_metric(&text, "orders_slow", name);
     assert!(value("tributary_kafka_backpressure_pauses_total") >= 1.0, "{text}");
     assert!(value("tributary_kafka_paused").abs() < f64::EPSILON, "still paused:\n{text}");
     srv.stop().await;

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use crate::common::{config, metric, start};
-use crate::kafka_util::{assert_exactly_once, kafka_config, kafka_config_with, new_topic, produce, wait_for};
+use crate::kafka_util::{
+    assert_exactly_once, kafka_config, kafka_config_with, new_topic, produce, small_batch_config, source_metric,
+    wait_for,
+};
 
 /// SASL/PLAIN over plaintext: the test broker accepts any credentials, so
 /// this proves the settings reach a real SASL handshake, not authentication.
@@ -57,18 +60,12 @@ async fn backpressure_holds_and_resumes_without_losing_records() {
     let topic = new_topic("orders").await;
     let good = produce(&topic, "a", 3000).await;
     let dir = tempfile::tempdir().unwrap();
-    // Batches of 100 rows fill far faster than one lands: the source must
-    // hold off reading while two batches wait, then read on.
-    let toml = kafka_config(&topic, &format!("g-{topic}"))
-        .replace("name = \"orders\"", "name = \"orders_bp\"")
-        .replace("max_latency = \"100ms\"", "max_latency = \"100ms\"\nmax_rows = 100");
-    let srv = start(&config(&toml, dir.path())).await;
+    // The source must hold off reading while two batches wait, then read on.
+    let srv = start(&config(&small_batch_config(&topic, "orders_bp"), dir.path())).await;
     wait_for(&srv, i64::try_from(good).unwrap(), 60).await;
     assert_exactly_once(&srv, 3000, good).await;
     let text = srv.metrics().await;
-    let value = |name: &str| {
-        metric(&text, name, &["pipeline=\"kafka:orders_bp\""]).unwrap_or_else(|| panic!("{name} missing:\n{text}"))
-    };
+    let value = |name: &str| source_metric(&text, "orders_bp", name);
     assert!(value("tributary_kafka_backpressure_holds_total") > 0.0, "{text}");
     assert!(value("tributary_kafka_paused").abs() < f64::EPSILON, "still paused:\n{text}");
     srv.stop().await;

@@ -9,7 +9,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use crate::common::{Running, TRANSACTIONS, event};
+use crate::common::{Running, TRANSACTIONS, event, metric};
 
 pub const PARTITIONS: i32 = 4;
 
@@ -95,6 +95,19 @@ properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500", 
 "#,
         brokers()
     )
+}
+
+/// The config of a source named `name` whose commit batches hold 100 rows:
+/// they fill far faster than one lands, so backpressure applies.
+pub fn small_batch_config(topic: &str, name: &str) -> String {
+    kafka_config(topic, &format!("g-{topic}"))
+        .replace("name = \"orders\"", &format!("name = \"{name}\""))
+        .replace("max_latency = \"100ms\"", "max_latency = \"100ms\"\nmax_rows = 100")
+}
+
+/// Metric `name` of the Kafka source `source`, from a `/metrics` text.
+pub fn source_metric(text: &str, source: &str, name: &str) -> f64 {
+    metric(text, name, &[&format!("pipeline=\"kafka:{source}\"")]).unwrap_or_else(|| panic!("{name} missing:\n{text}"))
 }
 
 pub async fn wait_for(srv: &Running, rows: i64, rejects: i64) {

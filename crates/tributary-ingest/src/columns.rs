@@ -161,11 +161,12 @@ pub enum Column {
     List { field: FieldRef, offsets: Vec<i32>, child: Box<Column>, valid: BooleanBufferBuilder },
 }
 
-/// `$then` with `$buf` bound to the buffer of a column of fixed-size values
-/// or of text/bytes (each such buffer has `push_null`, `reserve`,
-/// `truncate` and `len`); `$other` for booleans and nested columns.
+/// A match on a column: `$then` with `$buf` bound to the buffer of a column
+/// of fixed-size values or of text/bytes (each such buffer has `push_null`,
+/// `reserve`, `truncate` and `len`), then the arms given for booleans and
+/// nested columns.
 macro_rules! each_buffer {
-    ($col:expr, $buf:ident => $then:expr, $other:pat => $else:expr) => {
+    ($col:expr, $buf:ident => $then:expr, $($other:pat => $else:expr),+ $(,)?) => {
         match $col {
             Column::Int($buf) => $then,
             Column::Long($buf) => $then,
@@ -176,7 +177,7 @@ macro_rules! each_buffer {
             Column::Decimal($buf, ..) => $then,
             Column::Str($buf) => $then,
             Column::Bytes($buf) => $then,
-            $other => $else,
+            $($other => $else,)+
         }
     };
 }
@@ -214,21 +215,20 @@ impl Column {
 
     /// Appends a null (a null struct's children get nulls too).
     pub fn push_null(&mut self) {
-        each_buffer!(self, b => b.push_null(), other => match other {
+        each_buffer!(self, b => b.push_null(),
             Self::Bool { values, valid } => {
                 values.append(false);
                 valid.append(false);
-            }
+            },
             Self::Struct { children, valid, .. } => {
                 children.iter_mut().for_each(Self::push_null);
                 valid.append(false);
-            }
+            },
             Self::List { offsets, valid, .. } => {
                 offsets.push(offsets.last().copied().unwrap_or(0));
                 valid.append(false);
-            }
-            _ => {}
-        });
+            },
+        );
     }
 
     /// Appends a boolean; false if this is not a boolean column.
@@ -258,21 +258,20 @@ impl Column {
     /// validity; not text, nor list elements), so that a batch of known size
     /// grows its buffers once rather than by doubling.
     pub fn reserve(&mut self, rows: usize) {
-        each_buffer!(self, b => b.reserve(rows), other => match other {
+        each_buffer!(self, b => b.reserve(rows),
             Self::Bool { values, valid } => {
                 values.reserve(rows);
                 valid.reserve(rows);
-            }
+            },
             Self::Struct { children, valid, .. } => {
                 children.iter_mut().for_each(|c| c.reserve(rows));
                 valid.reserve(rows);
-            }
+            },
             Self::List { offsets, valid, .. } => {
                 offsets.reserve(rows);
                 valid.reserve(rows);
-            }
-            _ => {}
-        });
+            },
+        );
     }
 
     /// Rows held.
@@ -282,22 +281,21 @@ impl Column {
 
     /// Cuts the column back to its first `rows` rows.
     pub fn truncate(&mut self, rows: usize) {
-        each_buffer!(self, b => b.truncate(rows), other => match other {
+        each_buffer!(self, b => b.truncate(rows),
             Self::Bool { values, valid } => {
                 values.truncate(rows);
                 valid.truncate(rows);
-            }
+            },
             Self::Struct { children, valid, .. } => {
                 children.iter_mut().for_each(|c| c.truncate(rows));
                 valid.truncate(rows);
-            }
+            },
             Self::List { offsets, child, valid, .. } => {
                 offsets.truncate(rows + 1);
                 child.truncate(offsets.last().and_then(|o| usize::try_from(*o).ok()).unwrap_or(0));
                 valid.truncate(rows);
-            }
-            _ => {}
-        });
+            },
+        );
     }
 
     /// The column as an Arrow array; the buffers are left empty.

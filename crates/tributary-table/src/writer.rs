@@ -32,7 +32,8 @@ const DICTIONARY_SAMPLE: usize = 1024;
 /// properties, so we set them:
 /// - zstd level 1 compresses event JSON well at low CPU cost;
 /// - no dictionary for a top-level string column whose sample (the first
-///   rows written) is mostly distinct values: ids and keys. The encoder
+///   batch written, up to [`DICTIONARY_SAMPLE`] values) is mostly distinct
+///   values: ids and keys. The encoder
 ///   would intern each value until the dictionary passes its size limit and
 ///   then fall back to plain encoding anyway; that interning was 7% of a
 ///   Kafka drain's CPU.
