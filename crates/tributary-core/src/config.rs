@@ -16,8 +16,9 @@ mod maintenance;
 mod table;
 
 pub use maintenance::{MaintenanceConfig, MaintenancePolicy};
-pub use table::{DEFAULT_DEDUP_WINDOW, FieldConfig, TableConfig, TableDef};
+pub use table::{DEFAULT_DEDUP_MEMORY, DEFAULT_DEDUP_WINDOW, FieldConfig, TableConfig, TableDef};
 
+use crate::files::{FilesConfig, FilesDef};
 use crate::kafka::{KafkaConfig, KafkaDef};
 use crate::table_name::is_identifier;
 
@@ -25,8 +26,11 @@ use crate::table_name::is_identifier;
 ///
 /// The source partition and offset are `_source_partition`/`_source_offset`,
 /// not `_partition`/`_offset`: Iceberg reserves `_partition` as a metadata
-/// column, and iceberg-rust's reader resolves that name to it.
-pub const LINEAGE_COLUMNS: [&str; 5] = ["_source", "_source_partition", "_source_offset", "_ingested_at", "_schema_id"];
+/// column, and iceberg-rust's reader resolves that name to it. A file
+/// source puts the row number in `_source_offset` and the file's location
+/// in `_source_file` (NULL for other sources).
+pub const LINEAGE_COLUMNS: [&str; 6] =
+    ["_source", "_source_partition", "_source_offset", "_ingested_at", "_schema_id", "_source_file"];
 
 /// The config file as written.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -53,6 +57,9 @@ pub struct Config {
     /// Kafka sources.
     #[serde(default)]
     pub kafka: Vec<KafkaConfig>,
+    /// Landing areas polled for file drops.
+    #[serde(default)]
+    pub files: Vec<FilesConfig>,
 }
 
 /// `[catalog]`.
@@ -193,6 +200,8 @@ pub struct ValidConfig {
     pub maintenance_defaults: MaintenancePolicy,
     /// Kafka sources.
     pub kafka: Vec<KafkaDef>,
+    /// File sources.
+    pub files: Vec<FilesDef>,
 }
 
 impl ValidConfig {
@@ -303,6 +312,14 @@ impl Config {
             }
             kafka.push(def);
         }
+        let mut files = Vec::with_capacity(self.files.len());
+        for (i, f) in self.files.iter().enumerate() {
+            let def = f.validate(&tables, commit).map_err(|e| format!("files[{i}] ({}): {e}", f.name))?;
+            if !names.insert(def.name.clone()) {
+                return Err(format!("files[{i}]: source name '{}' is used twice", def.name));
+            }
+            files.push(def);
+        }
         Ok(ValidConfig {
             catalog_url,
             catalog_name: self.catalog.name.clone(),
@@ -316,6 +333,7 @@ impl Config {
             maintenance,
             maintenance_defaults: section,
             kafka,
+            files,
         })
     }
 }
@@ -444,6 +462,27 @@ fields = [
         let owned = format!("{ok}properties = {{ \"enable.auto.commit\" = \"true\" }}\n");
         let err = Config::from_toml(&owned).unwrap().validate(Path::new("/d")).unwrap_err();
         assert!(err.contains("enable.auto.commit"), "{err}");
+    }
+
+    #[test]
+    fn file_sources_name_a_table_or_route_by_directory() {
+        let ok = format!("{GOOD}\n[[files]]\nname = \"drops\"\npath = \"/landing\"\ntable = \"raw.transactions\"\n");
+        let v = Config::from_toml(&ok).unwrap().validate(Path::new("/d")).unwrap();
+        assert_eq!(v.files[0].route, crate::files::Route::Table(crate::TableName::parse("raw.transactions").unwrap()));
+        assert_eq!(v.files[0].poll_interval, Duration::from_secs(10));
+        let routed = format!("{GOOD}\n[[files]]\nname = \"drops\"\npath = \"/landing/{{table}}\"\n");
+        let v = Config::from_toml(&routed).unwrap().validate(Path::new("/d")).unwrap();
+        assert_eq!((v.files[0].root.as_str(), &v.files[0].route), ("/landing", &crate::files::Route::ByDirectory));
+        for (bad, says) in [
+            (ok.replace("table = \"raw.transactions\"", "table = \"raw.nope\""), "raw.nope"),
+            (ok.replace("table = \"raw.transactions\"", ""), "no target table"),
+            (format!("{ok}csv = {{ delimiter = \";;\" }}\n"), "csv.delimiter"),
+            (format!("{ok}poll_interval = \"soon\"\n"), "poll_interval"),
+            (ok.replace("/landing", "s3://bucket/landing"), "not supported yet"),
+        ] {
+            let err = Config::from_toml(&bad).unwrap().validate(Path::new("/d")).unwrap_err();
+            assert!(err.contains("files[0]") && err.contains(says), "{says}: {err}");
+        }
     }
 
     #[test]

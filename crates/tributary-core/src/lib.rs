@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod cores;
 pub mod error;
+pub mod files;
 pub mod kafka;
 pub mod metrics;
 pub mod positions;

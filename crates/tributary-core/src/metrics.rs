@@ -44,6 +44,10 @@ pub const KAFKA_HOLDS: &str = "tributary_kafka_backpressure_holds_total";
 /// Holds that outlasted the hold limit, so the source paused its partitions
 /// (which drops librdkafka's prefetch). Labels: `pipeline`.
 pub const KAFKA_PAUSES: &str = "tributary_kafka_backpressure_pauses_total";
+/// Files a file source finished or refused, by outcome (`loaded`; `failed`:
+/// landed as one quarantine entry; `changed`: refused, changed after it was
+/// read; `unreadable`: tried again later). Labels: `table`, `outcome`.
+pub const FILES: &str = "tributary_files_total";
 /// 1 while a source can reach what it reads from, 0 while it cannot (the
 /// reason is on `/readyz`). Labels: `source`.
 pub const SOURCE_UP: &str = "tributary_source_up";

@@ -1,6 +1,6 @@
 //! Ingestion: decode → validate → enrich → dedup → batch → write → commit.
 //!
-//! Sources (the HTTP endpoint, Kafka; file drops next) decode and validate
+//! Sources (the HTTP endpoint, Kafka, file drops) decode and validate
 //! on their own tasks and hand chunks to their table's pipeline
 //! ([`pipeline::TablePipeline`]), one task per table that owns every later
 //! stage for all of the table's sources: concurrent requests and Kafka
@@ -28,7 +28,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tributary_core::config::ValidConfig;
+use tributary_core::config::{TableDef, ValidConfig};
+use tributary_core::files::FILES_PIPELINE;
 use tributary_core::{Clock, TableName};
 use tributary_table::Lake;
 
@@ -40,6 +41,7 @@ pub use pipeline::Receipt;
 use pipeline::{Chunk, Delta, Landed, TablePipeline};
 use prepare::{IngestSchema, PreparedTable, prepare};
 use requests::Idempotency;
+use sources::files::{self, FileSource};
 use sources::kafka::KafkaSource;
 
 /// HTTP requests queued per table before senders wait (backpressure).
@@ -137,13 +139,10 @@ impl IngestService {
         let health = Health::default();
         let fatal: Arc<std::sync::OnceLock<String>> = Arc::default();
         let mut tables = HashMap::new();
+        let mut pipelines = Vec::new();
         for def in &config.tables {
-            let table = lake.ensure_table(def).await.map_err(IngestError::Table)?;
-            let quarantine = lake.ensure_quarantine(&def.name).await.map_err(IngestError::Table)?;
-            let schema = Arc::new(IngestSchema::new(def, &table, &quarantine)?);
-            let dedup = dedup_index(lake, &table, def, config, clock.as_ref()).await?;
-            let outcomes = outcomes::Outcomes::new(&def.name);
-            let prepared = PreparedTable { schema: schema.clone(), table, quarantine, dedup, outcomes };
+            let prepared = prepare_table(lake, def, config, clock.as_ref(), true).await?;
+            let schema = prepared.schema.clone();
             let mut pipeline = TablePipeline::new(lake.clone(), prepared, config, clock.clone())?;
             let tx = pipeline.add_source(format!("http:{}", def.name), config.commit, QUEUE_DEPTH, true);
             for k in config.kafka.iter().filter(|k| k.table == def.name) {
@@ -151,19 +150,31 @@ impl IngestService {
                 let chunks = pipeline.add_source(id, k.commit, sources::kafka::queue_depth(&k.commit), false);
                 let source =
                     KafkaSource::new(k.clone(), lake.clone(), schema.clone(), chunks, clock.clone(), health.clone())?;
-                let (token, name, fatal) = (shutdown.clone(), k.name.clone(), fatal.clone());
-                tasks.spawn(async move {
-                    if let Err(e) = source.run(token.clone()).await {
-                        // The first fatal error stops the whole process, in order.
-                        tracing::error!(source = %name, error = %e, "kafka source failed; shutting down");
-                        let _ = fatal.set(format!("kafka source '{name}': {e}"));
-                        token.cancel();
-                    }
-                });
+                let name = format!("kafka source '{}'", k.name);
+                tasks.spawn(stop_on_failure(name, source.run(shutdown.clone()), shutdown.clone(), fatal.clone()));
             }
-            tasks.spawn(pipeline.run(shutdown.clone()));
             let max_body_bytes = config.max_body_bytes;
-            tables.insert(def.name.clone(), TableIngest { schema, tx, clock: clock.clone(), max_body_bytes });
+            tables.insert(
+                def.name.clone(),
+                TableIngest { schema: schema.clone(), tx, clock: clock.clone(), max_body_bytes },
+            );
+            pipelines.push((schema, pipeline));
+        }
+        for f in &config.files {
+            let mut targets = HashMap::new();
+            for def in f.feeds(&config.tables) {
+                let Some((schema, pipeline)) = pipelines.iter_mut().find(|(s, _)| s.table == def.name) else {
+                    continue;
+                };
+                let chunks = pipeline.add_source(FILES_PIPELINE.to_owned(), f.commit, files::queue_depth(f), false);
+                targets.insert(def.name.clone(), files::Target { schema: schema.clone(), chunks });
+            }
+            let source = FileSource::new(f.clone(), lake.clone(), targets, clock.clone(), health.clone());
+            let name = format!("file source '{}'", f.name);
+            tasks.spawn(stop_on_failure(name, source.run(shutdown.clone()), shutdown.clone(), fatal.clone()));
+        }
+        for (_, pipeline) in pipelines {
+            tasks.spawn(pipeline.run(shutdown.clone()));
         }
         Ok(Self { tables, fatal, health })
     }
@@ -184,12 +195,76 @@ impl IngestService {
     }
 }
 
+/// Runs a source until it ends; the first source to fail stops the whole
+/// process, in order, and says why.
+async fn stop_on_failure(
+    name: String,
+    source: impl Future<Output = Result<(), IngestError>>,
+    shutdown: CancellationToken,
+    fatal: Arc<std::sync::OnceLock<String>>,
+) {
+    if let Err(e) = source.await {
+        tracing::error!(source = %name, error = %e, "source failed; shutting down");
+        let _ = fatal.set(format!("{name}: {e}"));
+        shutdown.cancel();
+    }
+}
+
+/// Makes `def`'s table ready for ingestion: created or evolved (`ensure`;
+/// otherwise it must exist as it is), with its quarantine table, ingest
+/// view and dedup index.
+async fn prepare_table(
+    lake: &Lake,
+    def: &TableDef,
+    config: &ValidConfig,
+    clock: &dyn Clock,
+    ensure: bool,
+) -> Result<PreparedTable, IngestError> {
+    let table = if ensure { lake.ensure_table(def).await } else { lake.load(&def.name).await };
+    let table = table.map_err(IngestError::Table)?;
+    let quarantine = lake.ensure_quarantine(&def.name).await.map_err(IngestError::Table)?;
+    let schema = Arc::new(IngestSchema::new(def, &table, &quarantine)?);
+    let dedup = dedup_index(lake, &table, def, config, clock).await?;
+    let outcomes = outcomes::Outcomes::new(&def.name);
+    Ok(PreparedTable { schema, table, quarantine, dedup, outcomes })
+}
+
+/// `tributary load`: lands `files` in `def`'s table once, through the same
+/// pipeline as every source, and reconciles what happened. `ensure`
+/// creates or evolves the table from `def` (a declared table); otherwise
+/// it must exist. `watch` is handed the progress counters.
+#[allow(clippy::too_many_arguments)]
+pub async fn load(
+    lake: &Lake,
+    config: &ValidConfig,
+    def: &TableDef,
+    ensure: bool,
+    source: tributary_core::files::FilesDef,
+    files: Vec<files::listing::FileRef>,
+    clock: Arc<dyn Clock>,
+    shutdown: &CancellationToken,
+    watch: impl FnOnce(Arc<files::Progress>),
+) -> Result<files::Tally, IngestError> {
+    let prepared = prepare_table(lake, def, config, clock.as_ref(), ensure).await?;
+    let schema = prepared.schema.clone();
+    let mut pipeline = TablePipeline::new(lake.clone(), prepared, config, clock.clone())?;
+    let chunks = pipeline.add_source(FILES_PIPELINE.to_owned(), source.commit, files::queue_depth(&source), false);
+    let landing = tokio::spawn(pipeline.run(shutdown.clone()));
+    let targets = HashMap::from([(def.name.clone(), files::Target { schema, chunks })]);
+    let mut reader = FileSource::new(source, lake.clone(), targets, clock, Health::default());
+    watch(reader.progress());
+    let tally = reader.load(files, shutdown).await;
+    drop(reader);
+    landing.await.map_err(|e| IngestError::Internal(format!("table pipeline: {e}")))?;
+    tally
+}
+
 /// The dedup index of a table with a dedup key, resumed from what the last
 /// process stored or rebuilt from the table's recent rows.
 async fn dedup_index(
     lake: &Lake,
     table: &tributary_table::LoadedTable,
-    def: &tributary_core::config::TableDef,
+    def: &TableDef,
     config: &ValidConfig,
     clock: &dyn Clock,
 ) -> Result<Option<TableDedup>, IngestError> {

@@ -11,6 +11,7 @@ use tributary_core::config::{LINEAGE_COLUMNS, TableDef};
 use tributary_core::schema::{Field, TimestampRange, apply_input_rules};
 use tributary_table::LoadedTable;
 use tributary_table::iceberg::arrow::schema_to_arrow_schema;
+use tributary_table::iceberg::spec::Schema;
 use tributary_table::schema::from_iceberg_schema;
 
 use crate::decode::{BodyFormat, RawRecord, split_records};
@@ -48,7 +49,12 @@ pub struct IngestSchema {
 impl IngestSchema {
     /// Derives the ingest view of a table from its loaded state.
     pub fn new(def: &TableDef, table: &LoadedTable, quarantine: &LoadedTable) -> Result<Self, IngestError> {
-        let schema = table.metadata.current_schema();
+        Self::of(def, table.metadata.current_schema(), quarantine.metadata.current_schema())
+    }
+
+    /// The ingest view of a table with the Iceberg schema `schema`, whose
+    /// quarantine table has `quarantine`.
+    pub(crate) fn of(def: &TableDef, schema: &Schema, quarantine: &Schema) -> Result<Self, IngestError> {
         let columns = from_iceberg_schema(schema);
         let user: Vec<usize> =
             (0..columns.len()).filter(|i| !LINEAGE_COLUMNS.contains(&columns[*i].name.as_str())).collect();
@@ -56,10 +62,10 @@ impl IngestSchema {
         // Validation follows the table's schema, with the config's input
         // rules (epoch units) on top.
         apply_input_rules(&mut user_fields, &def.fields);
-        let arrow = |t: &LoadedTable| {
-            schema_to_arrow_schema(t.metadata.current_schema())
+        let arrow = |s: &Schema| {
+            schema_to_arrow_schema(s)
                 .map(Arc::new)
-                .map_err(|e| IngestError::Internal(format!("arrow schema of {}: {e}", t.name)))
+                .map_err(|e| IngestError::Internal(format!("arrow schema of {} or its quarantine: {e}", def.name)))
         };
         let dedup = def.dedup.as_ref().and_then(|(k, w)| columns.iter().position(|c| &c.name == k).map(|i| (i, *w)));
         let lineage = columns.iter().enumerate().filter_map(|(i, c)| Some((i, LineageColumn::of(&c.name)?))).collect();
@@ -68,7 +74,7 @@ impl IngestSchema {
             table: def.name.clone(),
             user,
             user_fields,
-            arrow: arrow(table)?,
+            arrow: arrow(schema)?,
             schema_id: schema.schema_id(),
             lineage,
             event_time,
@@ -148,6 +154,8 @@ pub struct Lineage<'a> {
     pub offset: Option<i64>,
     /// `_ingested_at`, microseconds since the epoch.
     pub ingested_at_us: i64,
+    /// `_source_file`: the file's location, for a file source.
+    pub file: Option<&'a str>,
 }
 
 /// Records per part below which a body is validated on one thread: the
@@ -167,7 +175,7 @@ pub fn prepare(
 ) -> Result<Prepared, IngestError> {
     let records = split_records(body, format)?;
     let received = records.len();
-    let lineage = Lineage { source, partition: None, offset: None, ingested_at_us };
+    let lineage = Lineage { source, partition: None, offset: None, ingested_at_us, file: None };
     let parts = tributary_core::cores::parts(received, MIN_PART_RECORDS);
     let part = |first: usize, records: &[RawRecord<'_>]| prepare_part(schema, records, first, &lineage, request_id);
     let (batch, rejects) = if parts == 1 {
@@ -205,7 +213,7 @@ fn prepare_part(
     rows.reserve(records.len());
     let mut rejects = Vec::new();
     for (i, rec) in records.iter().enumerate() {
-        if let Err(rejection) = rows.push_json(schema, rec.raw, None, lineage) {
+        if let Err(rejection) = rows.push_json(schema, rec.raw, &[], lineage) {
             rejects.push(Reject {
                 raw: rec.raw.to_vec(),
                 rejection,

@@ -25,6 +25,8 @@ pub enum LineageColumn {
     IngestedAt,
     /// `_schema_id`
     SchemaId,
+    /// `_source_file`
+    SourceFile,
 }
 
 impl LineageColumn {
@@ -36,6 +38,7 @@ impl LineageColumn {
             "_source_offset" => Self::SourceOffset,
             "_ingested_at" => Self::IngestedAt,
             "_schema_id" => Self::SchemaId,
+            "_source_file" => Self::SourceFile,
             _ => return None,
         })
     }
@@ -87,7 +90,7 @@ impl Rows {
         &mut self,
         schema: &IngestSchema,
         bytes: &[u8],
-        fill: Option<(usize, &str)>,
+        fill: &[(usize, &str)],
         lineage: &Lineage<'_>,
     ) -> Result<(), Rejection> {
         let rules = Rules { fields: &schema.user_fields, event_time: schema.event_time, timestamps: schema.timestamps };
@@ -102,6 +105,9 @@ impl Rows {
                 (LineageColumn::SourceOffset, Column::Long(c)) => c.push_opt(lineage.offset),
                 (LineageColumn::IngestedAt, Column::Ts(c, _)) => c.push(lineage.ingested_at_us),
                 (LineageColumn::SchemaId, Column::Int(c)) => c.push(schema.schema_id),
+                (LineageColumn::SourceFile, Column::Str(c)) if lineage.file.is_some() => {
+                    c.push(lineage.file.unwrap_or_default().as_bytes());
+                }
                 _ => col.push_null(),
             }
         }
@@ -134,7 +140,7 @@ impl Rows {
 }
 
 /// Why the reference validator refuses a record the columnar one refused.
-fn explain(bytes: &[u8], rules: &Rules<'_>, fill: Option<(usize, &str)>) -> Rejection {
+fn explain(bytes: &[u8], rules: &Rules<'_>, fill: &[(usize, &str)]) -> Rejection {
     validate_json(bytes, rules, fill).err().unwrap_or_else(|| {
         // The two validators disagree: a defect. The record is kept, in
         // quarantine, and can be replayed once it is fixed.

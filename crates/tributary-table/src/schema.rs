@@ -35,7 +35,7 @@ impl IdAlloc {
 /// The lineage columns every ingested table carries after the user columns.
 pub fn lineage_fields() -> Vec<Field> {
     let ty = |c: &str| match c {
-        "_source" => FieldType::String,
+        "_source" | "_source_file" => FieldType::String,
         "_source_partition" | "_schema_id" => FieldType::Int,
         "_source_offset" => FieldType::Long,
         _ => FieldType::Timestamptz,

@@ -13,7 +13,7 @@ use tributary_table::maintain::maintain_table;
 use crate::OutputFormat;
 
 /// Loads and validates a config file; `data_dir` resolves embedded defaults.
-pub fn load_config(path: &Path, data_dir: &Path) -> anyhow::Result<ValidConfig> {
+pub(crate) fn load_config(path: &Path, data_dir: &Path) -> anyhow::Result<ValidConfig> {
     let cfg = Config::load(path).map_err(anyhow::Error::msg)?;
     cfg.validate(data_dir).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
 }
@@ -57,7 +57,7 @@ pub async fn serve(path: &Path, data_dir: &Path, http: Option<String>) -> anyhow
 
 /// Opens the lake of `config`, or the embedded one under `data_dir`, which
 /// must exist: a typo in `--data-dir` must not create an empty lake.
-async fn open_lake(data_dir: &Path, config: Option<&Path>) -> anyhow::Result<Lake> {
+pub(crate) async fn open_lake(data_dir: &Path, config: Option<&Path>) -> anyhow::Result<Lake> {
     let (url, name, warehouse) = match config {
         Some(p) => {
             let v = load_config(p, data_dir)?;

@@ -1,11 +1,12 @@
-//! The `tributary` command line: `check`, `serve`, `sql`, `table` and
-//! `quickstart`.
+//! The `tributary` command line: `check`, `serve`, `sql`, `load`,
+//! `maintain`, `rollback`, `table` and `quickstart`.
 //!
 //! Each command is a thin function over the library crates, so the same code
 //! paths run under the CLI, the tests and the benchmarks.
 
 mod commands;
 mod generator;
+mod load;
 pub mod logging;
 mod quickstart;
 
@@ -81,6 +82,33 @@ pub enum Command {
         format: OutputFormat,
         /// The statement, e.g. "SELECT count(*) FROM raw.transactions".
         sql: String,
+    },
+    /// Load files into a table once (exactly once: files already loaded are
+    /// skipped), print a reconciliation, and exit non-zero if any file failed.
+    Load {
+        /// Where the embedded catalog and warehouse live.
+        #[arg(long, default_value = "./tributary-data")]
+        data_dir: PathBuf,
+        /// Take the catalog, the warehouse and the table's declaration
+        /// (types, dedup key, event time) from this config; without it the
+        /// table must exist.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The table (`namespace.table`).
+        #[arg(long)]
+        table: String,
+        /// File format; `auto` reads it from each file's extension.
+        #[arg(long, value_enum, default_value_t = load::Format::Auto)]
+        format: load::Format,
+        /// CSV field delimiter.
+        #[arg(long, default_value = ",")]
+        delimiter: String,
+        /// CSV files have no header line (columns in the table's order).
+        #[arg(long)]
+        no_header: bool,
+        /// Files, directories (walked; `key=value` folders fill columns) and globs.
+        #[arg(required = true)]
+        paths: Vec<String>,
     },
     /// Compact tables and expire their old snapshots once, and say what it did.
     Maintain {
@@ -197,6 +225,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { config, data_dir, http } => commands::serve(&config, &data_dir, http).await,
         Command::Sql { data_dir, config, format, sql } => {
             commands::sql(&data_dir, config.as_deref(), format, &sql).await
+        }
+        Command::Load { data_dir, config, table, format, delimiter, no_header, paths } => {
+            let csv = tributary_core::files::CsvOptions { header: !no_header, delimiter, ..Default::default() };
+            let options = load::Options { data_dir, config, table, format, csv, paths };
+            load::run(options).await
         }
         Command::Maintain { data_dir, config, table, dry_run } => {
             commands::maintain(&data_dir, config.as_deref(), table.as_deref(), dry_run).await

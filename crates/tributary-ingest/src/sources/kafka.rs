@@ -383,11 +383,13 @@ impl KafkaSource {
         self.batch.bytes += payload.len();
         let key = self.key_fill.and_then(|_| msg.key()).map(String::from_utf8_lossy);
         let fill = self.key_fill.zip(key.as_deref());
+        let fill = fill.as_slice();
         let lineage = Lineage {
             source: "kafka",
             partition: Some(tp.1),
             offset: Some(offset),
             ingested_at_us: self.batch.ingested_at_us,
+            file: None,
         };
         match self.rows.push_json(&self.schema, payload, fill, &lineage) {
             Ok(()) => self.batch.rows += 1,

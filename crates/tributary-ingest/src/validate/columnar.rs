@@ -36,7 +36,7 @@ pub enum Slot {
 pub fn append(
     bytes: &[u8],
     rules: &Rules<'_>,
-    fill: Option<(usize, &str)>,
+    fill: &[(usize, &str)],
     cols: &mut [Column],
     slots: &mut Vec<Slot>,
 ) -> bool {
@@ -52,8 +52,8 @@ pub fn append(
         if slots[i] == Slot::Set {
             continue;
         }
-        match fill {
-            Some((at, value)) if at == i => {
+        match fill.iter().find(|(at, _)| *at == i) {
+            Some((_, value)) => {
                 let text: StrDeserializer<'_, serde::de::value::Error> = value.into_deserializer();
                 let value = Value { field, col: &mut cols[i], range: &rules.timestamps };
                 if value.deserialize(text) != Ok(Slot::Set) {

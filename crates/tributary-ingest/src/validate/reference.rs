@@ -54,17 +54,17 @@ pub enum Cell {
 /// Only the values of the table's top-level columns are materialised; other
 /// keys are skipped without allocating. A record that is not a plain object
 /// is re-parsed whole, so that the rejection says exactly what is wrong.
-pub fn validate_json(bytes: &[u8], rules: &Rules<'_>, fill: Option<(usize, &str)>) -> Result<Vec<Cell>, Rejection> {
+pub fn validate_json(bytes: &[u8], rules: &Rules<'_>, fill: &[(usize, &str)]) -> Result<Vec<Cell>, Rejection> {
     let Rules { fields, event_time, timestamps } = *rules;
     let bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
     let mut slots = match top_level(bytes, fields) {
         Ok(slots) => slots,
         Err(_) => slots_of(bytes, fields)?,
     };
-    if let Some((i, value)) = fill
-        && slots[i].as_ref().is_none_or(Value::is_null)
-    {
-        slots[i] = Some(Value::String(value.to_owned()));
+    for (i, value) in fill {
+        if slots[*i].as_ref().is_none_or(Value::is_null) {
+            slots[*i] = Some(Value::String((*value).to_owned()));
+        }
     }
     if let Some(i) = event_time
         && slots[i].as_ref().is_none_or(Value::is_null)
@@ -367,7 +367,7 @@ mod tests {
 
     fn check(v: Value, event_time: Option<&str>) -> Result<Vec<Cell>, Rejection> {
         let f = fields();
-        validate_json(v.to_string().as_bytes(), &rules(&f, event_time.map(index)), None)
+        validate_json(v.to_string().as_bytes(), &rules(&f, event_time.map(index)), &[])
     }
 
     fn rules(fields: &[Field], event_time: Option<usize>) -> Rules<'_> {
@@ -375,7 +375,7 @@ mod tests {
     }
 
     fn plain(bytes: &[u8], fields: &[Field]) -> Result<Vec<Cell>, Rejection> {
-        validate_json(bytes, &rules(fields, None), None)
+        validate_json(bytes, &rules(fields, None), &[])
     }
 
     fn fields() -> Vec<Field> {
@@ -464,11 +464,11 @@ mod tests {
     #[test]
     fn fill_supplies_a_missing_or_null_column_only() {
         let f = fields();
-        let row = validate_json(br#"{"n":1}"#, &rules(&f, None), Some((index("id"), "from-key"))).unwrap();
+        let row = validate_json(br#"{"n":1}"#, &rules(&f, None), &[(index("id"), "from-key")]).unwrap();
         assert_eq!(row[0], Cell::Str("from-key".into()));
-        let row = validate_json(br#"{"id":null}"#, &rules(&f, None), Some((index("id"), "k"))).unwrap();
+        let row = validate_json(br#"{"id":null}"#, &rules(&f, None), &[(index("id"), "k")]).unwrap();
         assert_eq!(row[0], Cell::Str("k".into()));
-        let row = validate_json(br#"{"id":"own"}"#, &rules(&f, None), Some((index("id"), "k"))).unwrap();
+        let row = validate_json(br#"{"id":"own"}"#, &rules(&f, None), &[(index("id"), "k")]).unwrap();
         assert_eq!(row[0], Cell::Str("own".into()));
     }
 
@@ -508,7 +508,7 @@ mod tests {
             event_time: None,
             timestamps: TimestampRange { min_us: 946_684_800_000_000, max_us: i64::MAX },
         };
-        let r = validate_json(br#"{"id":"a","ts":1795000000}"#, &narrow, None).unwrap_err();
+        let r = validate_json(br#"{"id":"a","ts":1795000000}"#, &narrow, &[]).unwrap_err();
         assert!(r.message.contains("1970-01-21"), "seconds read as milliseconds are caught: {}", r.message);
     }
 
