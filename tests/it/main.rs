@@ -4,6 +4,7 @@
 mod bounded_dedup;
 mod commit_protocol;
 mod common;
+mod file_source;
 mod http_ingest;
 mod http_input;
 mod idempotent_http;
