@@ -20,7 +20,7 @@ use crate::table_name::{TableName, is_identifier};
 /// The pipeline id of every file source of a table: `tributary load` and a
 /// `[[files]]` source share one set of positions, so a file reaches a table
 /// once however it was offered.
-pub const FILES_PIPELINE: &str = "files";
+pub const FILES_PIPELINE: &str = "file";
 
 /// Added to a file's row count once all of it is committed. Positions only
 /// grow, and a finished file's value is above any row it could be read

@@ -123,7 +123,7 @@ fn summary(table: &TableName, count: usize, t: &Tally, took: Duration) -> String
     );
     if t.failed > 0 || t.rows_quarantined > 0 {
         out += &format!(
-            "  why    tributary sql \"SELECT position, error_kind, error_message FROM {} WHERE source = 'files'\"\n",
+            "  why    tributary sql \"SELECT position, error_kind, error_message FROM {} WHERE source = 'file'\"\n",
             table.quarantine()
         );
     }

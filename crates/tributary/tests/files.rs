@@ -117,7 +117,7 @@ fn load_reconciles_good_and_bad_files_and_a_rerun_skips_them() {
     let why = query(
         &config,
         &lake,
-        "SELECT count(*), count(*) FILTER (WHERE error_kind = 'bad_file') FROM quarantine.events WHERE source = 'files'",
+        "SELECT count(*), count(*) FILTER (WHERE error_kind = 'bad_file') FROM quarantine.events WHERE source = 'file'",
     );
     assert_eq!((why[0].as_i64(), why[1].as_i64()), (Some(4), Some(2)), "two rows and two whole files");
 
