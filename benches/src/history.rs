@@ -82,7 +82,7 @@ async fn phase(commits: usize, rate: f64, maintenance: bool) -> anyhow::Result<(
     let lake = tributary_table::Lake::open(&cfg.catalog_url, &cfg.catalog_name, &cfg.warehouse).await?;
     let table = lake.load(&tributary_core::TableName::new("raw", "events")).await?;
     let stats = tributary_table::maintain::TableStats::of(&table);
-    let metadata = dir_bytes(&cfg.warehouse.join("raw/events/metadata"));
+    let metadata = dir_bytes(&cfg.warehouse.local_dir().expect("a local warehouse").join("raw/events/metadata"));
     shutdown.cancel();
     server.wait().await?;
     let reads = if maintenance { None } else { Some(reads_before_and_after_compaction(&lake, &table).await?) };

@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let lake = tributary_table::Lake::open(&cfg.catalog_url, &cfg.catalog_name, &cfg.warehouse).await?;
     let name = tributary_core::TableName::new("raw", "events");
-    let table_dir = cfg.warehouse.join("raw/events");
+    let table_dir = cfg.warehouse.local_dir().expect("a local warehouse").join("raw/events");
 
     println!("soak: {minutes} min at {rate} events/s over HTTP (bodies of {PER_BODY}), default maintenance");
     println!(

@@ -51,7 +51,7 @@ async fn keys_past_the_memory_bound_are_still_deduplicated_and_a_restart_resumes
 
     // The stop stored every key. With the table's data files gone, a
     // restart that read the table would fail: this one reads only runs.
-    let data = cfg.warehouse.join("raw").join("bounded").join("data");
+    let data = cfg.warehouse.local_dir().unwrap().join("raw").join("bounded").join("data");
     let removed = remove_parquet(&data);
     assert!(removed > 0, "no data files under {}", data.display());
     let srv = start(&cfg).await;

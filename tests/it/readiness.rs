@@ -57,10 +57,14 @@ async fn readyz_is_ok_when_every_component_is() {
 async fn an_unreachable_postgres_catalog_is_named_at_once() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let err = tributary_table::Lake::open("postgres://postgres@127.0.0.1:9/postgres", "tributary", dir.path())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = tributary_table::Lake::open(
+        "postgres://postgres@127.0.0.1:9/postgres",
+        "tributary",
+        &tributary_core::config::Warehouse::Local(dir.path().to_path_buf()),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     assert!(err.contains("[catalog] url = 'postgres://postgres@127.0.0.1:9/postgres'"), "{err}");
     assert!(err.to_lowercase().contains("connection refused"), "{err}");

@@ -14,9 +14,11 @@ use serde::Deserialize;
 
 mod maintenance;
 mod table;
+mod warehouse;
 
 pub use maintenance::{MaintenanceConfig, MaintenancePolicy};
 pub use table::{DEFAULT_DEDUP_MEMORY, DEFAULT_DEDUP_WINDOW, FieldConfig, TableConfig, TableDef};
+pub use warehouse::{S3Config, Sse, Warehouse, WarehouseConfig};
 
 use crate::files::{FilesConfig, FilesDef};
 use crate::kafka::{KafkaConfig, KafkaDef};
@@ -83,15 +85,6 @@ impl Default for CatalogConfig {
 
 fn default_catalog_name() -> String {
     "tributary".to_owned()
-}
-
-/// `[warehouse]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WarehouseConfig {
-    /// A local directory; default `DATA_DIR/warehouse`.
-    #[serde(default)]
-    pub path: Option<PathBuf>,
 }
 
 /// `[server]`.
@@ -179,8 +172,8 @@ pub struct ValidConfig {
     pub catalog_url: String,
     /// Catalog name shared with other Iceberg clients.
     pub catalog_name: String,
-    /// Absolute warehouse directory.
-    pub warehouse: PathBuf,
+    /// Where data and metadata files live.
+    pub warehouse: Warehouse,
     /// Local state derived from the tables (the dedup indexes' runs):
     /// `DATA_DIR/dedup`.
     pub dedup_dir: PathBuf,
@@ -255,7 +248,7 @@ impl Config {
         if !is_identifier(&self.catalog.name) {
             return Err(format!("catalog.name = '{}' must be a lowercase identifier", self.catalog.name));
         }
-        let warehouse = self.warehouse.path.clone().unwrap_or_else(|| data_dir.join("warehouse"));
+        let warehouse = self.warehouse.resolve(data_dir)?;
         let max_latency = parse_duration(&self.commit.max_latency).map_err(|e| format!("commit.max_latency: {e}"))?;
         if self.commit.max_rows == 0 || self.commit.max_bytes == 0 {
             return Err("commit.max_rows and commit.max_bytes must be at least 1".to_owned());
@@ -396,7 +389,7 @@ fields = [
     fn valid_config_resolves_embedded_defaults() {
         let v = Config::from_toml(GOOD).unwrap().validate(Path::new("/d")).unwrap();
         assert_eq!(v.catalog_url, "sqlite:///d/catalog.db");
-        assert_eq!(v.warehouse, PathBuf::from("/d/warehouse"));
+        assert_eq!(v.warehouse, Warehouse::Local(PathBuf::from("/d/warehouse")));
         assert_eq!(v.tables[0].dedup, Some(("event_id".to_owned(), Duration::from_secs(3600))));
         assert_eq!(v.tables[0].dedup_memory, 256 << 20);
         assert_eq!(v.dedup_dir, PathBuf::from("/d/dedup"));

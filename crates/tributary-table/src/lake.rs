@@ -7,7 +7,6 @@
 //! caught instead of being silently rebased.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -19,7 +18,7 @@ use iceberg::spec::{
 };
 use iceberg::table::Table;
 use tributary_core::TableName;
-use tributary_core::config::TableDef;
+use tributary_core::config::{TableDef, Warehouse};
 use tributary_core::schema::Field;
 use uuid::Uuid;
 
@@ -65,27 +64,19 @@ pub struct Lake {
     store: CatalogStore,
     file_io: FileIO,
     warehouse: String,
+    lister: crate::storage::Lister,
     /// Per table, held by a commit from its last base read to its swap, so
     /// that this process's commits to one table take turns ([`Lake::gate`]).
     gates: Arc<std::sync::Mutex<HashMap<TableName, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl Lake {
-    /// Opens the catalog and the local warehouse directory, creating both.
-    pub async fn open(catalog_url: &str, catalog_name: &str, warehouse: &Path) -> Result<Self> {
-        std::fs::create_dir_all(warehouse).map_err(|e| {
-            TableError::Config(format!("cannot create warehouse directory {}: {e}", warehouse.display()))
-        })?;
-        let abs = warehouse.canonicalize().map_err(|e| {
-            TableError::Config(format!("cannot resolve warehouse directory {}: {e}", warehouse.display()))
-        })?;
+    /// Opens the catalog and the warehouse (a local directory, created if
+    /// need be, or an S3 bucket, checked to be reachable).
+    pub async fn open(catalog_url: &str, catalog_name: &str, warehouse: &Warehouse) -> Result<Self> {
+        let (file_io, warehouse, lister) = crate::storage::open(warehouse).await?;
         let store = CatalogStore::connect(catalog_url, catalog_name).await?;
-        Ok(Self {
-            store,
-            file_io: FileIO::new_with_fs(),
-            warehouse: format!("file://{}", abs.display()),
-            gates: Arc::default(),
-        })
+        Ok(Self { store, file_io, warehouse, lister, gates: Arc::default() })
     }
 
     /// The commit gate of `table` in this process. Ingest holds it for each
@@ -96,6 +87,11 @@ impl Lake {
     pub fn gate(&self, table: &TableName) -> Arc<tokio::sync::Mutex<()>> {
         let mut gates = self.gates.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         gates.entry(table.clone()).or_default().clone()
+    }
+
+    /// Lists the files under a location of the warehouse's storage.
+    pub fn lister(&self) -> &crate::storage::Lister {
+        &self.lister
     }
 
     /// The storage every data and metadata file goes through.

@@ -18,6 +18,7 @@ pub mod recovery;
 mod rollback;
 pub mod schema;
 mod snapshot;
+pub mod storage;
 pub mod writer;
 
 pub use commit::{Change, Outcome, PipelineStamp, commit, commit_with_retry, publish};

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use tributary_core::TableName;
-use tributary_core::config::{Config, ValidConfig};
+use tributary_core::config::{Config, ValidConfig, Warehouse};
 use tributary_query::{QueryEngine, output};
 use tributary_table::Lake;
 use tributary_table::maintain::maintain_table;
@@ -26,7 +26,7 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     }
     println!("{}: ok", path.display());
     println!("  catalog   {} (name '{}')", v.catalog_url, v.catalog_name);
-    println!("  warehouse {}", v.warehouse.display());
+    println!("  warehouse {}", v.warehouse);
     println!("  listen    {}", v.listen);
     for t in &v.tables {
         let dedup = t.dedup.as_ref().map_or("none".to_owned(), |(k, w)| format!("{k} within {w:?}"));
@@ -71,7 +71,8 @@ pub(crate) async fn open_lake(data_dir: &Path, config: Option<&Path>) -> anyhow:
                 data_dir.display(),
                 db.display()
             );
-            (format!("sqlite://{}", db.display()), "tributary".to_owned(), data_dir.join("warehouse"))
+            let warehouse = Warehouse::Local(data_dir.join("warehouse"));
+            (format!("sqlite://{}", db.display()), "tributary".to_owned(), warehouse)
         }
     };
     Lake::open(&url, &name, &warehouse).await.context("opening the lake")

@@ -8,8 +8,8 @@
 //! the age guard is never deleted, whatever it is: it may belong to a
 //! commit in flight on another worker.
 //!
-//! Listing is the one storage-specific step ([`list`]); today it reads a
-//! local warehouse directory. An object store lists by prefix the same way.
+//! Listing is the one storage-specific step (`Lake::lister`): a local
+//! directory walk, or a bucket prefix listing.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -33,8 +33,9 @@ pub struct Orphans {
 pub async fn remove_orphans(lake: &Lake, name: &TableName, min_age: Duration, dry_run: bool) -> Result<Orphans> {
     let table = lake.load(name).await?;
     let cutoff = SystemTime::now().checked_sub(min_age).unwrap_or(SystemTime::UNIX_EPOCH);
+    let listed = lake.lister().list(table.metadata.location()).await?;
     let old: Vec<(String, u64)> =
-        list(&table)?.into_iter().filter(|f| f.modified < cutoff).map(|f| (f.path, f.size)).collect();
+        listed.into_iter().filter(|f| f.modified < cutoff).map(|f| (f.path, f.size)).collect();
     if old.is_empty() {
         return Ok(Orphans::default());
     }
@@ -76,38 +77,4 @@ async fn referenced(lake: &Lake, table: &LoadedTable) -> Result<HashSet<String>>
     }
     refs.extend(manifests);
     Ok(refs)
-}
-
-/// A file under a table's location.
-struct Listed {
-    path: String,
-    size: u64,
-    modified: SystemTime,
-}
-
-/// Every file under the table's location.
-fn list(table: &LoadedTable) -> Result<Vec<Listed>> {
-    let location = table.metadata.location();
-    let Some(root) = location.strip_prefix("file://") else {
-        return Err(TableError::Config(format!("orphan cleanup lists local warehouses only; '{location}' is not one")));
-    };
-    let mut out = Vec::new();
-    let mut dirs = vec![std::path::PathBuf::from(root)];
-    while let Some(dir) = dirs.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(TableError::Config(format!("cannot list {}: {e}", dir.display()))),
-        };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                dirs.push(entry.path());
-            } else {
-                let modified = meta.modified().unwrap_or(SystemTime::now());
-                out.push(Listed { path: format!("file://{}", entry.path().display()), size: meta.len(), modified });
-            }
-        }
-    }
-    Ok(out)
 }
