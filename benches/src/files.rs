@@ -134,9 +134,11 @@ async fn load_phase(files: &Path, lake: &Path) -> anyhow::Result<serde_json::Val
     let lake_handle = tributary_table::Lake::open(&config.catalog_url, &config.catalog_name, &config.warehouse).await?;
     let table = config.tables[0].clone();
     let inputs = [files.display().to_string()];
-    let list =
-        tributary_ingest::sources::files::listing::list_inputs(&inputs, &table.name).map_err(anyhow::Error::msg)?;
-    let source = FilesDef::one_off(table.name.clone(), FileFormat::Auto, CsvOptions::default(), config.commit);
+    let s3 = tributary_core::config::S3Config::default();
+    let list = tributary_ingest::sources::files::listing::list_inputs(&inputs, &table.name, &s3)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let source = FilesDef::one_off(table.name.clone(), FileFormat::Auto, CsvOptions::default(), config.commit, s3);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let (cpu0, t0) = (cpu_seconds(), Instant::now());
     let clock = Arc::new(tributary_core::SystemClock);

@@ -307,7 +307,7 @@ impl Config {
         }
         let mut files = Vec::with_capacity(self.files.len());
         for (i, f) in self.files.iter().enumerate() {
-            let def = f.validate(&tables, commit).map_err(|e| format!("files[{i}] ({}): {e}", f.name))?;
+            let def = f.validate(&tables, commit, &warehouse).map_err(|e| format!("files[{i}] ({}): {e}", f.name))?;
             if !names.insert(def.name.clone()) {
                 return Err(format!("files[{i}]: source name '{}' is used twice", def.name));
             }
@@ -471,7 +471,7 @@ fields = [
             (ok.replace("table = \"raw.transactions\"", ""), "no target table"),
             (format!("{ok}csv = {{ delimiter = \";;\" }}\n"), "csv.delimiter"),
             (format!("{ok}poll_interval = \"soon\"\n"), "poll_interval"),
-            (ok.replace("/landing", "s3://bucket/landing"), "not supported yet"),
+            (ok.replace("/landing", "gs://bucket/landing"), "s3://bucket/prefix"),
         ] {
             let err = Config::from_toml(&bad).unwrap().validate(Path::new("/d")).unwrap_err();
             assert!(err.contains("files[0]") && err.contains(says), "{says}: {err}");

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{CommitPolicy, TableDef, parse_duration};
+use crate::config::{CommitPolicy, S3Config, TableDef, Warehouse, parse_duration};
 use crate::table_name::{TableName, is_identifier};
 
 /// The pipeline id of every file source of a table: `tributary load` and a
@@ -144,6 +144,10 @@ pub struct FilesConfig {
     /// What to do with a file once it is committed.
     #[serde(default)]
     pub post_action: PostAction,
+    /// Endpoint and credentials of an `s3://` landing area; default the
+    /// S3 warehouse's, else the AWS environment.
+    #[serde(default)]
+    pub s3: Option<S3Config>,
     /// Overrides `[commit] max_rows` for this source.
     #[serde(default)]
     pub max_rows: Option<usize>,
@@ -173,8 +177,10 @@ pub enum Route {
 pub struct FilesDef {
     /// Source name.
     pub name: String,
-    /// The landing directory (without `/{table}`).
+    /// The landing directory or `s3://bucket/prefix` (without `/{table}`).
     pub root: String,
+    /// Settings for an `s3://` root.
+    pub s3: S3Config,
     /// Where files go.
     pub route: Route,
     /// File format.
@@ -191,10 +197,11 @@ pub struct FilesDef {
 
 impl FilesDef {
     /// A one-off load of files into `table` (`tributary load`).
-    pub fn one_off(table: TableName, format: FileFormat, csv: CsvOptions, commit: CommitPolicy) -> Self {
+    pub fn one_off(table: TableName, format: FileFormat, csv: CsvOptions, commit: CommitPolicy, s3: S3Config) -> Self {
         Self {
             name: "load".to_owned(),
             root: String::new(),
+            s3,
             route: Route::Table(table),
             format,
             csv,
@@ -214,7 +221,12 @@ impl FilesDef {
 }
 
 impl FilesConfig {
-    pub(crate) fn validate(&self, tables: &[TableDef], commit: CommitPolicy) -> Result<FilesDef, String> {
+    pub(crate) fn validate(
+        &self,
+        tables: &[TableDef],
+        commit: CommitPolicy,
+        warehouse: &Warehouse,
+    ) -> Result<FilesDef, String> {
         if !is_identifier(&self.name) {
             return Err(format!("name = '{}': use lowercase letters, digits and '_'", self.name));
         }
@@ -228,11 +240,8 @@ impl FilesConfig {
                 self.path
             ));
         }
-        if root.starts_with("s3://") {
-            return Err(format!(
-                "path = '{}': landing areas on S3 are not supported yet; use a local directory",
-                self.path
-            ));
+        if root.contains("://") && !root.starts_with("s3://") {
+            return Err(format!("path = '{}': use a local directory or s3://bucket/prefix", self.path));
         }
         let route = match (&self.table, by_directory) {
             (Some(t), false) => {
@@ -253,9 +262,15 @@ impl FilesConfig {
             Some(l) => parse_duration(l).map_err(|e| format!("max_latency: {e}"))?,
             None => commit.max_latency,
         };
+        let s3 = match (&self.s3, warehouse) {
+            (Some(own), _) => own.clone(),
+            (None, Warehouse::S3 { settings, .. }) => settings.clone(),
+            (None, Warehouse::Local(_)) => S3Config::default(),
+        };
         Ok(FilesDef {
             name: self.name.clone(),
             root: root.trim_end_matches('/').to_owned(),
+            s3,
             route,
             format: self.format,
             csv: self.csv.clone(),

@@ -169,7 +169,7 @@ impl IngestService {
                 let chunks = pipeline.add_source(FILES_PIPELINE.to_owned(), f.commit, files::queue_depth(f), false);
                 targets.insert(def.name.clone(), files::Target { schema: schema.clone(), chunks });
             }
-            let source = FileSource::new(f.clone(), lake.clone(), targets, clock.clone(), health.clone());
+            let source = FileSource::new(f.clone(), lake.clone(), targets, clock.clone(), health.clone())?;
             let name = format!("file source '{}'", f.name);
             tasks.spawn(stop_on_failure(name, source.run(shutdown.clone()), shutdown.clone(), fatal.clone()));
         }
@@ -251,7 +251,7 @@ pub async fn load(
     let chunks = pipeline.add_source(FILES_PIPELINE.to_owned(), source.commit, files::queue_depth(&source), false);
     let landing = tokio::spawn(pipeline.run(shutdown.clone()));
     let targets = HashMap::from([(def.name.clone(), files::Target { schema, chunks })]);
-    let mut reader = FileSource::new(source, lake.clone(), targets, clock, Health::default());
+    let mut reader = FileSource::new(source, lake.clone(), targets, clock, Health::default())?;
     watch(reader.progress());
     let tally = reader.load(files, shutdown).await;
     drop(reader);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::ValueEnum;
-use tributary_core::config::{Config, DEFAULT_DEDUP_MEMORY, LINEAGE_COLUMNS, TableDef};
+use tributary_core::config::{Config, DEFAULT_DEDUP_MEMORY, LINEAGE_COLUMNS, S3Config, TableDef, Warehouse};
 use tributary_core::files::{CsvOptions, FileFormat, FilesDef};
 use tributary_core::schema::TimestampRange;
 use tributary_core::{SystemClock, TableName};
@@ -80,9 +80,15 @@ pub async fn run(o: Options) -> anyhow::Result<ExitCode> {
         Format::Csv => FileFormat::Csv,
         Format::Ndjson => FileFormat::Ndjson,
     };
-    let files = list_inputs(&o.paths, &table).map_err(anyhow::Error::msg)?;
+    // s3:// inputs use the S3 warehouse's endpoint and credentials, else the
+    // AWS environment.
+    let s3 = match &config.warehouse {
+        Warehouse::S3 { settings, .. } => settings.clone(),
+        Warehouse::Local(_) => S3Config::default(),
+    };
+    let files = list_inputs(&o.paths, &table, &s3).await.map_err(anyhow::Error::msg)?;
     let count = files.len();
-    let source = FilesDef::one_off(table.clone(), format, o.csv.clone(), config.commit);
+    let source = FilesDef::one_off(table.clone(), format, o.csv.clone(), config.commit, s3);
     let shutdown = crate::shutdown_on_signal();
     let started = Instant::now();
     let mut bar = None;

@@ -22,19 +22,18 @@ pub mod listing;
 mod read;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tributary_core::files::{FILE_DONE, FILES_PIPELINE, FilesDef, PostAction, file_progress, parse_file_key};
+use tributary_core::files::{FILE_DONE, FILES_PIPELINE, FilesDef, file_progress, parse_file_key};
 use tributary_core::metrics as m;
 use tributary_core::{Classify, Clock, Positions, TableName};
 use tributary_table::{Lake, last_pipeline_state};
 
-use self::listing::{FileRef, PROCESSED_DIR};
+use self::listing::{FileRef, Landing};
 use self::read::{FileError, FileReader, Part};
 use crate::error::IngestError;
 use crate::health::Health;
@@ -112,6 +111,8 @@ pub struct FileSource {
     targets: HashMap<TableName, Target>,
     clock: Arc<dyn Clock>,
     health: Health,
+    /// The storage the files are on.
+    landing: Landing,
     /// The read generation of the current pass.
     epoch: u64,
     /// Changed or unrouted files already reported, so a poll does not repeat it.
@@ -122,17 +123,20 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    /// A source for `def`, feeding `targets`.
+    /// A source for `def`, feeding `targets`; an error if its S3 landing
+    /// area has no credentials.
     pub fn new(
         def: FilesDef,
         lake: Lake,
         targets: HashMap<TableName, Target>,
         clock: Arc<dyn Clock>,
         health: Health,
-    ) -> Self {
+    ) -> Result<Self, IngestError> {
+        let landing = Landing::of(&def.root, &def.s3)
+            .map_err(|e| IngestError::Source(format!("file source '{}': {e}", def.name)))?;
         let progress = Arc::default();
         let (reported, landed) = (HashSet::new(), HashSet::new());
-        Self { def, lake, targets, clock, health, epoch: 0, reported, landed, progress }
+        Ok(Self { def, lake, targets, clock, health, landing, epoch: 0, reported, landed, progress })
     }
 
     /// The counters a progress display reads.
@@ -150,13 +154,8 @@ impl FileSource {
         self.health.starting(&component, "first listing");
         let tables: Vec<TableName> = self.targets.keys().cloned().collect();
         loop {
-            let root = Path::new(&self.def.root).to_owned();
-            let route = self.def.route.clone();
-            let listed = {
-                let tables = tables.clone();
-                tokio::task::spawn_blocking(move || listing::list_landing(&root, &route, &tables)).await
-            };
-            match listed.map_err(|e| IngestError::Internal(format!("listing task: {e}")))? {
+            let listed = self.landing.list(&self.def.root, &self.def.route, &tables).await;
+            match listed {
                 Ok(listing) => {
                     for relative in listing.unrouted {
                         if self.reported.insert(relative.clone()) {
@@ -212,7 +211,7 @@ impl FileSource {
             }
             let Some(target) = self.targets.get(&file.table).cloned() else { continue };
             let (data, quarantine) = &states[&file.table];
-            let Some(start) = self.decide(&file, data, &mut pass.tally) else { continue };
+            let Some(start) = self.decide(&file, data, &mut pass.tally).await else { continue };
             let quarantined_to = quarantine.get(&file.key()).unwrap_or(0);
             if let Err(e) = self.stream(&file, &target, start, quarantined_to, &mut pass, shutdown).await {
                 pass.failure.get_or_insert(e);
@@ -243,7 +242,7 @@ impl FileSource {
     /// Where to start `file`, or `None` if it is not to be read: finished
     /// (its post-action is done again, idempotently), or changed since a
     /// version of it was read.
-    fn decide(&mut self, file: &FileRef, data: &Positions, tally: &mut Tally) -> Option<u64> {
+    async fn decide(&mut self, file: &FileRef, data: &Positions, tally: &mut Tally) -> Option<u64> {
         let key = file.key();
         if let Some(value) = data.get(&key) {
             let (rows, done) = file_progress(value);
@@ -253,7 +252,7 @@ impl FileSource {
             if !self.landed.contains(&key) {
                 tally.skipped += 1;
             }
-            self.post_action(file);
+            self.post_action(file).await;
             return None;
         }
         let version = file.version();
@@ -284,8 +283,15 @@ impl FileSource {
         let (parts_tx, mut parts) = mpsc::channel(2);
         let (def, schema, opened) = (self.def.clone(), target.schema.clone(), file.clone());
         let (now, progress) = (self.clock.now().timestamp_micros(), self.progress.clone());
+        let copy = self.landing.local_copy(file).await;
         let reading = tokio::task::spawn_blocking(move || {
-            let mut reader = match FileReader::open(&opened, def.format, &def.csv, schema, start, quarantined_to, now) {
+            let copy = match copy {
+                Ok(copy) => copy,
+                Err(e) => return drop(parts_tx.blocking_send(Err(FileError::Unreadable(e)))),
+            };
+            let opened =
+                FileReader::open(&opened, &copy.path, def.format, &def.csv, schema, start, quarantined_to, now);
+            let mut reader = match opened {
                 Ok(r) => r,
                 Err(e) => return drop(parts_tx.blocking_send(Err(e))),
             };
@@ -444,7 +450,7 @@ impl FileSource {
                             tally.loaded += 1
                         }
                         self.landed.insert(file.key());
-                        self.post_action(&file);
+                        self.post_action(&file).await;
                     }
                 }
                 Ok(Ok(Landed::Zombie)) => {
@@ -462,20 +468,9 @@ impl FileSource {
 
     /// Moves or deletes a landed file, as configured; a file already gone
     /// is done.
-    fn post_action(&self, file: &FileRef) {
-        let result = match self.def.post_action {
-            PostAction::Keep => return,
-            PostAction::Delete => std::fs::remove_file(&file.path),
-            PostAction::Move => {
-                let to = Path::new(&self.def.root).join(PROCESSED_DIR).join(&file.relative);
-                to.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::rename(&file.path, &to))
-            }
-        };
-        match result {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                tracing::warn!(file = %file.location, error = %e, "cannot move or delete a landed file; will retry");
-            }
-            _ => {}
+    async fn post_action(&self, file: &FileRef) {
+        if let Err(e) = self.landing.post_action(file, self.def.post_action, &self.def.root).await {
+            tracing::warn!(file = %file.location, error = %e, "cannot move or delete a landed file; will retry");
         }
     }
 }

@@ -147,6 +147,12 @@ fn s3_settings(s3: &S3Config, var: impl Fn(&str) -> Option<String>) -> Result<S3
     })
 }
 
+/// A client for S3 objects outside the warehouse (a landing area), with
+/// `s3`'s settings, else the environment's.
+pub fn s3_client(s3: &S3Config) -> Result<s3::S3Storage> {
+    Ok(s3::S3Storage::new(s3_settings(s3, env)?))
+}
+
 /// One request to the warehouse, so that a wrong endpoint, bucket or key
 /// fails the start with the reason instead of the first commit.
 async fn reach(file_io: &FileIO, location: &str) -> Result<()> {

@@ -214,6 +214,30 @@ impl S3Storage {
     }
 }
 
+impl S3Storage {
+    /// Copies the object at `location` into the local file `to`, streaming.
+    pub async fn download(&self, location: &str, to: &std::path::Path) -> iceberg::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let (client, key) = self.locate(location)?;
+        let got = client.get(&key).await.map_err(|e| error("cannot read", location, e))?;
+        let mut file =
+            tokio::fs::File::create(to).await.map_err(|e| error("cannot create", &to.display().to_string(), e))?;
+        let mut stream = got.into_stream();
+        while let Some(bytes) = stream.next().await {
+            let bytes = bytes.map_err(|e| error("cannot read", location, e))?;
+            file.write_all(&bytes).await.map_err(|e| error("cannot write", &to.display().to_string(), e))?;
+        }
+        file.flush().await.map_err(|e| error("cannot write", &to.display().to_string(), e))
+    }
+
+    /// Moves the object at `from` to `to` (copy, then delete), in one bucket.
+    pub async fn rename(&self, from: &str, to: &str) -> iceberg::Result<()> {
+        let (client, from_key) = self.locate(from)?;
+        let (_, to_key) = self.locate(to)?;
+        client.rename(&from_key, &to_key).await.map_err(|e| error("cannot move", from, e))
+    }
+}
+
 /// Ranged reads of one object.
 struct Reader {
     client: Arc<dyn ObjectStore>,

@@ -117,9 +117,11 @@ fn broken(e: &std::io::Error) -> FileError {
 }
 
 impl FileReader {
-    /// Opens `file` to read from row `start` on.
+    /// Opens `file`, whose bytes are at `path`, to read from row `start` on.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         file: &FileRef,
+        path: &std::path::Path,
         setting: FileFormat,
         csv: &CsvOptions,
         schema: Arc<IngestSchema>,
@@ -128,7 +130,7 @@ impl FileReader {
         ingested_at_us: i64,
     ) -> Result<Self, FileError> {
         let format = format_of(file, setting)?;
-        let handle = File::open(&file.path).map_err(FileError::Unreadable)?;
+        let handle = File::open(path).map_err(FileError::Unreadable)?;
         let inner = match format {
             FileFormat::Parquet => open_parquet(handle, file, &schema, start)?,
             FileFormat::Csv => open_csv(&handle, file, csv, &schema, start)?,
