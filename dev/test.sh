@@ -28,6 +28,12 @@ export TRIBUTARY_TEST_KAFKA
 trap 'bash dev/kafka.sh stop' EXIT
 echo "using $TRIBUTARY_TEST_KAFKA"
 
+step "S3 server (SeaweedFS weed mini, pinned; SigV4 keys tributary / tributary-secret, bucket tributary)"
+TRIBUTARY_TEST_S3="$(bash dev/s3.sh)"
+export TRIBUTARY_TEST_S3
+trap 'bash dev/kafka.sh stop; bash dev/s3.sh stop' EXIT
+echo "using $TRIBUTARY_TEST_S3"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -54,7 +60,7 @@ rm -f "$BAD" "$BAD.err"
 
 step "quickstart twice on one lake, counts must reconcile"
 LAKE="$(mktemp -d)"
-trap 'rm -rf "$LAKE"; bash dev/kafka.sh stop' EXIT
+trap 'rm -rf "$LAKE"; bash dev/kafka.sh stop; bash dev/s3.sh stop' EXIT
 for run in 1 2; do
   target/debug/tributary quickstart --data-dir "$LAKE" --events 20000 --http 127.0.0.1:0 --exit | tee "$LAKE/report-$run.txt"
   grep -q "reconciled: .* OK" "$LAKE/report-$run.txt"
@@ -71,6 +77,9 @@ printf '[maintenance]\ncompact_min_files = 2\n' > "$LAKE/maintain.toml"
 target/debug/tributary maintain --config "$LAKE/maintain.toml" --data-dir "$LAKE" --dry-run
 target/debug/tributary maintain --config "$LAKE/maintain.toml" --data-dir "$LAKE"
 .dev/venv/bin/python dev/interop_pyiceberg.py "$LAKE" target/debug/tributary --compacted
+
+step "PyIceberg reads a table whose warehouse is on the S3 server"
+.dev/venv/bin/python dev/interop_s3.py target/debug/tributary "$TRIBUTARY_TEST_S3"
 
 echo
 echo "all checks passed"

@@ -15,6 +15,7 @@ mod maintenance;
 mod postgres_catalog;
 mod readiness;
 mod rollback;
+mod s3_warehouse;
 mod schema_evolution;
 mod shared_dedup;
 mod sql_read_only;

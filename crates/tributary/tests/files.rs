@@ -85,6 +85,15 @@ fn ndjson_files(dir: &Path, files: usize, rows: usize) {
     }
 }
 
+/// Panics with its stderr if `child` has exited.
+fn alive(child: &mut Child) {
+    if let Some(status) = child.try_wait().unwrap() {
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+        panic!("exited ({status}): {err}");
+    }
+}
+
 fn summary_line<'a>(stdout: &'a str, label: &str) -> &'a str {
     stdout.lines().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("no '{label}' line: {stdout}"))
 }
@@ -211,7 +220,7 @@ fn a_landing_source_killed_midway_lands_a_day_of_files_once() {
     let mut second = tributary(&["serve"], &config, &lake).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     while std::fs::read_dir(&day).unwrap().count() > 0 {
-        assert!(second.try_wait().unwrap().is_none(), "serve exited");
+        alive(&mut second);
         assert!(Instant::now() < deadline, "files were not all landed and moved in time");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -232,4 +241,79 @@ fn a_landing_source_killed_midway_lands_a_day_of_files_once() {
     assert_eq!(bad[0], 1);
     let processed = landing.join("processed/raw.events/event_date=2026-11-30");
     assert_eq!(std::fs::read_dir(processed).unwrap().count(), files + 2, "every file moved once landed");
+}
+
+/// The same on a real S3 server (`dev/s3.sh`, endpoint in
+/// `TRIBUTARY_TEST_S3`): warehouse and landing area in the bucket, serve
+/// killed with SIGKILL in mid-ingest, restarted, and the S3 server itself
+/// restarted while the second process ingests (when `dev/s3.sh` runs it).
+#[test]
+fn a_landing_area_on_s3_lands_every_row_once_across_a_kill_and_an_s3_restart() {
+    use tributary_table::iceberg::io::Storage;
+
+    let endpoint = std::env::var("TRIBUTARY_TEST_S3").unwrap_or_else(|_| "http://127.0.0.1:8333".to_owned());
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let prefix = format!("bin-{}", std::process::id());
+    let landing = format!("s3://tributary/{prefix}-landing");
+    let s3 = format!(
+        "{{ endpoint = \"{endpoint}\", access_key_id = \"tributary\", secret_access_key = \"tributary-secret\" }}"
+    );
+    let extra = format!(
+        "\n[warehouse]\npath = \"s3://tributary/{prefix}\"\ns3 = {s3}\n\n[[files]]\nname = \"drops\"\npath = \"{landing}/{{table}}\"\npoll_interval = \"100ms\"\npost_action = \"delete\"\n"
+    );
+    let config = write_config(dir.path(), &extra);
+    let (files, rows) = (8, 25_000);
+    let settings = tributary_core::config::S3Config {
+        endpoint: Some(endpoint),
+        access_key_id: Some("tributary".into()),
+        secret_access_key: Some("tributary-secret".into()),
+        ..Default::default()
+    };
+    let client = tributary_table::storage::s3_client(&settings).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for f in 0..files {
+            let text: String = (0..rows).map(|i| ndjson_line(f, i) + "\n").collect();
+            let at = format!("{landing}/raw.events/event_date=2026-11-30/part-{f:03}.ndjson");
+            client.write(&at, text.into_bytes().into()).await.unwrap();
+        }
+    });
+    let total = (files * rows) as i64;
+    let landed = || query(&config, &lake, "SELECT count(*) FROM raw.events")[0].as_i64().unwrap();
+
+    let mut first = tributary(&["serve"], &config, &lake).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::metadata(lake.join("catalog.db")).is_err() || landed() == 0 {
+        alive(&mut first);
+        assert!(Instant::now() < deadline, "nothing landed in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.kill().unwrap();
+    let _ = first.wait();
+    let at_kill = landed();
+    assert!(at_kill < total, "killed in the middle: {at_kill} rows");
+
+    let mut second = tributary(&["serve"], &config, &lake).spawn().unwrap();
+    while landed() == at_kill {
+        alive(&mut second);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dev/s3.sh");
+    let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.dev/seaweedfs/pid").exists();
+    if ours {
+        let restarted = Command::new("bash").arg(&script).arg("restart").output().unwrap();
+        assert!(restarted.status.success(), "{}", String::from_utf8_lossy(&restarted.stderr));
+    }
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while landed() < total {
+        alive(&mut second);
+        assert!(Instant::now() < deadline, "only {} of {total} rows landed", landed());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = Command::new("kill").args(["-TERM", &second.id().to_string()]).status();
+    assert!(second.wait().unwrap().success());
+    assert_eq!(counts(&config, &lake), (total, total, total));
+    let left = rt.block_on(async { client.list(&format!("{landing}/raw.events/")).await.unwrap() });
+    assert!(left.is_empty(), "every landed file was deleted: {left:?}");
 }

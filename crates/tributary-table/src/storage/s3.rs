@@ -1,7 +1,7 @@
 //! An Iceberg `Storage` on an S3-compatible bucket, through `object_store`
 //! (rustls with ring: no C toolchain beyond what `ring` needs).
 //!
-//! Requests are retried with backoff for up to three minutes (a restarted
+//! Requests are retried with backoff for up to two minutes (a restarted
 //! server, a dropped connection); a refusal (403, 404) is not retried.
 //! Large files are uploaded in parts as they are written, small ones (every
 //! metadata file) in one PUT.
@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,7 +19,7 @@ use iceberg::io::{FileMetadata, FileRead, FileWrite, InputFile, OutputFile, Stor
 use iceberg::{Error, ErrorKind};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as Key;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart};
 use serde::{Deserialize, Serialize};
 
 /// Bytes a writer buffers before it switches to a multipart upload.
@@ -94,7 +95,8 @@ impl S3Storage {
             .with_region(&s.region)
             .with_access_key_id(&s.access_key_id)
             .with_secret_access_key(&s.secret_access_key)
-            .with_virtual_hosted_style_request(!s.path_style);
+            .with_virtual_hosted_style_request(!s.path_style)
+            .with_retry(retry());
         if let Some(endpoint) = &s.endpoint {
             b = b.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
         }
@@ -111,6 +113,15 @@ impl S3Storage {
         }
         Ok(Arc::new(b.build()?))
     }
+}
+
+/// Backoff from 0.2 s to 5 s, for up to two minutes: long enough to ride
+/// out a restarted server, which the default (ten quick retries, about
+/// 2.5 s in all) is not.
+fn retry() -> RetryConfig {
+    let backoff =
+        BackoffConfig { init_backoff: Duration::from_millis(200), max_backoff: Duration::from_secs(5), base: 2.0 };
+    RetryConfig { backoff, max_retries: 30, retry_timeout: Duration::from_secs(120) }
 }
 
 fn not_found(e: &object_store::Error) -> bool {
