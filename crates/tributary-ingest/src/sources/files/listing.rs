@@ -12,6 +12,7 @@ use std::time::UNIX_EPOCH;
 use tributary_core::TableName;
 use tributary_core::config::S3Config;
 use tributary_core::files::{PostAction, Route, file_key};
+use tributary_table::iceberg::io::Storage;
 use tributary_table::storage::s3::S3Storage;
 
 /// The directory under a landing area that processed files are moved to;
@@ -146,13 +147,10 @@ impl Landing {
                 let made = to.parent().map_or(Ok(()), std::fs::create_dir_all);
                 gone_is_done(made.and_then(|()| std::fs::rename(&file.location, to)))
             }
-            (Self::S3(s3), PostAction::Delete) => {
-                use tributary_table::iceberg::io::Storage;
-                s3.delete(&file.location).await.map_err(|e| e.to_string())
-            }
+            (Self::S3(s3), PostAction::Delete) => s3.delete(&file.location).await.map_err(|e| e.to_string()),
             (Self::S3(s3), PostAction::Move) => match s3.rename(&file.location, &processed).await {
-                // Moved by an earlier try: the copy is there, the original gone.
-                Err(_) if s3.list(&file.location).await.is_ok_and(|l| l.is_empty()) => Ok(()),
+                // Moved by an earlier try: the original is gone.
+                Err(_) if s3.exists(&file.location).await.is_ok_and(|there| !there) => Ok(()),
                 other => other.map_err(|e| e.to_string()),
             },
         }
