@@ -103,9 +103,13 @@ fn generate(dir: &Path, mib: u64) -> anyhow::Result<(u64, u64)> {
             events(0).schema(),
             Some(props.clone()),
         )?;
-        while writer.bytes_written() as u64 + writer.in_progress_size() as u64 / 3 < per_file {
-            writer.write(&events(row))?;
-            row += BATCH;
+        // Row groups of 262,144 rows, as Spark or DuckDB would write them.
+        while (writer.bytes_written() as u64) < per_file {
+            for _ in 0..4 {
+                writer.write(&events(row))?;
+                row += BATCH;
+            }
+            writer.flush()?;
         }
         writer.close()?;
     }

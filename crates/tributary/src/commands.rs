@@ -40,6 +40,13 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     for k in &v.kafka {
         println!("  kafka     {} → {} (topics {:?}, group '{}')", k.name, k.table, k.topics, k.group_id);
     }
+    for f in &v.files {
+        let to = match &f.route {
+            tributary_core::files::Route::Table(t) => t.to_string(),
+            tributary_core::files::Route::ByDirectory => "the table each folder names".to_owned(),
+        };
+        println!("  files     {} → {to} ({}, every {:?}, then {:?})", f.name, f.root, f.poll_interval, f.post_action);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
