@@ -165,6 +165,11 @@ impl FileSource {
                     }
                     match self.pass(listing.files, &shutdown).await {
                         Ok(_) => self.health.up(&component),
+                        // Another worker landed some of these files first:
+                        // the next pass starts from what it committed.
+                        Err(IngestError::Superseded(_)) => {
+                            tracing::debug!(source = %component, "files taken by another worker")
+                        }
                         Err(e) if e.is_retryable() => self.health.down(&component, &e.to_string()),
                         Err(e) => return Err(e),
                     }
