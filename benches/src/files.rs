@@ -166,6 +166,7 @@ fn duckdb(python: &str, files: &Path, format: &str, out: &Path) -> anyhow::Resul
         r#"
 import duckdb, json, resource, time
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 t0 = time.time()
 rows = con.execute("COPY (SELECT * FROM {read}) TO '{out}' (FORMAT parquet, COMPRESSION zstd)").fetchone()[0]
 secs = time.time() - t0
