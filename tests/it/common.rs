@@ -113,6 +113,21 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
     (!samples.is_empty()).then(|| samples.iter().sum())
 }
 
+/// Waits until `table` holds `rows` rows (a source landing in the
+/// background), and fails if it ever holds more.
+pub async fn wait_for_rows(srv: &Running, table: &str, rows: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let n = srv.count(table).await;
+        if n >= rows {
+            assert_eq!(n, rows, "{table} holds more rows than were offered");
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{table} reached only {n} of {rows} rows");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// One good event as NDJSON.
 pub fn event(id: &str, amount: &str) -> String {
     format!(

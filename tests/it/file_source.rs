@@ -7,12 +7,12 @@
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow_array::{ArrayRef, Int32Array, RecordBatch, StringArray, TimestampNanosecondArray};
 use parquet::arrow::ArrowWriter;
 
-use crate::common::{Running, TRANSACTIONS, config, metric, start, without_dedup_key};
+use crate::common::{Running, TRANSACTIONS, config, metric, start, wait_for_rows, without_dedup_key};
 
 /// [`TRANSACTIONS`] without its dedup key, as `table`, fed by a landing
 /// area routed by folder. Metrics are per process: each test has a table
@@ -62,19 +62,6 @@ fn gzip(text: &str) -> Vec<u8> {
     gz.finish().unwrap()
 }
 
-async fn wait_for(srv: &Running, table: &str, rows: i64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let n = srv.count(table).await;
-        if n >= rows {
-            assert_eq!(n, rows, "{table} holds more rows than were offered");
-            return;
-        }
-        assert!(Instant::now() < deadline, "{table} reached only {n} of {rows} rows");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn one_number(srv: &Running, sql: &str) -> i64 {
     let (status, v) = srv.sql(sql).await;
     assert_eq!(status, 200, "{sql}: {v}");
@@ -103,8 +90,8 @@ async fn a_landing_area_lands_mixed_files_once_and_refuses_a_changed_one() {
 
     let cfg = config(&landing_config("raw.mixed", &landing, ""), dir.path());
     let srv = start(&cfg).await;
-    wait_for(&srv, "raw.mixed", 999 + 500 + 300).await;
-    wait_for(&srv, "quarantine.mixed", 4).await;
+    wait_for_rows(&srv, "raw.mixed", 999 + 500 + 300).await;
+    wait_for_rows(&srv, "quarantine.mixed", 4).await;
     assert_eq!(one_number(&srv, "SELECT count(DISTINCT event_id) FROM raw.mixed").await, 1799);
     assert_eq!(
         one_number(&srv, "SELECT count(*) FROM raw.mixed WHERE currency = 'EUR' AND _source = 'file'").await,
@@ -140,7 +127,7 @@ async fn a_landing_area_lands_mixed_files_once_and_refuses_a_changed_one() {
     std::fs::write(eur.join("b.csv.gz"), gzip(&csv_text("csv-again", 10))).unwrap();
     std::fs::write(eur.join("d.csv"), csv_text("new", 20)).unwrap();
     let srv = start(&cfg).await;
-    wait_for(&srv, "raw.mixed", 1799 + 20).await;
+    wait_for_rows(&srv, "raw.mixed", 1799 + 20).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(srv.count("raw.mixed").await, 1819);
     let text = srv.metrics().await;
@@ -165,7 +152,7 @@ async fn two_workers_on_one_landing_area_land_each_row_once() {
     let cfg = config(&toml, dir.path());
     let a = start(&cfg).await;
     let b = start(&cfg).await;
-    wait_for(&a, "raw.transactions", (files * rows) as i64).await;
+    wait_for_rows(&a, "raw.transactions", (files * rows) as i64).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(b.count("raw.transactions").await, (files * rows) as i64);
     let sql = "SELECT count(DISTINCT concat(_source_file, '#', CAST(_source_offset AS VARCHAR))) FROM raw.transactions";

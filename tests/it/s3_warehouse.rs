@@ -10,7 +10,7 @@ use tributary_core::config::{S3Config, Warehouse};
 use tributary_table::iceberg::io::Storage;
 use tributary_table::storage::s3::S3Storage;
 
-use crate::common::{Running, TRANSACTIONS, config, event, start, without_dedup_key};
+use crate::common::{Running, TRANSACTIONS, config, event, start, wait_for_rows, without_dedup_key};
 
 pub fn endpoint() -> String {
     std::env::var("TRIBUTARY_TEST_S3").unwrap_or_else(|_| "http://127.0.0.1:8333".to_owned())
@@ -39,19 +39,6 @@ fn client() -> S3Storage {
     tributary_table::storage::s3_client(&s3_settings()).unwrap()
 }
 
-async fn wait_for(srv: &Running, table: &str, rows: i64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let n = srv.count(table).await;
-        if n >= rows {
-            assert_eq!(n, rows, "{table} holds more rows than were offered");
-            return;
-        }
-        assert!(Instant::now() < deadline, "{table} reached only {n} of {rows} rows");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_lake_on_s3_takes_http_and_landing_files_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -76,7 +63,7 @@ async fn a_lake_on_s3_takes_http_and_landing_files_and_survives_a_restart() {
     let body: String = (0..100).map(|i| event(&format!("http-{i}"), "3.00") + "\n").collect();
     let (status, receipt) = srv.post("raw.ons3", body).await;
     assert_eq!(status, 200, "{receipt}");
-    wait_for(&srv, "raw.ons3", 800).await;
+    wait_for_rows(&srv, "raw.ons3", 800).await;
     let sql = "SELECT count(*) FROM raw.ons3 WHERE event_id LIKE 'csv-%' AND currency = 'EUR' AND _source = 'file' \
                AND _source_file LIKE 's3://tributary/%/a.csv'";
     let (_, v) = srv.sql(sql).await;

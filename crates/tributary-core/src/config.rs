@@ -219,6 +219,28 @@ pub struct CommitPolicy {
     pub target_file_size_bytes: usize,
 }
 
+impl CommitPolicy {
+    /// These triggers with a source's own `max_rows`, `max_bytes` and
+    /// `max_latency`, where it sets them.
+    pub(crate) fn overridden(
+        self,
+        max_rows: Option<usize>,
+        max_bytes: Option<usize>,
+        max_latency: Option<&str>,
+    ) -> Result<Self, String> {
+        let max_latency = match max_latency {
+            Some(l) => parse_duration(l).map_err(|e| format!("max_latency: {e}"))?,
+            None => self.max_latency,
+        };
+        Ok(Self {
+            max_rows: max_rows.unwrap_or(self.max_rows).max(1),
+            max_bytes: max_bytes.unwrap_or(self.max_bytes).max(1),
+            max_latency: max_latency.max(Duration::from_millis(1)),
+            target_file_size_bytes: self.target_file_size_bytes,
+        })
+    }
+}
+
 impl Config {
     /// Parses TOML text; errors carry the line and the offending key.
     pub fn from_toml(text: &str) -> Result<Self, String> {

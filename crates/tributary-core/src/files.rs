@@ -258,10 +258,7 @@ impl FilesConfig {
         };
         self.csv.bytes()?;
         let poll_interval = parse_duration(&self.poll_interval).map_err(|e| format!("poll_interval: {e}"))?;
-        let max_latency = match &self.max_latency {
-            Some(l) => parse_duration(l).map_err(|e| format!("max_latency: {e}"))?,
-            None => commit.max_latency,
-        };
+        let commit = commit.overridden(self.max_rows, self.max_bytes, self.max_latency.as_deref())?;
         let s3 = match (&self.s3, warehouse) {
             (Some(own), _) => own.clone(),
             (None, Warehouse::S3 { settings, .. }) => settings.clone(),
@@ -276,12 +273,7 @@ impl FilesConfig {
             csv: self.csv.clone(),
             poll_interval: poll_interval.max(Duration::from_millis(10)),
             post_action: self.post_action,
-            commit: CommitPolicy {
-                max_rows: self.max_rows.unwrap_or(commit.max_rows).max(1),
-                max_bytes: self.max_bytes.unwrap_or(commit.max_bytes).max(1),
-                max_latency: max_latency.max(Duration::from_millis(1)),
-                target_file_size_bytes: commit.target_file_size_bytes,
-            },
+            commit,
         })
     }
 }

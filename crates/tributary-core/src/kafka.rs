@@ -1,11 +1,10 @@
 //! `[[kafka]]`: a Kafka consumer-group source feeding one table.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{CommitPolicy, TableDef, parse_duration};
+use crate::config::{CommitPolicy, TableDef};
 use crate::table_name::{TableName, is_identifier};
 
 /// Where a partition with no committed position starts.
@@ -142,10 +141,7 @@ impl KafkaConfig {
                 "properties.\"{p}\" is managed by Tributary (exactly-once depends on it); use the dedicated key instead"
             ));
         }
-        let max_latency = match &self.max_latency {
-            Some(l) => parse_duration(l).map_err(|e| format!("max_latency: {e}"))?,
-            None => commit.max_latency,
-        };
+        let commit = commit.overridden(self.max_rows, self.max_bytes, self.max_latency.as_deref())?;
         Ok(KafkaDef {
             name: self.name.clone(),
             brokers: self.brokers.clone(),
@@ -155,12 +151,7 @@ impl KafkaConfig {
             key_field: self.key_field.clone(),
             start: self.start,
             on_offset_gap: self.on_offset_gap,
-            commit: CommitPolicy {
-                max_rows: self.max_rows.unwrap_or(commit.max_rows).max(1),
-                max_bytes: self.max_bytes.unwrap_or(commit.max_bytes).max(1),
-                max_latency: max_latency.max(Duration::from_millis(1)),
-                target_file_size_bytes: commit.target_file_size_bytes,
-            },
+            commit,
             properties: self.properties.clone(),
         })
     }
