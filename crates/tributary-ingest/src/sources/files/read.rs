@@ -216,13 +216,12 @@ impl FileReader {
                     taken += 1;
                     bytes += record.as_slice().len() as u64 + record.len() as u64;
                     match csv_row(&record, columns.len()) {
-                        Ok(()) => {
-                            for (builder, value) in columns.iter_mut().zip(record.iter()) {
-                                if nulls.iter().any(|n| n.as_slice() == value) {
+                        Ok(fields) => {
+                            for (builder, value) in columns.iter_mut().zip(fields) {
+                                if nulls.iter().any(|n| n.as_slice() == value.as_bytes()) {
                                     builder.append_null();
                                 } else {
-                                    // Checked to be UTF-8 by csv_row.
-                                    builder.append_value(std::str::from_utf8(value).unwrap_or_default());
+                                    builder.append_value(value);
                                 }
                             }
                             row_numbers.push(row);
@@ -300,23 +299,22 @@ fn read_line(input: &mut dyn BufRead, buf: &mut Vec<u8>) -> std::io::Result<usiz
     Ok(n)
 }
 
-/// Whether a CSV record can be a row: as many fields as the header, all UTF-8.
-fn csv_row(record: &csv::ByteRecord, width: usize) -> Result<(), Rejection> {
+/// A CSV record's fields as text, if it can be a row: as many fields as
+/// the header, all UTF-8. The record's bytes are validated once, and each
+/// field is then sliced from them (no second check when it is appended).
+fn csv_row(record: &csv::ByteRecord, width: usize) -> Result<Vec<&str>, Rejection> {
+    let refuse = |message: String| Rejection { kind: "malformed_csv", field: None, message };
     if record.len() != width {
-        return Err(Rejection {
-            kind: "malformed_csv",
-            field: None,
-            message: format!("the row has {} fields; the header has {width}", record.len()),
-        });
+        return Err(refuse(format!("the row has {} fields; the header has {width}", record.len())));
     }
-    match record.iter().position(|f| std::str::from_utf8(f).is_err()) {
-        Some(i) => Err(Rejection {
-            kind: "malformed_csv",
-            field: None,
-            message: format!("field {} is not UTF-8 text; save the file as UTF-8", i + 1),
-        }),
-        None => Ok(()),
-    }
+    let not_utf8 = |i: usize| refuse(format!("field {} is not UTF-8 text; save the file as UTF-8", i + 1));
+    let text = std::str::from_utf8(record.as_slice()).map_err(|e| {
+        let field = (0..record.len()).find(|i| record.range(*i).is_some_and(|r| r.end > e.valid_up_to()));
+        not_utf8(field.unwrap_or(0))
+    })?;
+    // Each field must be text on its own too: two fields' bytes may form a
+    // character only together.
+    (0..record.len()).map(|i| record.range(i).and_then(|r| text.get(r)).ok_or_else(|| not_utf8(i))).collect()
 }
 
 fn csv_error(e: &csv::Error) -> FileError {
@@ -389,4 +387,22 @@ fn open_parquet(handle: File, file: &FileRef, schema: &IngestSchema, start: u64)
         .build()
         .map_err(bad)?;
     Ok(Inner::Parquet { batches, conform, bytes_per_row: file.size as f64 / total })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_csv_record_is_text_field_by_field() {
+        let record = |fields: &[&[u8]]| csv::ByteRecord::from(fields.to_vec());
+        assert_eq!(csv_row(&record(&[b"a", "\u{e9}t\u{e9}".as_bytes(), b""]), 3).unwrap(), ["a", "\u{e9}t\u{e9}", ""]);
+        let short = csv_row(&record(&[b"a"]), 3).unwrap_err();
+        assert_eq!(short.message, "the row has 1 fields; the header has 3");
+        let bad = csv_row(&record(&[b"a", b"b\xff", b"c"]), 3).unwrap_err();
+        assert!(bad.message.starts_with("field 2 is not UTF-8"), "{}", bad.message);
+        // 'é' is C3 A9: split across two fields, each is invalid alone.
+        let split = csv_row(&record(&[b"a\xc3", b"\xa9b"]), 2).unwrap_err();
+        assert!(split.message.starts_with("field 1 is not UTF-8"), "{}", split.message);
+    }
 }
