@@ -12,6 +12,7 @@ mod kafka_ingest;
 mod kafka_util;
 mod lake_admin;
 mod maintenance;
+mod metadata_tables;
 mod postgres_catalog;
 mod readiness;
 mod rollback;

@@ -5,23 +5,21 @@
 //! sees the latest committed snapshot. Two suffixes reach further:
 //! `"table@<snapshot_id>"` or `"table@<RFC 3339 time>"` reads an older
 //! snapshot (time travel) and
-//! `"table$snapshots"` lists the snapshots with their Tributary positions.
+//! `"table$snapshots"`, `$history`, `$manifests` and `$files` are metadata
+//! tables ([`crate::metadata`]).
 
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMillisecondBuilder};
-use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
-use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 use iceberg_datafusion::IcebergStaticTableProvider;
 use tributary_core::TableName;
-use tributary_core::positions::{SUMMARY_PIPELINE, SUMMARY_POSITIONS};
 use tributary_table::{Lake, LoadedTable};
+
+use crate::metadata::MetadataTable;
 
 /// The lake as a DataFusion catalog, with table names read once per session.
 #[derive(Debug)]
@@ -89,14 +87,20 @@ impl SchemaProvider for LakeSchema {
         let table = self.lake.iceberg_table(&loaded).map_err(ext)?;
         let provider: Arc<dyn TableProvider> = match suffix {
             None => Arc::new(IcebergStaticTableProvider::try_new_from_table(table).await.map_err(iceberg_err)?),
-            Some("$snapshots") => Arc::new(snapshots_table(&loaded)?),
+            Some(s)
+                if s.starts_with('$')
+                    && let Some(kind) = MetadataTable::of(&s[1..]) =>
+            {
+                Arc::new(kind.read(&loaded, &table).await?)
+            }
             Some(s) if s.starts_with('@') => {
                 let id = self.snapshot_at(&loaded, name, base, &s[1..])?;
                 Arc::new(IcebergStaticTableProvider::try_new_from_table_snapshot(table, id).await.map_err(iceberg_err)?)
             }
             Some(s) => {
                 return Err(DataFusionError::Plan(format!(
-                    "'{name}': unknown suffix '{s}'; use \"{base}@<snapshot_id>\" or \"{base}$snapshots\""
+                    "'{name}': unknown suffix '{s}'; use \"{base}@<snapshot_id>\", \"{base}@<RFC 3339 time>\", or one of \
+                     \"{base}$snapshots\", \"{base}$history\", \"{base}$manifests\", \"{base}$files\""
                 )));
             }
         };
@@ -140,49 +144,6 @@ impl LakeSchema {
     }
 }
 
-fn iceberg_err(e: tributary_table::iceberg::Error) -> DataFusionError {
+pub(crate) fn iceberg_err(e: tributary_table::iceberg::Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
-}
-
-/// The snapshot log of a table, newest first, with Tributary's summary keys.
-fn snapshots_table(loaded: &LoadedTable) -> Result<MemTable> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("snapshot_id", DataType::Int64, false),
-        Field::new("parent_id", DataType::Int64, true),
-        Field::new("committed_at", DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())), false),
-        Field::new("operation", DataType::Utf8, false),
-        Field::new("added_records", DataType::Int64, true),
-        Field::new("total_records", DataType::Int64, true),
-        Field::new("pipeline", DataType::Utf8, true),
-        Field::new("positions", DataType::Utf8, true),
-    ]));
-    let mut snaps: Vec<_> = loaded.metadata.snapshots().collect();
-    snaps.sort_by_key(|s| std::cmp::Reverse((s.sequence_number(), s.timestamp_ms())));
-    let (mut id, mut parent, mut at) = (Int64Builder::new(), Int64Builder::new(), TimestampMillisecondBuilder::new());
-    let (mut op, mut added, mut total) = (StringBuilder::new(), Int64Builder::new(), Int64Builder::new());
-    let (mut pipeline, mut positions) = (StringBuilder::new(), StringBuilder::new());
-    for s in snaps {
-        let props = &s.summary().additional_properties;
-        let num = |k: &str| props.get(k).and_then(|v| v.parse::<i64>().ok());
-        id.append_value(s.snapshot_id());
-        parent.append_option(s.parent_snapshot_id());
-        at.append_value(s.timestamp_ms());
-        op.append_value(s.summary().operation.as_str());
-        added.append_option(num("added-records"));
-        total.append_option(num("total-records"));
-        pipeline.append_option(props.get(SUMMARY_PIPELINE));
-        positions.append_option(props.get(SUMMARY_POSITIONS));
-    }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(id.finish()),
-        Arc::new(parent.finish()),
-        Arc::new(at.finish().with_timezone("+00:00")),
-        Arc::new(op.finish()),
-        Arc::new(added.finish()),
-        Arc::new(total.finish()),
-        Arc::new(pipeline.finish()),
-        Arc::new(positions.finish()),
-    ];
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    MemTable::try_new(schema, vec![vec![batch]])
 }

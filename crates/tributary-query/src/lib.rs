@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod describe;
 pub mod error;
+mod metadata;
 pub mod output;
 pub mod read_only;
 
