@@ -1,5 +1,6 @@
 //! The metadata tables of SQL (`t$snapshots`, `t$history`, `t$manifests`,
-//! `t$files`) agree with each other and with the table's rows.
+//! `t$files`) and `GET /v1/tables/{t}/snapshots` agree with each other and
+//! with the table's rows.
 
 use crate::common::{TRANSACTIONS, config, event, start};
 
@@ -35,6 +36,18 @@ async fn metadata_tables_agree_with_the_rows() {
     assert_eq!(files["rows"][0][1], files["rows"][0][2], "each file names its day partition: {files}");
     let manifests = ask(r#"SELECT sum(added_rows_count + existing_rows_count) FROM raw."transactions$manifests" WHERE content = 'data'"#).await;
     assert_eq!(number(&manifests), 30, "{manifests}");
+    let url = format!("{}/v1/tables/raw.transactions/snapshots", srv.base);
+    let listed: serde_json::Value = srv.client.get(&url).send().await.unwrap().json().await.unwrap();
+    let listed = listed["snapshots"].as_array().unwrap();
+    let mut newest_first = ids(&snapshots);
+    newest_first.reverse();
+    assert_eq!(listed.iter().map(|s| s["snapshot_id"].as_i64().unwrap()).collect::<Vec<_>>(), newest_first);
+    assert!(listed.iter().all(|s| s["added_records"] == 10 && s["operation"] == "append"), "{listed:?}");
+    assert_eq!(listed[0]["pipeline"], "http:raw.transactions");
+    assert_eq!(listed[0]["positions"]["http"], 30, "the HTTP count after three bodies: {listed:?}");
+    let missing = srv.client.get(format!("{}/v1/tables/raw.nope/snapshots", srv.base)).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+
     let (status, v) = srv.sql(r#"SELECT * FROM raw."transactions$partitions""#).await;
     assert_eq!(status, 400, "{v}");
     assert!(v.to_string().contains("$files"), "the error lists the metadata tables: {v}");

@@ -34,7 +34,7 @@ pub struct AppState {
 
 /// Named in the answer to an unknown path, so a typo is fixed without docs.
 const ENDPOINTS: &str = "the endpoints are POST /v1/tables/{namespace.table}/events, POST /v1/sql, GET /v1/tables, \
-                         GET /healthz, GET /readyz and GET /metrics";
+                         GET /v1/tables/{namespace.table}/snapshots, GET /healthz, GET /readyz and GET /metrics";
 
 /// The router, separate from serving so tests can drive it directly.
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
@@ -42,6 +42,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/tables/{table}/events", post(ingest))
         .route("/v1/sql", post(sql))
         .route("/v1/tables", get(crate::tables::list))
+        .route("/v1/tables/{table}/snapshots", get(crate::tables::snapshots))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

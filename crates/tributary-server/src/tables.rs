@@ -1,10 +1,14 @@
 //! `GET /v1/tables`: what the lake holds, without writing SQL — every
 //! table with its columns (in the config's type names), partitioning, row
 //! count and snapshot count, read from table metadata alone.
+//! `GET /v1/tables/{ns.t}/snapshots`: a table's snapshots, newest first,
+//! with the pipeline and positions each carries.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use serde_json::{Value, json};
+use tributary_core::TableName;
+use tributary_core::positions::{SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS};
 use tributary_table::schema::from_iceberg_schema;
 
 use crate::api::AppState;
@@ -40,4 +44,37 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, A
         }));
     }
     Ok(Json(json!({ "tables": tables })))
+}
+
+pub(crate) async fn snapshots(
+    State(state): State<AppState>,
+    Path(table): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = TableName::parse(&table).map_err(ApiError::bad_request)?;
+    let loaded = state.lake.load(&name).await.map_err(ApiError::from)?;
+    let mut snaps: Vec<_> = loaded.metadata.snapshots().collect();
+    snaps.sort_by_key(|s| std::cmp::Reverse((s.sequence_number(), s.timestamp_ms())));
+    let snapshots: Vec<Value> = snaps
+        .iter()
+        .map(|s| {
+            let props = &s.summary().additional_properties;
+            let number = |k: &str| props.get(k).and_then(|v| v.parse::<i64>().ok());
+            // Positions as stored: a JSON object of position keys.
+            let positions = props.get(SUMMARY_POSITIONS).and_then(|p| serde_json::from_str::<Value>(p).ok());
+            json!({
+                "snapshot_id": s.snapshot_id(),
+                "parent_id": s.parent_snapshot_id(),
+                "committed_at": chrono::DateTime::from_timestamp_millis(s.timestamp_ms()).map(|t| t.to_rfc3339()),
+                "operation": s.summary().operation.as_str(),
+                "added_records": number("added-records"),
+                "total_records": number("total-records"),
+                "pipeline": props.get(SUMMARY_PIPELINE),
+                "epoch": number(SUMMARY_EPOCH),
+                "positions": positions,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "table": name.to_string(), "current_snapshot_id": loaded.current_snapshot_id(), "snapshots": snapshots }),
+    ))
 }
