@@ -317,3 +317,40 @@ fn a_landing_area_on_s3_lands_every_row_once_across_a_kill_and_an_s3_restart() {
     let left = rt.block_on(async { client.list(&format!("{landing}/raw.events/")).await.unwrap() });
     assert!(left.is_empty(), "every landed file was deleted: {left:?}");
 }
+
+/// Two loads of the same files at once: each file lands once, by one of
+/// them; the other re-plans when it loses a race, and each summary still
+/// reconciles what that process committed.
+#[test]
+fn two_loads_of_the_same_files_land_each_once_and_both_reconcile() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, drop) = (dir.path().join("lake"), dir.path().join("drop"));
+    std::fs::create_dir_all(&drop).unwrap();
+    let config = write_config(dir.path(), "");
+    let (files, rows) = (8, 10_000);
+    ndjson_files(&drop, files, rows);
+    // Create the table first, so the two processes race on rows, not on creation.
+    let out = load(&config, &lake, &[&drop.join("part-000.jsonl")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let spawn = || tributary(&["load", "--table", "raw.events"], &config, &lake).arg(&drop).spawn().unwrap();
+    let (a, b) = (spawn(), spawn());
+    let mut loaded = 1;
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(!stdout.contains("does not add up"), "{stdout}");
+        let files_line = summary_line(&stdout, "files");
+        loaded += files_line.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap();
+        let numbers: Vec<i64> =
+            summary_line(&stdout, "rows").split_whitespace().filter_map(|w| w.parse().ok()).collect();
+        assert_eq!(
+            numbers[0],
+            numbers[1] + numbers[2] + numbers[3],
+            "read = written + quarantined + duplicates: {stdout}"
+        );
+    }
+    assert_eq!(loaded, files, "each file was landed by exactly one process");
+    let total = (files * rows) as i64;
+    assert_eq!(counts(&config, &lake), (total, total, total));
+}

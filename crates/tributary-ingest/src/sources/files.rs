@@ -76,7 +76,8 @@ pub struct Tally {
     pub changed: u64,
     /// Files that could not be opened (permissions, I/O errors).
     pub unreadable: u64,
-    /// Records read (rows, and records that were not rows).
+    /// Records read by chunks that committed (rows, and records that were
+    /// not rows).
     pub rows_read: u64,
     /// Rows committed to the table.
     pub rows_written: u64,
@@ -87,6 +88,19 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Adds `other`'s counts to these.
+    fn add(&mut self, other: &Tally) {
+        self.loaded += other.loaded;
+        self.skipped += other.skipped;
+        self.failed += other.failed;
+        self.changed += other.changed;
+        self.unreadable += other.unreadable;
+        self.rows_read += other.rows_read;
+        self.rows_written += other.rows_written;
+        self.rows_quarantined += other.rows_quarantined;
+        self.duplicates += other.duplicates;
+    }
+
     /// Whether every file offered landed or had landed before.
     pub fn all_good(&self) -> bool {
         self.failed == 0 && self.changed == 0 && self.unreadable == 0
@@ -163,8 +177,8 @@ impl FileSource {
                                 "file is not under a directory named after a declared table (ns.t); not loaded");
                         }
                     }
-                    match self.pass(listing.files, &shutdown).await {
-                        Ok(_) => self.health.up(&component),
+                    match self.pass(listing.files, &shutdown).await.1 {
+                        Ok(()) => self.health.up(&component),
                         // Another worker landed some of these files first:
                         // the next pass starts from what it committed.
                         Err(IngestError::Superseded(_)) => {
@@ -184,31 +198,43 @@ impl FileSource {
     }
 
     /// Lands `files` once (`tributary load`), passing again after a chunk
-    /// that did not land, up to [`MAX_ATTEMPTS`] times.
+    /// that did not land, up to [`MAX_ATTEMPTS`] times. The tally adds up
+    /// every pass's committed chunks, so it reconciles across retries.
     pub async fn load(&mut self, files: Vec<FileRef>, shutdown: &CancellationToken) -> Result<Tally, IngestError> {
         let bytes: u64 = files.iter().map(|f| f.size).sum();
         self.progress.bytes_total.store(bytes, Ordering::Relaxed);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.pass(files.clone(), shutdown).await {
+        let mut total = Tally::default();
+        for attempt in 1.. {
+            let (tally, result) = self.pass(files.clone(), shutdown).await;
+            total.add(&tally);
+            match result {
                 Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => {
                     tracing::warn!(error = %e, attempt, "a load pass did not land; reading again from the table");
                     tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                 }
-                other => return other,
+                // Every pass meets the files skipped, refused or unreadable
+                // again: the last one counts them.
+                other => {
+                    let (skipped, changed, unreadable) = (tally.skipped, tally.changed, tally.unreadable);
+                    return other.map(|()| Tally { skipped, changed, unreadable, ..total });
+                }
             }
         }
+        unreachable!("the attempts are bounded")
     }
 
-    /// One pass over `files`, from the tables' positions; an error if a
-    /// chunk did not land (the caller passes again).
-    async fn pass(&mut self, files: Vec<FileRef>, shutdown: &CancellationToken) -> Result<Tally, IngestError> {
+    /// One pass over `files`, from the tables' positions: what its committed
+    /// chunks did, and an error if a chunk did not land (the caller passes
+    /// again).
+    async fn pass(&mut self, files: Vec<FileRef>, shutdown: &CancellationToken) -> (Tally, Result<(), IngestError>) {
         self.epoch += 1;
         let mut pass = Pass::default();
         let mut states = HashMap::new();
         for table in files.iter().map(|f| &f.table).collect::<HashSet<_>>() {
-            states.insert(table.clone(), self.positions(table).await?);
+            match self.positions(table).await {
+                Ok(state) => states.insert(table.clone(), state),
+                Err(e) => return (pass.tally, Err(e)),
+            };
         }
         for file in files {
             if shutdown.is_cancelled() || pass.failure.is_some() {
@@ -229,8 +255,8 @@ impl FileSource {
         }
         self.settle(&mut pass, true).await;
         match pass.failure {
-            Some(e) => Err(e),
-            None => Ok(pass.tally),
+            Some(e) => (pass.tally, Err(e)),
+            None => (pass.tally, Ok(())),
         }
     }
 
@@ -322,9 +348,8 @@ impl FileSource {
                 Some(Ok(Some(part))) => {
                     let Part { batch, rejects, next_row, records, bytes } = part;
                     self.progress.rows.fetch_add(records, Ordering::Relaxed);
-                    pass.tally.rows_read += records;
                     let chunk = self.chunk(&key, (from, next_row, quarantined_to), batch, rejects, bytes, now);
-                    self.hold(Held::new(chunk, &file.table, None), pass).await;
+                    self.hold(Held::new(chunk, &file.table, records, None), pass).await;
                     (from, produced) = (next_row, true);
                 }
                 Some(Ok(None)) => break Some(None),
@@ -377,7 +402,7 @@ impl FileSource {
                 if let Delta::Range(r) = &mut chunk.0.delta {
                     r.to.advance(key, FILE_DONE + from);
                 }
-                self.hold(Held::new(chunk, &file.table, Some((file.clone(), failed))), pass).await;
+                self.hold(Held::new(chunk, &file.table, 0, Some((file.clone(), failed))), pass).await;
             }
         }
         Ok(())
@@ -435,10 +460,11 @@ impl FileSource {
                     Ok(r) => Ok(r),
                 }
             };
-            let Sent { table, finishes, .. } = pass.waiting.pop_front().expect("a front");
+            let Sent { table, records, finishes, .. } = pass.waiting.pop_front().expect("a front");
             match result {
                 Ok(Ok(Landed::Committed(receipt))) => {
                     let tally = &mut pass.tally;
+                    tally.rows_read += records;
                     tally.rows_written += receipt.accepted as u64;
                     tally.duplicates += receipt.duplicates as u64;
                     // A failed file's chunk holds only its one entry, which is no row.
@@ -505,13 +531,15 @@ struct Held {
 struct Sent {
     answer: Answer,
     table: TableName,
+    /// Records it read: counted once it is committed.
+    records: u64,
     /// The file, when this chunk finishes it, and whether it failed whole.
     finishes: Option<(FileRef, bool)>,
 }
 
 impl Held {
-    fn new(chunk: (Chunk, Answer), table: &TableName, finishes: Option<(FileRef, bool)>) -> Self {
+    fn new(chunk: (Chunk, Answer), table: &TableName, records: u64, finishes: Option<(FileRef, bool)>) -> Self {
         let (chunk, answer) = chunk;
-        Self { chunk, sent: Sent { answer, table: table.clone(), finishes } }
+        Self { chunk, sent: Sent { answer, table: table.clone(), records, finishes } }
     }
 }
