@@ -34,15 +34,12 @@ use tributary_core::{Classify, Clock, Positions, TableName};
 use tributary_table::{Lake, last_pipeline_state};
 
 use self::listing::{FileRef, Landing};
-use self::read::{FileError, FileReader, Part};
+use self::read::{FileError, FileReader, PART_ROWS, Part};
 use crate::error::IngestError;
 use crate::health::Health;
 use crate::pipeline::{Chunk, Delta, Landed, Range};
 use crate::prepare::{IngestSchema, Reject};
 use crate::validate::Rejection;
-
-/// Rows per part: one Parquet record batch, or as many CSV/NDJSON records.
-const PART_ROWS: usize = 8192;
 
 /// Passes in a row that may fail to land before a one-off load gives up.
 const MAX_ATTEMPTS: u32 = 5;
@@ -231,8 +228,8 @@ impl FileSource {
         let mut pass = Pass::default();
         let mut states = HashMap::new();
         for table in files.iter().map(|f| &f.table).collect::<HashSet<_>>() {
-            match self.positions(table).await {
-                Ok(state) => states.insert(table.clone(), state),
+            match self.known(table).await {
+                Ok(known) => states.insert(table.clone(), known),
                 Err(e) => return (pass.tally, Err(e)),
             };
         }
@@ -241,9 +238,9 @@ impl FileSource {
                 break;
             }
             let Some(target) = self.targets.get(&file.table).cloned() else { continue };
-            let (data, quarantine) = &states[&file.table];
-            let Some(start) = self.decide(&file, data, &mut pass.tally).await else { continue };
-            let quarantined_to = quarantine.get(&file.key()).unwrap_or(0);
+            let known = &states[&file.table];
+            let Some(start) = self.decide(&file, known, &mut pass.tally).await else { continue };
+            let quarantined_to = known.quarantine.get(&file.key()).unwrap_or(0);
             if let Err(e) = self.stream(&file, &target, start, quarantined_to, &mut pass, shutdown).await {
                 pass.failure.get_or_insert(e);
             }
@@ -260,22 +257,25 @@ impl FileSource {
         }
     }
 
-    /// The positions of the files pipeline in `table` and in its quarantine table.
-    async fn positions(&self, table: &TableName) -> Result<(Positions, Positions), IngestError> {
+    /// What `table` and its quarantine table hold of the files pipeline.
+    async fn known(&self, table: &TableName) -> Result<Known, IngestError> {
         let state = |t: &tributary_table::LoadedTable| {
             last_pipeline_state(t, FILES_PIPELINE).map(|s| s.map(|s| s.positions).unwrap_or_default())
         };
         let data = self.lake.load(table).await.map_err(IngestError::Table)?;
         let quarantine = self.lake.load(&table.quarantine()).await.map_err(IngestError::Table)?;
-        Ok((state(&data).map_err(IngestError::Table)?, state(&quarantine).map_err(IngestError::Table)?))
+        let data = state(&data).map_err(IngestError::Table)?;
+        let versions = data.0.keys().filter_map(|k| parse_file_key(k)).map(|(l, v)| (l.to_owned(), v.to_owned()));
+        let versions = versions.collect();
+        Ok(Known { data, quarantine: state(&quarantine).map_err(IngestError::Table)?, versions })
     }
 
     /// Where to start `file`, or `None` if it is not to be read: finished
     /// (its post-action is done again, idempotently), or changed since a
     /// version of it was read.
-    async fn decide(&mut self, file: &FileRef, data: &Positions, tally: &mut Tally) -> Option<u64> {
+    async fn decide(&mut self, file: &FileRef, known: &Known, tally: &mut Tally) -> Option<u64> {
         let key = file.key();
-        if let Some(value) = data.get(&key) {
+        if let Some(value) = known.data.get(&key) {
             let (rows, done) = file_progress(value);
             if !done {
                 return Some(rows);
@@ -286,9 +286,9 @@ impl FileSource {
             self.post_action(file).await;
             return None;
         }
+        // Not this version: any version of the same location is another.
+        let Some(old) = known.versions.get(&file.location) else { return Some(0) };
         let version = file.version();
-        let mut versions = data.0.keys().filter_map(|k| parse_file_key(k));
-        let Some((_, old)) = versions.find(|(loc, v)| *loc == file.location && *v != version) else { return Some(0) };
         tally.changed += 1;
         if self.reported.insert(key) {
             metrics::counter!(m::FILES, "table" => file.table.to_string(), "outcome" => "changed").increment(1);
@@ -327,7 +327,7 @@ impl FileSource {
                 Err(e) => return drop(parts_tx.blocking_send(Err(e))),
             };
             loop {
-                let part = reader.next_part(PART_ROWS);
+                let part = reader.next_part();
                 let more = matches!(part, Ok(Some(_)));
                 if let Ok(Some(p)) = &part {
                     progress.bytes.fetch_add(p.bytes, Ordering::Relaxed);
@@ -380,9 +380,7 @@ impl FileSource {
         match (&mut pass.held, bad) {
             // The last part finishes the file.
             (Some(held), None) if produced => {
-                if let Delta::Range(r) = &mut held.chunk.delta {
-                    r.to.advance(key, FILE_DONE + from);
-                }
+                finish(&mut held.chunk, &key, from);
                 held.sent.finishes = Some((file.clone(), false));
             }
             (_, bad) => {
@@ -399,9 +397,7 @@ impl FileSource {
                 };
                 let empty = arrow_array::RecordBatch::new_empty(target.schema.arrow.clone());
                 let mut chunk = self.chunk(&key, (from, from, quarantined_to), empty, rejects, 0, now);
-                if let Delta::Range(r) = &mut chunk.0.delta {
-                    r.to.advance(key, FILE_DONE + from);
-                }
+                finish(&mut chunk.0, &key, from);
                 self.hold(Held::new(chunk, &file.table, 0, Some((file.clone(), failed))), pass).await;
             }
         }
@@ -504,6 +500,24 @@ impl FileSource {
             tracing::warn!(file = %file.location, error = %e, "cannot move or delete a landed file; will retry");
         }
     }
+}
+
+/// Marks `chunk` as its file's last: the file, `rows` rows long, is
+/// finished once it commits.
+fn finish(chunk: &mut Chunk, key: &str, rows: u64) {
+    if let Delta::Range(r) = &mut chunk.delta {
+        r.to.advance(key, FILE_DONE + rows);
+    }
+}
+
+/// The files pipeline's state in a table, read once per pass.
+struct Known {
+    /// The table's positions.
+    data: Positions,
+    /// Its quarantine table's.
+    quarantine: Positions,
+    /// A version recorded for each location, to tell a changed file.
+    versions: HashMap<String, String>,
 }
 
 /// Where a chunk's outcome arrives.

@@ -24,6 +24,9 @@ use crate::prepare::{IngestSchema, Lineage, Reject};
 use crate::rows::Rows;
 use crate::validate::Rejection;
 
+/// Rows per part: one Parquet record batch, or as many CSV/NDJSON records.
+pub(crate) const PART_ROWS: usize = 8192;
+
 /// The longest NDJSON line accepted; a longer one is refused on its own.
 const MAX_LINE: usize = 16 * 1024 * 1024;
 
@@ -150,18 +153,24 @@ impl FileReader {
         Ok(Self { inner, schema, location: file.location.clone(), next_row: start, quarantined_to, ingested_at_us })
     }
 
-    /// The next part of at most `max_rows` rows, or `None` at the end.
-    pub fn next_part(&mut self, max_rows: usize) -> Result<Option<Part>, FileError> {
+    /// The next part of at most [`PART_ROWS`] rows, or `None` at the end.
+    pub fn next_part(&mut self) -> Result<Option<Part>, FileError> {
         let first = self.next_row;
         let location = self.location.as_str();
-        let position = |row: u64| format!("file {location} row {row}");
-        let (batch, rejects, bytes, records) = match &mut self.inner {
+        let quarantined_to = self.quarantined_to;
+        let mut rejects = Vec::new();
+        // Rows before `quarantined_to` were quarantined before a crash.
+        let mut reject = |row: u64, raw: Vec<u8>, rejection: Rejection| {
+            if row >= quarantined_to {
+                rejects.push(Reject { raw, rejection, position: format!("file {location} row {row}") });
+            }
+        };
+        let (batch, bytes, records) = match &mut self.inner {
             Inner::Ndjson { lines, rows, fill } => {
                 let fill: Vec<(usize, &str)> = fill.iter().map(|(i, v)| (*i, v.as_str())).collect();
-                let mut rejects = Vec::new();
                 let mut line = Vec::new();
                 let (mut bytes, mut taken, mut records) = (0, 0, 0);
-                while taken < max_rows {
+                while taken < PART_ROWS {
                     line.clear();
                     let n = read_line(lines, &mut line).map_err(|e| broken(&e))?;
                     if n == 0 {
@@ -190,23 +199,21 @@ impl FileReader {
                         rows.push_json(&self.schema, record, &fill, &lineage)
                     };
                     if let Err(rejection) = rejection {
-                        let raw = record[..record.len().min(MAX_LINE)].to_vec();
-                        rejects.push((row, Reject { raw, rejection, position: position(row) }));
+                        reject(row, record[..record.len().min(MAX_LINE)].to_vec(), rejection);
                     }
                 }
                 if taken == 0 {
                     return Ok(None);
                 }
-                (rows.finish(&self.schema)?, rejects, bytes, records)
+                (rows.finish(&self.schema)?, bytes, records)
             }
             Inner::Csv { records, names, conform, nulls } => {
                 let mut columns: Vec<StringBuilder> = names.fields().iter().map(|_| StringBuilder::new()).collect();
                 let mut record = csv::ByteRecord::new();
                 let mut row_numbers = Vec::new();
-                let mut rejects = Vec::new();
                 let mut bytes = 0;
                 let mut taken = 0;
-                while taken < max_rows {
+                while taken < PART_ROWS {
                     let more = records.read_byte_record(&mut record).map_err(|e| csv_error(&e))?;
                     if !more {
                         break;
@@ -226,10 +233,7 @@ impl FileReader {
                             }
                             row_numbers.push(row);
                         }
-                        Err(rejection) => {
-                            let raw = record.iter().collect::<Vec<_>>().join(&b","[..]);
-                            rejects.push((row, Reject { raw, rejection, position: position(row) }));
-                        }
+                        Err(rejection) => reject(row, record.iter().collect::<Vec<_>>().join(&b","[..]), rejection),
                     }
                 }
                 if taken == 0 {
@@ -246,10 +250,9 @@ impl FileReader {
                 };
                 let done = conform.apply(&self.schema, &texts, &origin)?;
                 for (i, rejection, raw) in done.rejects {
-                    let row = row_numbers[i];
-                    rejects.push((row, Reject { raw, rejection, position: position(row) }));
+                    reject(row_numbers[i], raw, rejection);
                 }
-                (done.batch, rejects, bytes, taken as u64)
+                (done.batch, bytes, taken as u64)
             }
             Inner::Parquet { batches, conform, bytes_per_row } => {
                 let Some(batch) = batches.next() else { return Ok(None) };
@@ -258,20 +261,13 @@ impl FileReader {
                 self.next_row += batch.num_rows() as u64;
                 let origin = Origin { location, rows: None, first_row: first, ingested_at_us: self.ingested_at_us };
                 let done = conform.apply(&self.schema, &batch, &origin)?;
-                let rejects = done
-                    .rejects
-                    .into_iter()
-                    .map(|(i, rejection, raw)| {
-                        let row = first + i as u64;
-                        (row, Reject { raw, rejection, position: position(row) })
-                    })
-                    .collect();
+                for (i, rejection, raw) in done.rejects {
+                    reject(first + i as u64, raw, rejection);
+                }
                 let rows = batch.num_rows() as u64;
-                (done.batch, rejects, (*bytes_per_row * rows as f64) as u64, rows)
+                (done.batch, (*bytes_per_row * rows as f64) as u64, rows)
             }
         };
-        let rejects: Vec<(u64, Reject)> = rejects;
-        let rejects = rejects.into_iter().filter(|(row, _)| *row >= self.quarantined_to).map(|(_, r)| r).collect();
         Ok(Some(Part { batch, rejects, next_row: self.next_row, records, bytes }))
     }
 }
@@ -382,7 +378,7 @@ fn open_parquet(handle: File, file: &FileRef, schema: &IngestSchema, start: u64)
     let mask = ProjectionMask::roots(builder.parquet_schema(), used);
     let batches = builder
         .with_projection(mask)
-        .with_batch_size(8192)
+        .with_batch_size(PART_ROWS)
         .with_offset(usize::try_from(start).unwrap_or(usize::MAX))
         .build()
         .map_err(bad)?;
