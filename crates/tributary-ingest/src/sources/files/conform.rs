@@ -249,8 +249,13 @@ fn convert(
 ) -> Result<(ArrayRef, Option<Vec<bool>>), IngestError> {
     let fail = |e: arrow_schema::ArrowError| IngestError::Internal(format!("converting '{}': {e}", field.name));
     if src.data_type().equals_datatype(target) {
-        let data = src.to_data().into_builder().data_type(target.clone()).build().map_err(fail)?;
-        let array = arrow_array::make_array(data);
+        // The same type: taken as it is; only nested types, whose field
+        // names or ids may differ, are relabelled (and checked again).
+        let array = if src.data_type() == target {
+            src.clone()
+        } else {
+            arrow_array::make_array(src.to_data().into_builder().data_type(target.clone()).build().map_err(fail)?)
+        };
         return Ok(match &field.ty {
             FieldType::Timestamp | FieldType::Timestamptz => {
                 let bad = out_of_range(&array, range);
@@ -264,6 +269,10 @@ fn convert(
     }
     if is_text(src.data_type()) {
         let text = cast_with_options(src, &DataType::Utf8, &CastOptions::default()).map_err(fail)?;
+        if matches!(field.ty, FieldType::String) {
+            // Any text is a string: nothing to check, nothing to copy.
+            return Ok((text, None));
+        }
         let (array, bad) = from_text(field, target, text.as_string::<i32>(), range);
         return Ok((array, Some(bad)));
     }
@@ -340,11 +349,11 @@ fn from_text(field: &Field, target: &DataType, text: &StringArray, range: &Times
             }
             Arc::new(b.finish())
         }
+        FieldType::String => Arc::new(text.clone()),
         _ => {
             let safe = CastOptions { safe: true, ..CastOptions::default() };
             let trimmed: StringArray = text.iter().map(|t| t.map(str::trim)).collect();
-            let source = if matches!(field.ty, FieldType::String) { text } else { &trimmed };
-            match cast_with_options(source, target, &safe) {
+            match cast_with_options(&trimmed, target, &safe) {
                 Ok(array) => {
                     (0..n).for_each(|i| check(i, array.is_valid(i)));
                     array
