@@ -177,14 +177,8 @@ impl Storage for S3Storage {
     }
 
     async fn delete_prefix(&self, path: &str) -> iceberg::Result<()> {
-        let (client, prefix) = self.locate(path.trim_end_matches('/'))?;
-        let mut listed = client.list(Some(&prefix));
-        while let Some(meta) = listed.next().await {
-            let meta = meta.map_err(|e| error("cannot list", path, e))?;
-            match client.delete(&meta.location).await {
-                Err(e) if !not_found(&e) => return Err(error("cannot delete", meta.location.as_ref(), e)),
-                _ => {}
-            }
+        for object in self.list(path).await? {
+            self.delete(&object.path).await?;
         }
         Ok(())
     }
