@@ -19,8 +19,8 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use datafusion::datasource::MemTable;
 use datafusion::error::Result;
-use tributary_core::positions::{SUMMARY_PIPELINE, SUMMARY_POSITIONS};
 use tributary_table::LoadedTable;
+use tributary_table::history::snapshot_log;
 use tributary_table::iceberg::spec::{Literal, PartitionField, PrimitiveLiteral, Struct};
 use tributary_table::iceberg::table::Table;
 
@@ -79,22 +79,18 @@ fn snapshots(loaded: &LoadedTable) -> Columns {
         Field::new("pipeline", DataType::Utf8, true),
         Field::new("positions", DataType::Utf8, true),
     ];
-    let mut snaps: Vec<_> = loaded.metadata.snapshots().collect();
-    snaps.sort_by_key(|s| std::cmp::Reverse((s.sequence_number(), s.timestamp_ms())));
     let (mut id, mut parent, mut at) = (Int64Builder::new(), Int64Builder::new(), TimestampMillisecondBuilder::new());
     let (mut op, mut added, mut total) = (StringBuilder::new(), Int64Builder::new(), Int64Builder::new());
     let (mut pipeline, mut positions) = (StringBuilder::new(), StringBuilder::new());
-    for s in snaps {
-        let props = &s.summary().additional_properties;
-        let num = |k: &str| props.get(k).and_then(|v| v.parse::<i64>().ok());
-        id.append_value(s.snapshot_id());
-        parent.append_option(s.parent_snapshot_id());
-        at.append_value(s.timestamp_ms());
-        op.append_value(s.summary().operation.as_str());
-        added.append_option(num("added-records"));
-        total.append_option(num("total-records"));
-        pipeline.append_option(props.get(SUMMARY_PIPELINE));
-        positions.append_option(props.get(SUMMARY_POSITIONS));
+    for s in snapshot_log(loaded) {
+        id.append_value(s.snapshot_id);
+        parent.append_option(s.parent_id);
+        at.append_value(s.committed_at_ms);
+        op.append_value(&s.operation);
+        added.append_option(s.added_records);
+        total.append_option(s.total_records);
+        pipeline.append_option(s.pipeline);
+        positions.append_option(s.positions);
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(id.finish()),

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 use tributary_core::TableName;
-use tributary_core::positions::{SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS};
+use tributary_table::history::snapshot_log;
 use tributary_table::schema::from_iceberg_schema;
 
 use crate::api::AppState;
@@ -52,25 +52,20 @@ pub(crate) async fn snapshots(
 ) -> Result<Json<Value>, ApiError> {
     let name = TableName::parse(&table).map_err(ApiError::bad_request)?;
     let loaded = state.lake.load(&name).await.map_err(ApiError::from)?;
-    let mut snaps: Vec<_> = loaded.metadata.snapshots().collect();
-    snaps.sort_by_key(|s| std::cmp::Reverse((s.sequence_number(), s.timestamp_ms())));
-    let snapshots: Vec<Value> = snaps
-        .iter()
+    let snapshots: Vec<Value> = snapshot_log(&loaded)
+        .into_iter()
         .map(|s| {
-            let props = &s.summary().additional_properties;
-            let number = |k: &str| props.get(k).and_then(|v| v.parse::<i64>().ok());
-            // Positions as stored: a JSON object of position keys.
-            let positions = props.get(SUMMARY_POSITIONS).and_then(|p| serde_json::from_str::<Value>(p).ok());
             json!({
-                "snapshot_id": s.snapshot_id(),
-                "parent_id": s.parent_snapshot_id(),
-                "committed_at": chrono::DateTime::from_timestamp_millis(s.timestamp_ms()).map(|t| t.to_rfc3339()),
-                "operation": s.summary().operation.as_str(),
-                "added_records": number("added-records"),
-                "total_records": number("total-records"),
-                "pipeline": props.get(SUMMARY_PIPELINE),
-                "epoch": number(SUMMARY_EPOCH),
-                "positions": positions,
+                "snapshot_id": s.snapshot_id,
+                "parent_id": s.parent_id,
+                "committed_at": chrono::DateTime::from_timestamp_millis(s.committed_at_ms).map(|t| t.to_rfc3339()),
+                "operation": s.operation,
+                "added_records": s.added_records,
+                "total_records": s.total_records,
+                "pipeline": s.pipeline,
+                "epoch": s.epoch,
+                // Positions as stored: a JSON object of position keys.
+                "positions": s.positions.and_then(|p| serde_json::from_str::<Value>(&p).ok()),
             })
         })
         .collect();
