@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod jobs;
 mod maintenance;
 mod table;
 mod warehouse;
 
+pub use jobs::{JobConfig, JobDef, JobKind, Lookup, Trigger};
 pub use maintenance::{MaintenanceConfig, MaintenancePolicy};
 pub use table::{DEFAULT_DEDUP_MEMORY, DEFAULT_DEDUP_WINDOW, FieldConfig, TableConfig, TableDef};
 pub use warehouse::{S3Config, Sse, Warehouse, WarehouseConfig};
@@ -62,6 +64,9 @@ pub struct Config {
     /// Landing areas polled for file drops.
     #[serde(default)]
     pub files: Vec<FilesConfig>,
+    /// Zone jobs: cleansed and curated tables kept up to date.
+    #[serde(default)]
+    pub jobs: Vec<JobConfig>,
 }
 
 /// `[catalog]`.
@@ -195,6 +200,8 @@ pub struct ValidConfig {
     pub kafka: Vec<KafkaDef>,
     /// File sources.
     pub files: Vec<FilesDef>,
+    /// Zone jobs, each after the jobs it depends on.
+    pub jobs: Vec<JobDef>,
 }
 
 impl ValidConfig {
@@ -335,6 +342,7 @@ impl Config {
             }
             files.push(def);
         }
+        let jobs = jobs::validate_jobs(&self.jobs, &tables)?;
         Ok(ValidConfig {
             catalog_url,
             catalog_name: self.catalog.name.clone(),
@@ -349,6 +357,7 @@ impl Config {
             maintenance_defaults: section,
             kafka,
             files,
+            jobs,
         })
     }
 }
