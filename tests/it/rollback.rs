@@ -156,20 +156,20 @@ async fn overwrite_and_delete_swap_files_and_refuse_files_no_longer_live() {
     // Replace the first commit's rows with other rows.
     let c = write_data_files(&lake, &t, &[batch(&t, 100, 105)], 1 << 20).await.unwrap();
     let removed = paths(&a);
-    let t = publish(&lake, &t, Change::Overwrite { removed: &removed, added: &c }).await.unwrap();
+    let t = publish(&lake, &t, Change::Overwrite { removed: &removed, added: &c, stamp: None }).await.unwrap();
     assert_eq!(t.metadata.current_snapshot().unwrap().summary().operation, Operation::Overwrite);
     assert_eq!((row_count(&lake, &t).await, t.total_records()), (15, 15));
     assert_eq!(last_pipeline_state(&t, "p").unwrap().unwrap().positions.get("p/0"), Some(20), "positions kept");
 
     // The same files again: no longer live, refused, nothing changes.
-    match publish(&lake, &t, Change::Overwrite { removed: &removed, added: &[] }).await {
+    match publish(&lake, &t, Change::Overwrite { removed: &removed, added: &[], stamp: None }).await {
         Err(TableError::ChangeConflict { .. }) => {}
         other => panic!("{other:?}"),
     }
     assert_eq!(lake.load(&def.name).await.unwrap().location, t.location);
 
     // Delete the second commit's files.
-    let t = publish(&lake, &t, Change::Overwrite { removed: &paths(&b), added: &[] }).await.unwrap();
+    let t = publish(&lake, &t, Change::Overwrite { removed: &paths(&b), added: &[], stamp: None }).await.unwrap();
     assert_eq!(t.metadata.current_snapshot().unwrap().summary().operation, Operation::Delete);
     assert_eq!((row_count(&lake, &t).await, t.total_records()), (5, 5));
 }

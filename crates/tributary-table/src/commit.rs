@@ -124,6 +124,9 @@ pub enum Change<'a> {
         removed: &'a HashSet<String>,
         /// The files added.
         added: &'a [DataFile],
+        /// The positions of the pipeline that computed `added`, when they
+        /// must land with it (a zone job's upstream sequence numbers).
+        stamp: Option<&'a PipelineStamp>,
     },
     /// Rollback (set the current state to an older snapshot's, as a new
     /// snapshot): the table holds snapshot `to`'s files again, and every
@@ -144,9 +147,13 @@ pub async fn publish(lake: &Lake, base: &LoadedTable, change: Change<'_>) -> Res
     let (added, removed, operation, summary) = match change {
         Change::Append { files, stamp } => (files, &empty, Operation::Append, stamp_summary(stamp)),
         Change::Rewrite { removed, added } => (added, removed, Operation::Replace, Vec::new()),
-        Change::Overwrite { removed, added } => {
-            let operation = if added.is_empty() { Operation::Delete } else { Operation::Overwrite };
-            (added, removed, operation, Vec::new())
+        Change::Overwrite { removed, added, stamp } => {
+            let operation = match (added.is_empty(), removed.is_empty()) {
+                (true, false) => Operation::Delete,
+                (false, true) => Operation::Append,
+                _ => Operation::Overwrite,
+            };
+            (added, removed, operation, stamp.map(stamp_summary).unwrap_or_default())
         }
         Change::Rollback { to } => {
             rollback = crate::rollback::plan(lake, base, to).await?;

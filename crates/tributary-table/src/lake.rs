@@ -116,6 +116,27 @@ impl Lake {
         self.ensure(&def.name, &fields, |schema| to_partition_spec(&def.partition, schema)).await
     }
 
+    /// Creates the table a zone job derives, with exactly `fields` (no
+    /// lineage columns of its own) partitioned by `partition`, or evolves it
+    /// additively.
+    pub async fn ensure_derived(
+        &self,
+        name: &TableName,
+        fields: &[Field],
+        partition: &[tributary_core::schema::PartitionField],
+    ) -> Result<LoadedTable> {
+        self.ensure(name, fields, |schema| to_partition_spec(partition, schema)).await
+    }
+
+    /// The live data files of `table`'s current snapshot, with their
+    /// partition spec ids.
+    pub async fn live_files(&self, table: &LoadedTable) -> Result<Vec<(i32, iceberg::spec::DataFile)>> {
+        match table.metadata.current_snapshot() {
+            Some(snapshot) => crate::snapshot::live_files(self, table, snapshot).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Creates or evolves the quarantine table for `table`'s rejects.
     pub async fn ensure_quarantine(&self, table: &TableName) -> Result<LoadedTable> {
         self.ensure(&table.quarantine(), &quarantine_fields(), |schema| to_partition_spec(&[], schema)).await

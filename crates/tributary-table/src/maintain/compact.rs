@@ -68,7 +68,7 @@ pub struct Compacted {
 /// (one file written per bin) and changes nothing.
 pub async fn compact(lake: &Lake, name: &TableName, policy: &Compaction, dry_run: bool) -> Result<Compacted> {
     let mut base = lake.load(name).await?;
-    let live = live_files(lake, &base).await?;
+    let live = lake.live_files(&base).await?;
     let bins = plan(&live, policy);
     let inputs: Vec<&DataFile> = bins.iter().flatten().copied().collect();
     let planned = Compacted {
@@ -124,14 +124,6 @@ pub async fn compact(lake: &Lake, name: &TableName, policy: &Compaction, dry_run
         }
     }
     unreachable!("the last attempt returns")
-}
-
-/// The live data files of the current snapshot, with their spec ids.
-async fn live_files(lake: &Lake, table: &LoadedTable) -> Result<Vec<(i32, DataFile)>> {
-    match table.metadata.current_snapshot() {
-        Some(snapshot) => crate::snapshot::live_files(lake, table, snapshot).await,
-        None => Ok(Vec::new()),
-    }
 }
 
 /// Bins of small files to rewrite: per partition, oldest first, each bin at
