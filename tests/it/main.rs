@@ -21,3 +21,5 @@ mod schema_evolution;
 mod shared_dedup;
 mod sql_read_only;
 mod table_pipeline;
+mod zones;
+mod zones_util;

@@ -80,3 +80,15 @@ pub const DEDUP_KEYS: &str = "tributary_dedup_keys";
 pub const DEDUP_MEMORY: &str = "tributary_dedup_memory_bytes";
 /// Bytes of the dedup index's runs on local disk (gauge). Labels: `table`.
 pub const DEDUP_DISK: &str = "tributary_dedup_disk_bytes";
+/// Zone-job runs that changed their output, by outcome (`ok`, `failed`).
+/// Labels: `job`, `outcome`.
+pub const JOB_RUNS: &str = "tributary_job_runs_total";
+/// Seconds the job's last run took. Labels: `job`.
+pub const JOB_DURATION: &str = "tributary_job_duration_seconds";
+/// Commit time of the input's newest snapshot minus that of the snapshot
+/// the job last read: how far the output trails its input. Labels: `job`.
+pub const JOB_LAG: &str = "tributary_job_lag_seconds";
+/// Rows a job read and wrote. Labels: `job`, `direction` (`read`, `written`).
+pub const JOB_ROWS: &str = "tributary_job_rows_total";
+/// Events too late for their windows, quarantined as `late`. Labels: `job`.
+pub const JOB_LATE: &str = "tributary_job_late_events_total";

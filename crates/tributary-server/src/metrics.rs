@@ -62,4 +62,13 @@ pub fn describe() {
     describe_counter!(m::MAINTENANCE_ORPHANS, "Orphan files deleted: files no metadata references");
     describe_counter!(m::MAINTENANCE_BYTES_RECLAIMED, Unit::Bytes, "Bytes of files expiry and orphan cleanup deleted");
     describe_counter!(m::MAINTENANCE_ERRORS, "Maintenance runs that failed; the next run tries again");
+    describe_counter!(m::JOB_RUNS, "Zone-job runs that changed their output or failed, by outcome");
+    describe_gauge!(m::JOB_DURATION, Unit::Seconds, "How long the job's last run took");
+    describe_gauge!(
+        m::JOB_LAG,
+        Unit::Seconds,
+        "Commit time of the input's newest snapshot minus that of the snapshot the job last read"
+    );
+    describe_counter!(m::JOB_ROWS, "Rows zone jobs read and wrote");
+    describe_counter!(m::JOB_LATE, "Events too late for their windows, quarantined as late");
 }

@@ -32,6 +32,21 @@ pub struct Changes {
 /// `None` if snapshot expiry removed some of those snapshots (the caller
 /// must read the table itself).
 pub async fn changed_since(lake: &Lake, table: &LoadedTable, since: i64, columns: &[&str]) -> Result<Option<Changes>> {
+    match table.current_snapshot_id() {
+        Some(upto) => changed_between(lake, table, since, upto, columns).await,
+        None => Ok(Some(Changes::default())),
+    }
+}
+
+/// [`changed_since`] up to snapshot `upto` of the current history instead
+/// of the current snapshot: what a reader pinned to `upto` has not seen.
+pub async fn changed_between(
+    lake: &Lake,
+    table: &LoadedTable,
+    since: i64,
+    upto: i64,
+    columns: &[&str],
+) -> Result<Option<Changes>> {
     let meta = &table.metadata;
     let schema = meta.current_schema().clone();
     let field_ids = columns
@@ -44,7 +59,7 @@ pub async fn changed_since(lake: &Lake, table: &LoadedTable, since: i64, columns
         .collect::<Result<Vec<i32>>>()?;
     let iceberg = lake.iceberg_table(table)?;
     let (mut added, mut removed) = (Vec::new(), Vec::new());
-    let mut next = meta.current_snapshot();
+    let mut next = meta.snapshot_by_id(upto);
     while let Some(snapshot) = next.filter(|s| s.sequence_number() > since) {
         next = snapshot.parent_snapshot_id().and_then(|p| meta.snapshot_by_id(p));
         // Sequence numbers grow by one per commit along the history: a

@@ -1,0 +1,140 @@
+//! The cleanse kind: the latest row per key, conformed, rules enforced.
+//!
+//! Incrementally, a run merges the input's new rows into the output days
+//! they fall in: the output rows of those days and the new rows are
+//! reduced to the latest row per key, and the days are replaced. Latest is
+//! a total order (event time, then ingestion time, then source position),
+//! so merging in any order of arrival gives what one pass over all rows
+//! gives, and a key that arrives again days later (beyond the ingest dedup
+//! window) still ends up once. A key is unique per day of its event time:
+//! duplicates of one event carry its event time; rows of one key with
+//! event times on different days are different events.
+//!
+//! When the input lost rows (an overwrite or a rollback upstream) or its
+//! history was expired, the affected days (or all) are computed again from
+//! the input itself.
+
+use std::collections::BTreeSet;
+
+use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMicrosecondType;
+use tributary_core::config::JobKind;
+use tributary_ingest::prepare::Reject;
+use tributary_ingest::validate::Rejection;
+
+use crate::error::{Result, TransformError};
+use crate::plan;
+use crate::run::{Ctx, Replace, Scope, Step};
+use crate::units::{DAY_US, floor};
+
+pub(crate) async fn step(ctx: &Ctx<'_>) -> Result<Step> {
+    let columns = ctx.input_columns();
+    let refs: Vec<&str> = columns.iter().map(String::as_str).collect();
+    match ctx.scope {
+        Scope::Backfill { from, to } => {
+            let days: BTreeSet<i64> = (floor(from, DAY_US)..to).step_by(DAY_US as usize).collect();
+            recompute(ctx, Some(days), false, "backfill").await
+        }
+        Scope::Incremental if ctx.since == 0 || ctx.output.is_none() => recompute(ctx, None, true, "recompute").await,
+        Scope::Incremental => match ctx.changes(&refs).await? {
+            None => recompute(ctx, None, false, "recompute").await,
+            Some(c) if !c.removed.is_empty() => {
+                let days = days_of(ctx, c.added.iter().chain(&c.removed))?;
+                recompute(ctx, Some(days), false, "recompute").await
+            }
+            Some(c) => merge(ctx, c.added).await,
+        },
+    }
+}
+
+/// The output columns: the input's, then the new ones `columns` computes.
+fn output_columns(ctx: &Ctx<'_>) -> Vec<String> {
+    let mut out = ctx.input_columns();
+    if let JobKind::Cleanse { columns, .. } = &ctx.job.kind {
+        out.extend(columns.iter().map(|(c, _)| c.clone()).filter(|c| !out.contains(c)).collect::<Vec<_>>());
+    }
+    out
+}
+
+/// The days (day starts) of the event times in `batches`.
+fn days_of<'a>(ctx: &Ctx<'_>, batches: impl Iterator<Item = &'a RecordBatch>) -> Result<BTreeSet<i64>> {
+    let mut days = BTreeSet::new();
+    for b in batches {
+        let Some(col) = b.column_by_name(ctx.time()) else {
+            return Err(TransformError::definition(&ctx.job.name, format!("the input has no column '{}'", ctx.time())));
+        };
+        let Some(times) = col.as_primitive_opt::<TimestampMicrosecondType>() else {
+            return Err(TransformError::definition(&ctx.job.name, format!("'{}' is not a timestamp", ctx.time())));
+        };
+        days.extend(times.iter().flatten().map(|t| floor(t, DAY_US)));
+    }
+    Ok(days)
+}
+
+/// Computes the `days` (all without) again from the input.
+async fn recompute(ctx: &Ctx<'_>, days: Option<BTreeSet<i64>>, rejects: bool, mode: &'static str) -> Result<Step> {
+    let ranges: Option<Vec<(i64, i64)>> =
+        days.as_ref().map(|d| crate::units::day_runs(d).into_iter().map(|(a, b)| (a, b + DAY_US)).collect());
+    ctx.session.register("_input", ctx.input_at(ranges.as_deref()).await?)?;
+    let rejects = if rejects { collect_rejects(ctx, "_input").await? } else { Vec::new() };
+    let conformed = plan::cleanse_conformed(ctx.job, &ctx.input_columns(), "_input");
+    let query = ctx.session.sql(&plan::cleanse_latest(ctx.job, &output_columns(ctx), &conformed)).await?;
+    let rows_read = if days.is_none() { ctx.input.total_records() } else { 0 };
+    let replace = days.map_or(Replace::All, Replace::Days);
+    Ok(Step { query, replace, rejects, watermark: None, rows_read, late: 0, mode })
+}
+
+/// Merges the new rows `added` into the days they fall in.
+async fn merge(ctx: &Ctx<'_>, added: Vec<RecordBatch>) -> Result<Step> {
+    let rows_read = added.iter().map(|b| b.num_rows() as u64).sum();
+    let days = days_of(ctx, added.iter())?;
+    let schema = match added.first() {
+        Some(b) => b.schema(),
+        None => std::sync::Arc::new(
+            iceberg::arrow::schema_to_arrow_schema(ctx.input.metadata.current_schema())
+                .map_err(tributary_table::TableError::iceberg("arrow schema"))?,
+        ),
+    };
+    ctx.session.register("_delta", ctx.session.memory(schema, added)?)?;
+    let rejects = collect_rejects(ctx, "_delta").await?;
+    let out = output_columns(ctx);
+    let current =
+        ctx.current_in(ctx.time(), &days).await?.ok_or_else(|| TransformError::Raced(ctx.job.name.clone()))?;
+    ctx.session.register("_current", current)?;
+    let kept: Vec<String> = out.iter().map(|c| plan::q(c)).collect();
+    let rows = format!(
+        "SELECT {} FROM _current UNION ALL {}",
+        kept.join(", "),
+        plan::cleanse_conformed(ctx.job, &ctx.input_columns(), "_delta")
+    );
+    let query = ctx.session.sql(&plan::cleanse_latest(ctx.job, &out, &rows)).await?;
+    Ok(Step { query, replace: Replace::Days(days), rejects, watermark: None, rows_read, late: 0, mode: "incremental" })
+}
+
+/// The rows of `from` that break a rule, as quarantine records: the row as
+/// JSON, the rule it broke.
+async fn collect_rejects(ctx: &Ctx<'_>, from: &str) -> Result<Vec<Reject>> {
+    let df = ctx.session.sql(&plan::cleanse_rejects(ctx.job, from)).await?;
+    let batches = df.collect().await.map_err(TransformError::query(&ctx.job.name))?;
+    let mut rejects = Vec::new();
+    for batch in batches {
+        let rule_at = batch
+            .schema()
+            .index_of("__rule")
+            .map_err(|e| TransformError::Query { job: ctx.job.name.clone(), message: e.to_string() })?;
+        let rules = batch.column(rule_at).as_string_opt::<i32>().cloned();
+        let mut row_only = batch.clone();
+        row_only.remove_column(rule_at);
+        for (i, raw) in crate::json::rows(&row_only)?.into_iter().enumerate() {
+            let rule = rules.as_ref().map(|r| r.value(i).to_owned()).unwrap_or_default();
+            let message = format!("breaks the rule '{rule}' of job '{}'", ctx.job.name);
+            rejects.push(Reject {
+                raw,
+                rejection: Rejection { kind: "rule", field: Some(rule), message },
+                position: ctx.position(),
+            });
+        }
+    }
+    Ok(rejects)
+}
