@@ -119,9 +119,9 @@ pub fn job<'a>(cfg: &'a ValidConfig, name: &str) -> &'a JobDef {
 
 /// Runs `name` until it has nothing left to do; the last report.
 pub async fn run(lake: &Lake, cfg: &ValidConfig, name: &str) -> Option<RunReport> {
-    let opts = RunOptions { target_file_size: 1 << 27 };
+    let opts = RunOptions::new(1 << 27);
     let mut last = None;
-    while let Some(r) = tributary_transform::schedule::run_job(lake, job(cfg, name), opts).await.unwrap() {
+    while let Some(r) = tributary_transform::schedule::run_job(lake, job(cfg, name), &opts).await.unwrap() {
         last = Some(r);
     }
     last

@@ -13,6 +13,7 @@
 //! | `kafka:<cluster>/<topic>/<partition>` | next offset | max | is past the batch's first offset (or, for a data table, before it: rolled back) |
 //! | `file:<path>` | next row of the file | max | is past the batch's first row (or before it) |
 //! | `upstream:<table>` | upstream sequence number read to | max | is past the batch's first sequence number (or before it) |
+//! | `watermark` | a window job's watermark, microseconds since the epoch | max | never: it is state, not input |
 //! | `http` | rows committed (a count) | sum, by the table pipeline | never: HTTP input is not replayed |
 //!
 //! Snapshot ids are random, so they are never positions (a zone job records
@@ -54,6 +55,9 @@ pub enum PositionKind {
     UpstreamSequence,
     /// The HTTP endpoint's running count of committed rows.
     HttpCount,
+    /// A window job's watermark (event time, microseconds): it only grows,
+    /// and riding with the positions it survives snapshot expiry.
+    Watermark,
 }
 
 impl PositionKind {
@@ -65,6 +69,7 @@ impl PositionKind {
             "http" => Self::HttpCount,
             "file" => Self::FileRow,
             "upstream" => Self::UpstreamSequence,
+            "watermark" => Self::Watermark,
             _ => Self::KafkaOffset,
         }
     }
@@ -77,8 +82,9 @@ impl PositionKind {
             // batch's first record, so it landed (part of) this input.
             Self::KafkaOffset | Self::FileRow | Self::UpstreamSequence => committed > started,
             // Every HTTP request is new input; retries are recognised by
-            // their idempotency key, not by a position.
-            Self::HttpCount => false,
+            // their idempotency key, not by a position. A watermark is no
+            // input at all.
+            Self::HttpCount | Self::Watermark => false,
         }
     }
 }
@@ -125,7 +131,8 @@ impl Positions {
     /// A table's positions go back only when it is rolled back.
     pub fn falls_behind(&self, started_at: &Positions) -> bool {
         started_at.0.iter().any(|(k, start)| {
-            PositionKind::of(k) != PositionKind::HttpCount && self.get(k).is_some_and(|now| now < *start)
+            !matches!(PositionKind::of(k), PositionKind::HttpCount | PositionKind::Watermark)
+                && self.get(k).is_some_and(|now| now < *start)
         })
     }
 
@@ -206,6 +213,7 @@ mod tests {
         assert_eq!(PositionKind::of("file:landing/a.csv"), PositionKind::FileRow);
         assert_eq!(PositionKind::of("upstream:raw.t"), PositionKind::UpstreamSequence);
         assert_eq!(PositionKind::of("http"), PositionKind::HttpCount);
+        assert_eq!(PositionKind::of("watermark"), PositionKind::Watermark);
         let mut committed = Positions::default();
         committed.advance("http", 500);
         committed.advance("file:a.csv", 10);

@@ -30,11 +30,22 @@ pub struct AppState {
     pub query: QueryEngine,
     /// The lake, for readiness and listings.
     pub lake: Lake,
+    /// The zone-job scheduler, when the config has jobs.
+    pub jobs: Option<tributary_transform::schedule::Scheduler>,
 }
 
 /// Named in the answer to an unknown path, so a typo is fixed without docs.
 const ENDPOINTS: &str = "the endpoints are POST /v1/tables/{namespace.table}/events, POST /v1/sql, GET /v1/tables, \
-                         GET /v1/tables/{namespace.table}/snapshots, GET /healthz, GET /readyz and GET /metrics";
+                         GET /v1/tables/{namespace.table}/snapshots, GET /v1/jobs, GET /healthz, GET /readyz and GET /metrics";
+
+/// `GET /v1/jobs`: every zone job's state, in dependency order.
+async fn jobs(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let jobs = match &state.jobs {
+        Some(scheduler) => scheduler.statuses().await?,
+        None => Vec::new(),
+    };
+    Ok(Json(serde_json::json!({ "jobs": jobs })))
+}
 
 /// The router, separate from serving so tests can drive it directly.
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
@@ -43,6 +54,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/sql", post(sql))
         .route("/v1/tables", get(crate::tables::list))
         .route("/v1/tables/{table}/snapshots", get(crate::tables::snapshots))
+        .route("/v1/jobs", get(jobs))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

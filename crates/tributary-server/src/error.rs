@@ -109,6 +109,15 @@ impl From<TableError> for ApiError {
     }
 }
 
+impl From<tributary_transform::TransformError> for ApiError {
+    fn from(e: tributary_transform::TransformError) -> Self {
+        match e {
+            tributary_transform::TransformError::Table(t) => t.into(),
+            other => Self::classified(&other, None),
+        }
+    }
+}
+
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
         let status = match &e {

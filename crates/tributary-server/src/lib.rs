@@ -1,4 +1,5 @@
-//! The `tributary serve` process: HTTP ingest, SQL and metrics over one lake.
+//! The `tributary serve` process: HTTP ingest, zone jobs, SQL and metrics
+//! over one lake.
 //!
 //! Lifecycle: one root `CancellationToken` and one `TaskTracker`. On
 //! cancellation the HTTP server stops accepting, in-flight requests finish,
@@ -55,9 +56,10 @@ pub async fn start_with_clock(
     let tasks = TaskTracker::new();
     let ingest = IngestService::start(&lake, config, clock, &shutdown, &tasks).await?;
     maintenance::spawn(&lake, config, &shutdown, &tasks);
+    let jobs = tributary_transform::schedule::Scheduler::spawn(&lake, config, &shutdown, &tasks)?;
     let query = QueryEngine::new(lake.clone(), 2).map_err(ServerError::Io)?;
     let ingest = Arc::new(ingest);
-    let state = AppState { ingest: ingest.clone(), query, lake: lake.clone() };
+    let state = AppState { ingest: ingest.clone(), query, lake: lake.clone(), jobs };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| ServerError::Bind { addr: config.listen.clone(), source })?;

@@ -1,7 +1,8 @@
-//! Scheduled table maintenance in `serve`: every configured table and its
-//! quarantine table are compacted and their snapshots expired, one table at
-//! a time, each at its `[maintenance] interval`; orphan files are swept
-//! once an hour (it reads every manifest of the table).
+//! Scheduled table maintenance in `serve`: every configured table, every
+//! job output (with `[maintenance]`'s settings), their quarantine tables
+//! and the job run history are compacted and their snapshots expired, one
+//! table at a time, each at its `[maintenance] interval`; orphan files are
+//! swept once an hour (it reads every manifest of the table).
 //!
 //! One table at a time bounds the work to one task's CPU and to what one
 //! compaction holds (it streams rows; see `tributary_table::maintain`).
@@ -24,12 +25,22 @@ use tributary_table::maintain::{Report, maintain_table};
 
 /// Starts the schedule on `tasks`, if any table has maintenance enabled.
 pub fn spawn(lake: &Lake, config: &ValidConfig, shutdown: &CancellationToken, tasks: &TaskTracker) {
+    // Job outputs and the run history are written all day too: they get
+    // the `[maintenance]` defaults.
+    let defaults = &config.maintenance_defaults;
+    let derived = config
+        .jobs
+        .iter()
+        .flat_map(|j| [(j.output.clone(), defaults.clone()), (j.quarantine(), defaults.for_quarantine())]);
+    let runs = TableName::parse(tributary_transform::schedule::JOB_RUNS_TABLE).ok();
     let tables: Vec<(TableName, MaintenancePolicy)> = config
         .tables
         .iter()
         .zip(&config.maintenance)
-        .filter(|(_, p)| p.enabled)
         .flat_map(|(t, p)| [(t.name.clone(), p.clone()), (t.name.quarantine(), p.for_quarantine())])
+        .chain(derived)
+        .chain(runs.filter(|_| !config.jobs.is_empty()).map(|t| (t, defaults.clone())))
+        .filter(|(_, p)| p.enabled)
         .collect();
     if tables.is_empty() {
         return;

@@ -139,7 +139,12 @@ impl Lake {
 
     /// Creates or evolves the quarantine table for `table`'s rejects.
     pub async fn ensure_quarantine(&self, table: &TableName) -> Result<LoadedTable> {
-        self.ensure(&table.quarantine(), &quarantine_fields(), |schema| to_partition_spec(&[], schema)).await
+        self.ensure_quarantine_table(&table.quarantine()).await
+    }
+
+    /// Creates or evolves the quarantine table `name`.
+    pub async fn ensure_quarantine_table(&self, name: &TableName) -> Result<LoadedTable> {
+        self.ensure(name, &quarantine_fields(), |schema| to_partition_spec(&[], schema)).await
     }
 
     async fn ensure(

@@ -15,7 +15,7 @@ pub use crate::run::Scope;
 use crate::run::{RunOptions, RunReport};
 
 /// Recomputes `job`'s output days in `[from, to)` (microseconds) in one commit.
-pub async fn backfill(lake: &Lake, job: &JobDef, from: i64, to: i64, opts: RunOptions) -> Result<RunReport> {
+pub async fn backfill(lake: &Lake, job: &JobDef, from: i64, to: i64, opts: &RunOptions) -> Result<RunReport> {
     match crate::schedule::run_scope(lake, job, opts, Scope::Backfill { from, to }).await? {
         Some(report) => Ok(report),
         None => Err(TransformError::definition(

@@ -16,6 +16,7 @@ mod check;
 mod cleanse;
 pub mod error;
 mod json;
+mod net;
 mod output;
 mod plan;
 pub mod run;

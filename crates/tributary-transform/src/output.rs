@@ -114,7 +114,7 @@ pub async fn write(
     job: &str,
     output: &LoadedTable,
     df: DataFrame,
-    target_file_size: usize,
+    opts: &crate::run::RunOptions,
 ) -> Result<(Vec<iceberg::spec::DataFile>, u64)> {
     let target: SchemaRef = Arc::new(
         iceberg::arrow::schema_to_arrow_schema(output.metadata.current_schema())
@@ -122,16 +122,19 @@ pub async fn write(
     );
     let stream = df.execute_stream().await.map_err(TransformError::query(job))?;
     let rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counted = rows.clone();
+    let (counted, progress) = (rows.clone(), opts.progress.clone());
     let batches = stream
         .map_err(|e| TableError::Internal(format!("job '{job}' query: {e}")))
         .and_then(move |b| {
             counted.fetch_add(b.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
+            if let Some(p) = &progress {
+                p.fetch_add(b.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             let conformed = conform(&b, &target);
             async move { conformed }
         })
         .boxed();
-    let files = tributary_table::writer::write_stream(lake, output, batches, target_file_size).await?;
+    let files = tributary_table::writer::write_stream(lake, output, batches, opts.target_file_size).await?;
     Ok((files, rows.load(std::sync::atomic::Ordering::Relaxed)))
 }
 

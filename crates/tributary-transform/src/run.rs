@@ -2,7 +2,8 @@
 //!
 //! A run reads the job's state from its output table alone: the input
 //! sequence number the last run read to (`upstream:<input>` in the
-//! `job:<name>` pipeline's positions) and, for windows, the watermark. It
+//! `job:<name>` pipeline's positions) and, for windows, the watermark (the
+//! `watermark` position: it only grows, and expiry carries it along). It
 //! pins the input at one snapshot, computes what changes, writes new files,
 //! and publishes one overwrite of the output that removes the files of the
 //! days it replaced, adds the new ones and records the input's sequence
@@ -12,7 +13,7 @@
 //! ([`TransformError::Raced`]) runs again from the new state.
 //!
 //! Rows a cleanse job refuses and events too late for a window go to
-//! `quarantine.<output name>`, committed first with the same positions, so
+//! `quarantine.<output namespace>_<output name>`, committed first with the same positions, so
 //! a run that crashed between the two commits does not quarantine them
 //! twice: it reads only up to where the quarantine stands.
 
@@ -33,8 +34,9 @@ use crate::error::{Result, TransformError};
 use crate::output;
 use crate::session::JobSession;
 
-/// Snapshot-summary key holding a window job's watermark (microseconds).
-pub const SUMMARY_WATERMARK: &str = "tributary.watermark";
+/// The position key holding a window job's watermark (microseconds; see
+/// `tributary_core::positions`).
+pub const WATERMARK: &str = "watermark";
 
 /// What part of the output a run computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,10 +54,19 @@ pub enum Scope {
 }
 
 /// How a run writes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Target size of each data file.
     pub target_file_size: usize,
+    /// Counts the output rows written as they are (a progress display).
+    pub progress: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
+impl RunOptions {
+    /// Writing files of `target_file_size`, without progress display.
+    pub fn new(target_file_size: usize) -> Self {
+        Self { target_file_size, progress: None }
+    }
 }
 
 /// What a run did.
@@ -193,14 +204,14 @@ pub fn position_key(job: &JobDef) -> String {
     format!("upstream:{}", job.input)
 }
 
-/// The watermark snapshot `id` of `table` records.
-pub fn watermark_of(table: &LoadedTable, id: i64) -> Option<i64> {
-    table.metadata.snapshot_by_id(id)?.summary().additional_properties.get(SUMMARY_WATERMARK)?.parse().ok()
+/// The watermark recorded in a job's positions.
+pub fn watermark_of(positions: &Positions) -> Option<i64> {
+    positions.get(WATERMARK).and_then(|w| i64::try_from(w).ok())
 }
 
 /// Runs `job` once over `scope`. `None` when there is nothing to do (no
 /// input yet, or nothing new in it).
-pub async fn run_once(lake: &Lake, job: &JobDef, opts: RunOptions, scope: Scope) -> Result<Option<RunReport>> {
+pub async fn run_once(lake: &Lake, job: &JobDef, opts: &RunOptions, scope: Scope) -> Result<Option<RunReport>> {
     let Some(input) = lake.try_load(&job.input).await? else { return Ok(None) };
     let Some(current) = input.metadata.current_snapshot().cloned() else { return Ok(None) };
     let output = lake.try_load(&job.output).await?;
@@ -210,7 +221,7 @@ pub async fn run_once(lake: &Lake, job: &JobDef, opts: RunOptions, scope: Scope)
         None => None,
     };
     let since = state.as_ref().and_then(|s| s.positions.get(&key)).map_or(0, |p| i64::try_from(p).unwrap_or(i64::MAX));
-    let watermark = output.as_ref().zip(state.as_ref()).and_then(|(o, s)| watermark_of(o, s.snapshot_id));
+    let watermark = state.as_ref().and_then(|s| watermark_of(&s.positions));
     // A run that crashed after its quarantine commit: read up to where the
     // quarantine stands, and do not quarantine those rows again.
     let quarantined = quarantined_to(lake, job, &pipeline, &key).await?;
@@ -242,14 +253,14 @@ struct Stamped {
     write_rejects: bool,
 }
 
-async fn finish(ctx: Ctx<'_>, step: Step, opts: RunOptions, s: Stamped) -> Result<Option<RunReport>> {
+async fn finish(ctx: Ctx<'_>, step: Step, opts: &RunOptions, s: Stamped) -> Result<Option<RunReport>> {
     let (lake, job) = (ctx.lake, ctx.job);
     let planned = ctx.output.as_ref().and_then(LoadedTable::current_snapshot_id);
     let output = output::ensure(lake, job, step.query.schema().as_arrow()).await?;
     if output.current_snapshot_id() != planned {
         return Err(TransformError::Raced(job.name.clone()));
     }
-    let (files, rows_written) = output::write(lake, &job.name, &output, step.query, opts.target_file_size).await?;
+    let (files, rows_written) = output::write(lake, &job.name, &output, step.query, opts).await?;
     let removed = match &step.replace {
         Replace::Nothing => Default::default(),
         Replace::Days(days) => output::files_in_days(lake, &output, days).await?,
@@ -264,10 +275,12 @@ async fn finish(ctx: Ctx<'_>, step: Step, opts: RunOptions, s: Stamped) -> Resul
         "transform::before_output_commit"
     )
     .into()));
-    let mut stamp = PipelineStamp::new(s.pipeline, s.positions, 0);
-    if let Some(w) = step.watermark.or(ctx.watermark) {
-        stamp.extra.push((SUMMARY_WATERMARK.to_owned(), w.to_string()));
+    let mut positions = s.positions;
+    if let Some(w) = step.watermark {
+        // Event times before 1970 hold no watermark (it starts at 0).
+        positions.advance(WATERMARK, u64::try_from(w).unwrap_or(0));
     }
+    let stamp = PipelineStamp::new(s.pipeline, positions, 0);
     let committed = {
         let gate = lake.gate(&job.output);
         let _turn = gate.lock().await;
@@ -312,9 +325,9 @@ async fn quarantine(
     pipeline: &str,
     started: &Positions,
     ends: &Positions,
-    opts: RunOptions,
+    opts: &RunOptions,
 ) -> Result<u64> {
-    let table = lake.ensure_quarantine(&job.output).await?;
+    let table = lake.ensure_quarantine_table(&job.quarantine()).await?;
     let schema = Arc::new(
         iceberg::arrow::schema_to_arrow_schema(table.metadata.current_schema())
             .map_err(TableError::iceberg("arrow schema"))?,
@@ -342,7 +355,7 @@ async fn quarantined_to(lake: &Lake, job: &JobDef, pipeline: &str, key: &str) ->
     if !matches!(job.kind, JobKind::Cleanse { .. } | JobKind::Window { .. }) {
         return Ok(None);
     }
-    let Some(q) = lake.try_load(&job.output.quarantine()).await? else { return Ok(None) };
+    let Some(q) = lake.try_load(&job.quarantine()).await? else { return Ok(None) };
     Ok(last_pipeline_state(&q, pipeline)?.and_then(|s| s.positions.get(key)).and_then(|p| i64::try_from(p).ok()))
 }
 

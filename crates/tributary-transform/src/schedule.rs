@@ -90,7 +90,7 @@ impl Scheduler {
             live: Arc::default(),
             _runtime: Arc::new(JobRuntime(None)),
         };
-        let opts = RunOptions { target_file_size: config.commit.target_file_size_bytes };
+        let opts = RunOptions::new(config.commit.target_file_size_bytes);
         tasks.spawn_on(scheduler.clone().run(opts, shutdown.clone()), runtime.handle());
         Ok(Some(Self { _runtime: Arc::new(JobRuntime(Some(runtime))), ..scheduler }))
     }
@@ -134,13 +134,13 @@ impl Scheduler {
                 self.update(&job.name, |l| l.running = true);
                 let result = tokio::select! {
                     () = shutdown.cancelled() => return,
-                    r = run_job(&self.lake, job, opts) => r,
+                    r = run_job(&self.lake, job, &opts) => r,
                 };
                 let took = started.0.elapsed();
                 self.update(&job.name, |l| l.running = false);
                 due[i] = Instant::now() + self.after(job, &result);
                 self.report(job, &result, took);
-                if let Err(e) = runs::record(&self.lake, job, started.1, &result, opts).await {
+                if let Err(e) = runs::record(&self.lake, job, started.1, &result, &opts).await {
                     tracing::warn!(job = %job.name, error = %e, "cannot record the run in {JOB_RUNS_TABLE}");
                 }
                 if let Ok(s) = status(&self.lake, job).await {
@@ -205,12 +205,12 @@ impl Scheduler {
 }
 
 /// One run, run again while it loses the output's swap to another writer.
-pub async fn run_job(lake: &Lake, job: &JobDef, opts: RunOptions) -> Result<Option<RunReport>> {
+pub async fn run_job(lake: &Lake, job: &JobDef, opts: &RunOptions) -> Result<Option<RunReport>> {
     run_scope(lake, job, opts, Scope::Incremental).await
 }
 
 /// [`run_once`] over `scope`, run again while it loses the output's swap.
-pub async fn run_scope(lake: &Lake, job: &JobDef, opts: RunOptions, scope: Scope) -> Result<Option<RunReport>> {
+pub async fn run_scope(lake: &Lake, job: &JobDef, opts: &RunOptions, scope: Scope) -> Result<Option<RunReport>> {
     let mut races = 0;
     loop {
         match run_once(lake, job, opts, scope).await {

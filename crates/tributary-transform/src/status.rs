@@ -90,10 +90,9 @@ pub async fn status(lake: &Lake, job: &JobDef) -> Result<JobStatus> {
         (Some(n), None) => n.timestamp_ms() - first_commit_ms(input.as_ref()).unwrap_or(n.timestamp_ms()),
         (None, _) => 0,
     };
-    let watermark = output
+    let watermark = state
         .as_ref()
-        .zip(state.as_ref())
-        .and_then(|(o, s)| watermark_of(o, s.snapshot_id))
+        .and_then(|s| watermark_of(&s.positions))
         .and_then(chrono::DateTime::from_timestamp_micros)
         .map(|d| d.to_rfc3339());
     #[allow(clippy::cast_precision_loss)]

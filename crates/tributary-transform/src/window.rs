@@ -17,13 +17,12 @@
 
 use std::collections::BTreeSet;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::TimestampMicrosecondType;
 use tributary_core::config::JobKind;
 use tributary_ingest::prepare::Reject;
 use tributary_ingest::validate::Rejection;
 
 use crate::error::{Result, TransformError};
+use crate::net::{net_times, times};
 use crate::plan;
 use crate::run::{Ctx, Replace, Scope, Step};
 use crate::units::{DAY_US, Starts, Windows, floor};
@@ -45,9 +44,10 @@ pub(crate) async fn step(ctx: &Ctx<'_>) -> Result<Step> {
         );
         return compute(ctx, w, starts, Some(wm), Vec::new(), 0, 0).await;
     }
-    let time = ctx.time().to_owned();
-    let (added, removed) = match ctx.changes(&[&time]).await? {
-        Some(c) => (times(ctx, &c.added)?, times(ctx, &c.removed)?),
+    let columns = ctx.input_columns();
+    let refs: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let (added, removed) = match ctx.changes(&refs).await? {
+        Some(c) => net_times(&ctx.job.name, &c, ctx.time())?,
         // History expired: every row counts as new (the windows already
         // emitted are recomputed to the same values).
         None => (all_times(ctx).await?, Vec::new()),
@@ -108,25 +108,13 @@ async fn compute(
     Ok(Step { query, replace, rejects, watermark, rows_read, late, mode })
 }
 
-/// The event times of `batches` (the time column only).
-fn times(ctx: &Ctx<'_>, batches: &[arrow_array::RecordBatch]) -> Result<Vec<i64>> {
-    let mut out = Vec::new();
-    for b in batches {
-        let col = b.column(0).as_primitive_opt::<TimestampMicrosecondType>().ok_or_else(|| {
-            TransformError::definition(&ctx.job.name, format!("'{}' is not a timestamp column", ctx.time()))
-        })?;
-        out.extend(col.iter().flatten());
-    }
-    Ok(out)
-}
-
 /// Every event time of the input as of the run's snapshot.
 async fn all_times(ctx: &Ctx<'_>) -> Result<Vec<i64>> {
     ctx.session.register("_all", ctx.input_at(None).await?)?;
     let df = ctx.session.sql(&format!("SELECT {} FROM _all", plan::q(ctx.time()))).await?;
     let batches = df.collect().await.map_err(TransformError::query(&ctx.job.name))?;
     ctx.session.deregister("_all")?;
-    times(ctx, &batches)
+    times(&ctx.job.name, &batches, ctx.time())
 }
 
 fn late_reject(ctx: &Ctx<'_>, t: i64, watermark: i64, retention: i64) -> Reject {

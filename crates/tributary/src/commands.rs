@@ -18,12 +18,13 @@ pub(crate) fn load_config(path: &Path, data_dir: &Path) -> anyhow::Result<ValidC
     cfg.validate(data_dir).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
 }
 
-pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
+pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let v = load_config(path, Path::new("./tributary-data"))?;
     for k in &v.kafka {
         tributary_ingest::sources::kafka::check_client(k)
             .map_err(|e| anyhow::anyhow!("config file {}: kafka source '{}': {e}", path.display(), k.name))?;
     }
+    tributary_transform::check(&v).await.map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
     println!("{}: ok", path.display());
     println!("  catalog   {} (name '{}')", v.catalog_url, v.catalog_name);
     println!("  warehouse {}", v.warehouse);
@@ -46,6 +47,12 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
             tributary_core::files::Route::ByDirectory => "the table each folder names".to_owned(),
         };
         println!("  files     {} → {to} ({}, every {:?}, then {:?})", f.name, f.root, f.poll_interval, f.post_action);
+    }
+    for j in &v.jobs {
+        let after =
+            if j.depends_on.is_empty() { String::new() } else { format!(", after {}", j.depends_on.join(", ")) };
+        let kind = tributary_transform::status::kind_name(j);
+        println!("  job       {} ({kind}): {} → {}{after}", j.name, j.input, j.output);
     }
     Ok(ExitCode::SUCCESS)
 }

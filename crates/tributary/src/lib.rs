@@ -1,11 +1,12 @@
 //! The `tributary` command line: `check`, `serve`, `sql`, `load`,
-//! `maintain`, `rollback`, `table` and `quickstart`.
+//! `maintain`, `rollback`, `table`, `jobs`, `backfill` and `quickstart`.
 //!
 //! Each command is a thin function over the library crates, so the same code
 //! paths run under the CLI, the tests and the benchmarks.
 
 mod commands;
 mod generator;
+mod jobs;
 mod load;
 pub mod logging;
 mod quickstart;
@@ -150,6 +151,37 @@ pub enum Command {
         #[command(subcommand)]
         action: TableAction,
     },
+    /// Show where each zone job stands: input read to, lag, watermark.
+    Jobs {
+        /// The TOML config declaring the jobs.
+        #[arg(long)]
+        config: PathBuf,
+        /// Where the embedded catalog and warehouse live.
+        #[arg(long, default_value = "./tributary-data")]
+        data_dir: PathBuf,
+        /// Print JSON (what `GET /v1/jobs` answers).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compute a job's output days again from its input and replace them in
+    /// one commit; safe to interrupt and to run again.
+    Backfill {
+        /// The TOML config declaring the job.
+        #[arg(long)]
+        config: PathBuf,
+        /// Where the embedded catalog and warehouse live.
+        #[arg(long, default_value = "./tributary-data")]
+        data_dir: PathBuf,
+        /// The job's name.
+        #[arg(long)]
+        job: String,
+        /// First day, YYYY-MM-DD (UTC).
+        #[arg(long)]
+        from: String,
+        /// Last day, YYYY-MM-DD (UTC), included.
+        #[arg(long)]
+        to: String,
+    },
     /// Create a demo lake, post events through the real HTTP path and report.
     Quickstart {
         /// Where the demo lake lives.
@@ -201,6 +233,8 @@ pub fn init_logging(cli: &Cli) -> logging::DrainOnDrop {
             | Command::Table { .. }
             | Command::Maintain { .. }
             | Command::Rollback { .. }
+            | Command::Jobs { .. }
+            | Command::Backfill { .. }
     );
     let default = if quiet { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -221,7 +255,11 @@ pub fn init_logging(cli: &Cli) -> logging::DrainOnDrop {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check { config } => commands::check(&config),
+        Command::Check { config } => commands::check(&config).await,
+        Command::Jobs { config, data_dir, json } => jobs::jobs(&config, &data_dir, json).await,
+        Command::Backfill { config, data_dir, job, from, to } => {
+            jobs::backfill(&config, &data_dir, &job, &from, &to).await
+        }
         Command::Serve { config, data_dir, http } => commands::serve(&config, &data_dir, http).await,
         Command::Sql { data_dir, config, format, sql } => {
             commands::sql(&data_dir, config.as_deref(), format, &sql).await

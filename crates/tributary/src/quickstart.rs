@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tributary_core::config::Config;
+use tributary_core::config::{Config, ValidConfig};
 use tributary_ingest::Receipt;
 use tributary_query::{QueryEngine, output};
 
@@ -112,7 +112,9 @@ pub async fn run(opts: Options) -> anyhow::Result<ExitCode> {
 
     let rows_after = count(&engine, "raw.transactions").await?;
     let q_after = count(&engine, "quarantine.transactions").await?;
-    let reconciled = got.accepted + got.quarantined + got.duplicates == opts.events
+    let zones = zones(&engine, &server.lake, &config).await?;
+    let reconciled = zones.ok
+        && got.accepted + got.quarantined + got.duplicates == opts.events
         && got.accepted == expected.accepted
         && got.quarantined == expected.quarantined
         && got.duplicates == expected.duplicates
@@ -140,6 +142,10 @@ pub async fn run(opts: Options) -> anyhow::Result<ExitCode> {
     println!("\nrows per table (whole lake):");
     for (t, n) in [("raw.transactions", rows_after), ("quarantine.transactions", q_after)] {
         println!("  {t:<26} {n}");
+    }
+    println!("\nzones (kept up to date by the jobs while events arrived):");
+    for line in &zones.lines {
+        println!("  {line}");
     }
     section(
         &engine,
@@ -174,6 +180,91 @@ pub async fn run(opts: Options) -> anyhow::Result<ExitCode> {
     }
     server.wait().await?;
     Ok(if reconciled { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The zone tables checked against raw.
+struct Zones {
+    ok: bool,
+    lines: Vec<String>,
+}
+
+/// Waits until every job has read all of its input, then reconciles
+/// cleansed.transactions with raw (one row per event id, minus the rule
+/// breakers) and curated.revenue_hourly with cleansed (every order before
+/// the first window the watermark has not passed).
+async fn zones(engine: &QueryEngine, lake: &tributary_table::Lake, config: &ValidConfig) -> anyhow::Result<Zones> {
+    let started = Instant::now();
+    for job in &config.jobs {
+        loop {
+            let s = tributary_transform::status::status(lake, job).await?;
+            if s.processed_sequence >= s.input_sequence {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < JOBS_TIMEOUT,
+                "job {} did not catch up with {} in {JOBS_TIMEOUT:?}",
+                job.name,
+                job.input
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    let distinct = number(engine, "SELECT count(DISTINCT event_id) FROM raw.transactions").await?;
+    let cleansed = number(engine, "SELECT count(*) FROM cleansed.transactions").await?;
+    let refused = number(engine, "SELECT count(*) FROM quarantine.cleansed_transactions").await.unwrap_or(0);
+    let cleansed_ok = cleansed + refused == distinct;
+    let revenue =
+        config.jobs.iter().find(|j| j.name == "revenue_hourly").context("the example's revenue_hourly job")?;
+    let watermark = tributary_transform::status::status(lake, revenue).await?.watermark;
+    let hour = |w: &str| w.get(..13).map(|h| format!("{h}:00:00Z"));
+    let boundary = watermark.as_deref().and_then(hour).unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned());
+    let curated = sums(engine, "SELECT count(*), sum(orders), sum(revenue) FROM curated.revenue_hourly").await?;
+    let expected = sums(
+        engine,
+        &format!("SELECT count(*) AS n, count(*) AS orders, sum(amount) FROM cleansed.transactions WHERE event_time < TIMESTAMP '{boundary}'"),
+    )
+    .await?;
+    let curated_ok = curated.1 == expected.1 && curated.2 == expected.2;
+    let verdict = |ok: bool| if ok { "OK" } else { "MISMATCH" };
+    Ok(Zones {
+        ok: cleansed_ok && curated_ok,
+        lines: vec![
+            format!(
+                "cleansed.transactions   {cleansed} rows + {refused} refused by a rule = {distinct} distinct event ids in raw -> {}",
+                verdict(cleansed_ok)
+            ),
+            format!(
+                "curated.revenue_hourly  {} windows up to the watermark {}: {} orders, revenue {} = cleansed before {boundary} ({} orders, {}) -> {}",
+                curated.0,
+                watermark.as_deref().unwrap_or("(none yet)"),
+                curated.1,
+                curated.2,
+                expected.1,
+                expected.2,
+                verdict(curated_ok)
+            ),
+        ],
+    })
+}
+
+/// How long the quickstart waits for the jobs to read everything posted.
+const JOBS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+async fn number(engine: &QueryEngine, sql: &str) -> anyhow::Result<usize> {
+    let r = engine.sql(sql).await?;
+    let text = r.batches.first().map(|b| output::cell_text(b, 0, 0)).unwrap_or_default();
+    text.parse().with_context(|| format!("reading the answer of {sql}"))
+}
+
+/// The three cells of a one-row answer, as text (sums compared exactly).
+async fn sums(engine: &QueryEngine, sql: &str) -> anyhow::Result<(String, String, String)> {
+    let r = engine.sql(sql).await?;
+    let b = r.batches.iter().find(|b| b.num_rows() > 0).with_context(|| format!("no answer to {sql}"))?;
+    let cell = |c: usize| {
+        let t = output::cell_text(b, c, 0);
+        if t.is_empty() { "0".to_owned() } else { t }
+    };
+    Ok((cell(0), cell(1), cell(2)))
 }
 
 async fn count(engine: &QueryEngine, table: &str) -> anyhow::Result<usize> {

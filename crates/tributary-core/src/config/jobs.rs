@@ -190,6 +190,13 @@ impl JobDef {
         format!("job:{}", self.name)
     }
 
+    /// The table receiving the rows the job refuses:
+    /// `quarantine.<output namespace>_<output name>`, apart from the
+    /// quarantine of the ingested table of the same name.
+    pub fn quarantine(&self) -> TableName {
+        TableName::new("quarantine", format!("{}_{}", self.output.namespace, self.output.name))
+    }
+
     /// Every table the job reads: its input, then its dimension.
     pub fn reads(&self) -> Vec<&TableName> {
         let mut tables = vec![&self.input];

@@ -46,7 +46,7 @@ pub(super) async fn record(
     job: &JobDef,
     started_at: chrono::DateTime<chrono::Utc>,
     result: &Result<Option<RunReport>>,
-    opts: RunOptions,
+    opts: &RunOptions,
 ) -> Result<()> {
     let (report, error) = match result {
         Ok(Some(r)) => (r.clone(), None),
