@@ -125,9 +125,17 @@ impl Scheduler {
 
     async fn run(self, opts: RunOptions, shutdown: CancellationToken) {
         let mut due: Vec<Instant> = vec![Instant::now(); self.jobs.len()];
+        // The input's metadata location when the job last had nothing left
+        // to read: while it stays the same, a poll is one catalog lookup.
+        let mut read_at: Vec<Option<String>> = vec![None; self.jobs.len()];
         loop {
             for (i, job) in self.jobs.iter().enumerate() {
                 if due[i] > Instant::now() {
+                    continue;
+                }
+                let input_at = self.lake.store().load(&job.input).await.ok().flatten();
+                if input_at.is_some() && input_at == read_at[i] {
+                    due[i] = Instant::now() + self.after(job, &Ok(None));
                     continue;
                 }
                 let started = (Instant::now(), chrono::Utc::now());
@@ -138,6 +146,12 @@ impl Scheduler {
                 };
                 let took = started.0.elapsed();
                 self.update(&job.name, |l| l.running = false);
+                // Caught up with what it saw (a run reads to the newest
+                // snapshot, or stops early and runs again at once).
+                read_at[i] = match &result {
+                    Ok(None) => input_at,
+                    _ => None,
+                };
                 due[i] = Instant::now() + self.after(job, &result);
                 self.report(job, &result, took);
                 if let Err(e) = runs::record(&self.lake, job, started.1, &result, &opts).await {

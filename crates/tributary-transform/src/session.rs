@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
 use datafusion::error::Result as DfResult;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext};
 use iceberg_datafusion::IcebergStaticTableProvider;
 use tributary_core::TableName;
@@ -30,6 +31,9 @@ use crate::error::{Result, TransformError};
 
 /// The scratch schema holding a run's working tables.
 const SCRATCH: &str = "_job";
+
+/// Memory a run's query may hold before sorts and aggregates spill.
+const JOB_MEMORY: usize = 1 << 30;
 
 /// A session with pinned names and scratch tables.
 pub(crate) struct JobSession {
@@ -44,7 +48,14 @@ impl JobSession {
     /// names resolve.
     pub async fn new(lake: Option<&Lake>, job: &str) -> Result<Self> {
         let config = SessionConfig::new().with_default_catalog_and_schema(CATALOG, SCRATCH);
-        let ctx = SessionContext::new_with_config(config);
+        // A first run or a backfill sorts and groups a whole table: past
+        // this much memory DataFusion spills to temporary files instead of
+        // growing without bound beside the server.
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(JOB_MEMORY, 1.0)
+            .build_arc()
+            .map_err(TransformError::query(job))?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
         let lake_catalog = match lake {
             Some(lake) => Some(LakeCatalog::load(lake).await.map_err(TransformError::query(job))?),
             None => None,
