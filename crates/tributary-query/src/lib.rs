@@ -43,8 +43,27 @@ pub struct QueryEngine {
     runtime: Arc<CpuRuntime>,
 }
 
+/// A Tokio runtime for CPU work (queries, zone jobs), apart from the one
+/// serving requests and commits, so heavy work cannot starve them.
 #[derive(Debug)]
-struct CpuRuntime(Option<tokio::runtime::Runtime>);
+pub struct CpuRuntime(Option<tokio::runtime::Runtime>);
+
+impl CpuRuntime {
+    /// A runtime of `threads` workers named `name`.
+    pub fn new(threads: usize, name: &str) -> std::io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name(name)
+            .enable_all()
+            .build()?;
+        Ok(Self(Some(rt)))
+    }
+
+    /// Where to spawn onto it.
+    pub fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(tokio::runtime::Runtime::handle)
+    }
+}
 
 impl Drop for CpuRuntime {
     fn drop(&mut self) {
@@ -59,12 +78,7 @@ impl Drop for CpuRuntime {
 impl QueryEngine {
     /// An engine with `threads` worker threads of its own.
     pub fn new(lake: Lake, threads: usize) -> std::io::Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
-            .thread_name("tributary-query")
-            .enable_all()
-            .build()?;
-        Ok(Self { lake, runtime: Arc::new(CpuRuntime(Some(rt))) })
+        Ok(Self { lake, runtime: Arc::new(CpuRuntime::new(threads, "tributary-query")?) })
     }
 
     /// Plans and runs `sql` on the query runtime. Only reads are allowed
@@ -78,7 +92,7 @@ impl QueryEngine {
             }
         };
         let lake = self.lake.clone();
-        let rt = self.runtime.0.as_ref().ok_or(QueryError::ShuttingDown)?;
+        let rt = self.runtime.handle().ok_or(QueryError::ShuttingDown)?;
         let result = rt
             .spawn(async move {
                 if let Some(parts) = read_only::describe_target(&statement)

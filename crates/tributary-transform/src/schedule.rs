@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tributary_core::config::{JobDef, Trigger, ValidConfig};
 use tributary_core::metrics as m;
+use tributary_query::CpuRuntime;
 use tributary_table::Lake;
 
 use crate::error::{Result, TransformError};
@@ -53,19 +54,7 @@ pub struct Scheduler {
     lake: Lake,
     jobs: Arc<Vec<JobDef>>,
     live: Arc<Mutex<HashMap<String, Live>>>,
-    _runtime: Arc<JobRuntime>,
-}
-
-#[derive(Debug)]
-struct JobRuntime(Option<tokio::runtime::Runtime>);
-
-impl Drop for JobRuntime {
-    fn drop(&mut self) {
-        // Dropping a runtime inside another one panics.
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
+    _runtime: Option<Arc<CpuRuntime>>,
 }
 
 impl Scheduler {
@@ -79,20 +68,14 @@ impl Scheduler {
         if config.jobs.is_empty() {
             return Ok(None);
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 2))
-            .thread_name("tributary-jobs")
-            .enable_all()
-            .build()?;
-        let scheduler = Self {
-            lake: lake.clone(),
-            jobs: Arc::new(config.jobs.clone()),
-            live: Arc::default(),
-            _runtime: Arc::new(JobRuntime(None)),
-        };
+        let threads = std::thread::available_parallelism().map_or(1, usize::from).min(2);
+        let runtime = CpuRuntime::new(threads, "tributary-jobs")?;
+        let handle = runtime.handle().cloned().ok_or_else(|| std::io::Error::other("job runtime is gone"))?;
+        let scheduler =
+            Self { lake: lake.clone(), jobs: Arc::new(config.jobs.clone()), live: Arc::default(), _runtime: None };
         let opts = RunOptions::new(config.commit.target_file_size_bytes);
-        tasks.spawn_on(scheduler.clone().run(opts, shutdown.clone()), runtime.handle());
-        Ok(Some(Self { _runtime: Arc::new(JobRuntime(Some(runtime))), ..scheduler }))
+        tasks.spawn_on(scheduler.clone().run(opts, shutdown.clone()), &handle);
+        Ok(Some(Self { _runtime: Some(Arc::new(runtime)), ..scheduler }))
     }
 
     /// Every job's state, in dependency order.
