@@ -8,8 +8,11 @@
 
 #[path = "../it/common.rs"]
 mod common;
+mod jobs;
 #[path = "../it/kafka_util.rs"]
 mod kafka_util;
+#[path = "../it/zones_util.rs"]
+mod zones_util;
 
 use std::time::Duration;
 

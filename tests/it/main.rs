@@ -19,6 +19,7 @@ mod rollback;
 mod s3_warehouse;
 mod schema_evolution;
 mod shared_dedup;
+mod slt;
 mod sql_read_only;
 mod table_pipeline;
 mod zones;

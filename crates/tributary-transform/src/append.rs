@@ -102,9 +102,12 @@ async fn recompute(ctx: &Ctx<'_>, days: Option<BTreeSet<i64>>, mode: &'static st
 async fn query(ctx: &Ctx<'_>) -> Result<datafusion::prelude::DataFrame> {
     match &ctx.job.kind {
         JobKind::Sql { sql, .. } => ctx.session.user_sql(sql).await,
-        _ => {
+        JobKind::Enrich { dimension, .. } => {
             let input = format!("{}.{}", plan::q(&ctx.job.input.namespace), plan::q(&ctx.job.input.name));
-            ctx.session.sql(&plan::enrich_query(ctx.job, &input)).await
+            let dim = ctx.lake.load(dimension).await?;
+            let ingested = dim.metadata.current_schema().field_by_name("_ingested_at").is_some();
+            ctx.session.sql(&plan::enrich_query(ctx.job, &input, ingested)).await
         }
+        _ => unreachable!("an append job"),
     }
 }

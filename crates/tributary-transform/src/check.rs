@@ -71,15 +71,9 @@ async fn plan_job(job: &JobDef, schemas: &HashMap<TableName, SchemaRef>) -> Resu
     }
     session.register("_input", session.memory(input.clone(), Vec::new())?)?;
     let df = match &job.kind {
-        JobKind::Cleanse { key, columns, .. } => {
+        JobKind::Cleanse { key, .. } => {
             if let Some(k) = key.iter().find(|k| !has(k)) {
                 return Err(missing("key", k));
-            }
-            if let Some((c, _)) = columns.iter().find(|(c, _)| key.contains(c) || job.time_column.as_ref() == Some(c)) {
-                return Err(TransformError::definition(
-                    &job.name,
-                    format!("columns.{c}: the key and the event time are kept as they are; conform them upstream"),
-                ));
             }
             session.sql(&plan::cleanse_rejects(job, "_input")).await?;
             let conformed = plan::cleanse_conformed(job, &column_names(&input), "_input");
@@ -117,7 +111,8 @@ async fn plan_job(job: &JobDef, schemas: &HashMap<TableName, SchemaRef>) -> Resu
                 ));
             }
             let input_name = format!("{}.{}", plan::q(&job.input.namespace), plan::q(&job.input.name));
-            session.sql(&plan::enrich_query(job, &input_name)).await?
+            let ingested = dim.field_with_name("_ingested_at").is_ok();
+            session.sql(&plan::enrich_query(job, &input_name, ingested)).await?
         }
     };
     // The optimiser sees what the SQL front end does not (types of

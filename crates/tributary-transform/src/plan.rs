@@ -62,9 +62,9 @@ pub fn cleanse_rejects(job: &JobDef, from: &str) -> String {
     format!("SELECT *, {case} AS \"__rule\" FROM {from} WHERE NOT ({})", ok.join(" AND "))
 }
 
-/// The latest row per key of `rows` (a query): by event time, then
-/// ingestion time, then source position, so equal keys always resolve the
-/// same way whatever order the rows arrived in.
+/// The latest row per key and day of `rows` (a query): by event time,
+/// then ingestion time, then source position, so equal keys always resolve
+/// the same way whatever order the rows arrived in.
 pub fn cleanse_latest(job: &JobDef, output_columns: &[String], rows: &str) -> String {
     let JobKind::Cleanse { key, .. } = &job.kind else { return String::new() };
     let mut order: Vec<String> = job.time_column.iter().map(|t| format!("{} DESC NULLS LAST", q(t))).collect();
@@ -74,7 +74,11 @@ pub fn cleanse_latest(job: &JobDef, output_columns: &[String], rows: &str) -> St
         }
     }
     let cols: Vec<String> = output_columns.iter().map(|c| q(c)).collect();
-    let keys: Vec<String> = key.iter().map(|k| q(k)).collect();
+    // A key is unique within a day of its event time: the unit a run
+    // replaces, so that merging new rows day by day and computing all days
+    // at once agree.
+    let mut keys: Vec<String> = key.iter().map(|k| q(k)).collect();
+    keys.extend(job.time_column.iter().map(|t| format!("date_trunc('day', {})", q(t))));
     format!(
         "SELECT {cols} FROM (SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY {order}) AS \"__rn\" FROM ({rows})) WHERE \"__rn\" = 1",
         cols = cols.join(", "),
@@ -153,11 +157,21 @@ pub fn windows(job: &JobDef) -> Option<Windows> {
     }
 }
 
-/// The enrichment of `from`'s rows with the dimension's columns.
-pub fn enrich_query(job: &JobDef, from: &str) -> String {
+/// The enrichment of `from`'s rows with the dimension's columns. With
+/// `ingested` (the dimension has `_ingested_at`), of two dimension rows of
+/// one key valid from the same time the one ingested last (a correction)
+/// is the one joined, by both lookups.
+pub fn enrich_query(job: &JobDef, from: &str, ingested: bool) -> String {
     let JobKind::Enrich { dimension, on, lookup, valid_from, add } = &job.kind else { return String::new() };
-    let dim = format!("{}.{}", q(&dimension.namespace), q(&dimension.name));
     let (on, from_col) = (q(on), q(valid_from));
+    let table = format!("{}.{}", q(&dimension.namespace), q(&dimension.name));
+    let dim = if ingested {
+        format!(
+            "(SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY {on}, {from_col} ORDER BY \"_ingested_at\" DESC NULLS LAST) AS \"__v\" FROM {table}) WHERE \"__v\" = 1)"
+        )
+    } else {
+        table
+    };
     let added: Vec<String> = add.iter().map(|c| format!("\"__d\".{}", q(c))).collect();
     let picked: Vec<String> = add.iter().map(|c| q(c)).collect();
     let joined = match lookup {
@@ -208,15 +222,20 @@ output = "x.out"
 
     #[test]
     fn cleanse_sql_names_each_rule_and_orders_ties_by_lineage() {
-        let j = job("kind = \"cleanse\"\nkey = [\"id\"]\nrules = [\"id <> 'x'\"]\ncolumns = { id = \"trim(id)\" }");
+        let j = job("kind = \"cleanse\"\nkey = [\"id\"]\nrules = [\"id <> 'x'\"]\ncolumns = { code = \"trim(id)\" }");
         let rejects = cleanse_rejects(&j, "_delta");
         assert!(rejects.contains("WHEN NOT (\"id\" IS NOT NULL) THEN 'id is missing'"), "{rejects}");
         assert!(rejects.contains("THEN 'id <> ''x'''"), "{rejects}");
         let conformed = cleanse_conformed(&j, &["id".into(), "ts".into()], "_delta");
-        assert!(conformed.starts_with("SELECT (trim(id)) AS \"id\", \"ts\" FROM _delta WHERE"), "{conformed}");
+        assert!(
+            conformed.starts_with("SELECT \"id\", \"ts\", (trim(id)) AS \"code\" FROM _delta WHERE"),
+            "{conformed}"
+        );
         let latest = cleanse_latest(&j, &["id".into(), "ts".into(), "_ingested_at".into()], "x");
         assert!(
-            latest.contains("PARTITION BY \"id\" ORDER BY \"ts\" DESC NULLS LAST, \"_ingested_at\" DESC"),
+            latest.contains(
+                "PARTITION BY \"id\", date_trunc('day', \"ts\") ORDER BY \"ts\" DESC NULLS LAST, \"_ingested_at\" DESC"
+            ),
             "{latest}"
         );
     }

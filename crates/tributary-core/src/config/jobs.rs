@@ -271,7 +271,13 @@ impl JobConfig {
                         "kind = \"cleanse\" needs key = [\"<column>\", …]: the columns that identify a row".to_owned()
                     );
                 }
-                needs_time()?;
+                let time = needs_time()?;
+                if let Some(c) = self.columns.keys().find(|c| self.key.contains(c) || **c == time) {
+                    return Err(format!(
+                        "columns.{c}: the key and the event time are kept as they are (rows are matched and \
+                         refused on them); conform them upstream"
+                    ));
+                }
                 JobKind::Cleanse {
                     key: self.key.clone(),
                     columns: self.columns.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

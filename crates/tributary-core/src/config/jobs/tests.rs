@@ -94,6 +94,7 @@ fn every_mistake_names_the_job_and_the_fix() {
             "jobs[0] (hourly)",
             "Tributary's",
         ),
+        (JOBS.replace("columns = { amount", "columns = { id = \"trim(id)\", amount"), "jobs[1] (clean)", "columns.id"),
     ];
     for (jobs, job, says) in cases {
         let err = validate(&format!("{TABLES}{jobs}")).unwrap_err();
