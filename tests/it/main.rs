@@ -7,6 +7,7 @@ mod common;
 mod file_source;
 mod http_ingest;
 mod http_input;
+mod iceberg_rest;
 mod idempotent_http;
 mod kafka_ingest;
 mod kafka_util;

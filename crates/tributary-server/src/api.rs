@@ -32,11 +32,13 @@ pub struct AppState {
     pub lake: Lake,
     /// The zone-job scheduler, when the config has jobs.
     pub jobs: Option<tributary_transform::schedule::Scheduler>,
+    /// The warehouse, whose client settings the REST catalog hands out.
+    pub warehouse: tributary_core::config::Warehouse,
 }
 
 /// Named in the answer to an unknown path, so a typo is fixed without docs.
 const ENDPOINTS: &str = "the endpoints are POST /v1/tables/{namespace.table}/events, POST /v1/sql, GET /v1/tables, \
-                         GET /v1/tables/{namespace.table}/snapshots, GET /v1/jobs, GET /healthz, GET /readyz and GET /metrics";
+                         GET /v1/tables/{namespace.table}/snapshots, GET /v1/jobs, the Iceberg REST catalog under /iceberg/v1/, GET /healthz, GET /readyz and GET /metrics";
 
 /// `GET /v1/jobs`: every zone job's state, in dependency order.
 async fn jobs(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -55,6 +57,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/tables", get(crate::tables::list))
         .route("/v1/tables/{table}/snapshots", get(crate::tables::snapshots))
         .route("/v1/jobs", get(jobs))
+        .nest("/iceberg", crate::iceberg_rest::routes())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

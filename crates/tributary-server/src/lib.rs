@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod error;
+pub mod iceberg_rest;
 pub mod maintenance;
 pub mod metrics;
 mod tables;
@@ -59,7 +60,8 @@ pub async fn start_with_clock(
     let jobs = tributary_transform::schedule::Scheduler::spawn(&lake, config, &shutdown, &tasks)?;
     let query = QueryEngine::new(lake.clone(), 2).map_err(ServerError::Io)?;
     let ingest = Arc::new(ingest);
-    let state = AppState { ingest: ingest.clone(), query, lake: lake.clone(), jobs };
+    let state =
+        AppState { ingest: ingest.clone(), query, lake: lake.clone(), jobs, warehouse: config.warehouse.clone() };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| ServerError::Bind { addr: config.listen.clone(), source })?;

@@ -192,7 +192,25 @@ impl CatalogStore {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Every table of this catalog.
+    /// Every namespace of this catalog: created, or holding a table.
+    pub async fn namespaces(&self) -> Result<Vec<String>> {
+        let sql = format!(
+            "SELECT namespace FROM iceberg_namespace_properties WHERE catalog_name = $1 \
+             UNION SELECT table_namespace FROM iceberg_tables WHERE catalog_name = $1{} ORDER BY 1",
+            self.tables_only()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&self.catalog)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(TableError::catalog("listing namespaces"))?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(TableError::catalog("reading namespaces"))
+    }
+
+    /// Every table of this catalog, by namespace then name.
     pub async fn list(&self) -> Result<Vec<TableName>> {
         let sql = format!(
             "SELECT table_namespace, table_name FROM iceberg_tables WHERE catalog_name = $1{} ORDER BY table_namespace, table_name",

@@ -274,7 +274,7 @@ async fn swap(
 /// Deletes metadata files that no longer appear in the metadata log (it
 /// keeps the last `write.metadata.previous-versions-max`, 10 for our tables).
 /// Best effort: a file left behind is an orphan that orphan cleanup removes.
-async fn delete_expired_metadata(lake: &Lake, table: &tributary_core::TableName, expired: &[MetadataLog]) {
+pub(crate) async fn delete_expired_metadata(lake: &Lake, table: &tributary_core::TableName, expired: &[MetadataLog]) {
     for log in expired {
         if let Err(e) = lake.file_io().delete(&log.metadata_file).await {
             tracing::debug!(%table, file = %log.metadata_file, error = %e, "cannot delete an old metadata file; orphan cleanup will");

@@ -40,6 +40,27 @@ pub enum TableError {
         /// Why, and what to name instead.
         reason: String,
     },
+    /// A table of this name exists already.
+    #[error("table '{0}' already exists")]
+    AlreadyExists(TableName),
+    /// A client's commit names a state of the table that no longer holds
+    /// (another commit landed first): it must refresh and try again.
+    #[error("commit to '{table}' refused: {reason}; refresh the table and try again")]
+    RequirementFailed {
+        /// Table concerned.
+        table: TableName,
+        /// The requirement that failed.
+        reason: String,
+    },
+    /// A client's change cannot be applied to the table (an unknown field,
+    /// a schema that does not build).
+    #[error("change to '{table}' is invalid: {reason}")]
+    InvalidUpdate {
+        /// Table concerned.
+        table: TableName,
+        /// What is wrong.
+        reason: String,
+    },
     /// The config asks for a schema change that would break existing data.
     #[error("schema change for '{table}' refused: {reason}")]
     BreakingSchemaChange {
@@ -123,6 +144,9 @@ impl Classify for TableError {
     fn class(&self) -> ErrorClass {
         match self {
             Self::NotFound(_)
+            | Self::AlreadyExists(_)
+            | Self::RequirementFailed { .. }
+            | Self::InvalidUpdate { .. }
             | Self::UnknownSnapshot { .. }
             | Self::BreakingSchemaChange { .. }
             | Self::InvalidData { .. }

@@ -12,6 +12,7 @@ pub mod commit;
 pub mod conform;
 pub mod durable;
 pub mod error;
+pub mod external;
 pub mod history;
 pub mod lake;
 pub mod maintain;

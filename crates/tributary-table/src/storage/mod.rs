@@ -113,6 +113,27 @@ pub async fn open(warehouse: &Warehouse) -> Result<(FileIO, String, Lister)> {
     }
 }
 
+/// The properties another engine's FileIO needs to read and write the
+/// warehouse (Iceberg's `s3.*` names), as the REST catalog hands them to
+/// its clients; none for a local warehouse.
+pub fn client_properties(warehouse: &Warehouse) -> Result<std::collections::HashMap<String, String>> {
+    let mut props = std::collections::HashMap::new();
+    if let Warehouse::S3 { settings, .. } = warehouse {
+        let s = s3_settings(settings, env)?;
+        props.insert("s3.region".to_owned(), s.region);
+        props.insert("s3.access-key-id".to_owned(), s.access_key_id);
+        props.insert("s3.secret-access-key".to_owned(), s.secret_access_key);
+        props.insert("s3.path-style-access".to_owned(), s.path_style.to_string());
+        if let Some(endpoint) = s.endpoint {
+            props.insert("s3.endpoint".to_owned(), endpoint);
+        }
+        if let Some(token) = s.session_token {
+            props.insert("s3.session-token".to_owned(), token);
+        }
+    }
+    Ok(props)
+}
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
