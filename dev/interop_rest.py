@@ -105,6 +105,7 @@ def main():
                      f's3 = {{ endpoint = "{endpoint}", access_key_id = "{KEY}", secret_access_key = "{SECRET}" }}\n')
     example = open(os.path.join(os.path.dirname(__file__), "..", "examples", "ecommerce.toml")).read()
     example = example.split("[[jobs]]")[0].replace('listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:{port}"')
+    example = example.replace('pg_listen = "127.0.0.1:5433"', 'pg_listen = "127.0.0.1:0"')
     with open(config, "w") as f:
         f.write(warehouse + example)
     server = subprocess.Popen([binary, "serve", "--config", config, "--data-dir", work],

@@ -14,6 +14,14 @@ if ! command -v make >/dev/null || ! perl -MFindBin -MIPC::Cmd -e1 2>/dev/null; 
 fi
 echo "make and perl present"
 
+step "clients the integration tests drive (psql and pgbench: the Postgres protocol; openssl: test certificates)"
+# pgbench ships with the server package (postgresql-NN), psql with the client.
+if ! command -v psql >/dev/null || ! pgbench --version >/dev/null 2>&1 || ! command -v openssl >/dev/null; then
+  SUDO=""; [[ "$(id -u)" == 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client postgresql openssl >/dev/null
+fi
+psql --version && pgbench --version && openssl version
+
 step "python readers (pinned, .dev/venv)"
 bash dev/python-env.sh
 

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, real components (SQLite files, a real
 //! PostgreSQL server, real HTTP on loopback, real Parquet and Iceberg files).
 
+mod access;
 mod bounded_dedup;
 mod commit_protocol;
 mod common;
@@ -14,6 +15,7 @@ mod kafka_util;
 mod lake_admin;
 mod maintenance;
 mod metadata_tables;
+mod pg_wire;
 mod postgres_catalog;
 mod readiness;
 mod rollback;

@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod auth;
 mod jobs;
 mod maintenance;
 mod table;
 mod warehouse;
 
+pub use auth::{Access, TokenConfig, TokenDef, is_loopback};
 pub use jobs::{JobConfig, JobDef, JobKind, Lookup, Trigger};
 pub use maintenance::{MaintenanceConfig, MaintenancePolicy};
 pub use table::{DEFAULT_DEDUP_MEMORY, DEFAULT_DEDUP_WINDOW, FieldConfig, TableConfig, TableDef};
@@ -67,6 +69,9 @@ pub struct Config {
     /// Zone jobs: cleansed and curated tables kept up to date.
     #[serde(default)]
     pub jobs: Vec<JobConfig>,
+    /// Access tokens; none: an open server, on loopback only.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
 }
 
 /// `[catalog]`.
@@ -105,6 +110,15 @@ pub struct ServerConfig {
     /// How long an `Idempotency-Key` is remembered, e.g. `"24h"`.
     #[serde(default = "default_idempotency_window")]
     pub idempotency_window: String,
+    /// Serve on a non-loopback address without `[[tokens]]`.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
+    /// Postgres wire protocol listen address; none: not served.
+    #[serde(default)]
+    pub pg_listen: Option<String>,
+    /// TLS for every listener.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -113,8 +127,21 @@ impl Default for ServerConfig {
             listen: default_listen(),
             max_body_bytes: default_max_body(),
             idempotency_window: default_idempotency_window(),
+            allow_unauthenticated: false,
+            pg_listen: None,
+            tls: None,
         }
     }
+}
+
+/// `[server.tls]`: a PEM certificate chain and its private key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain (PEM), the server's certificate first.
+    pub cert: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 fn default_idempotency_window() -> String {
@@ -202,9 +229,36 @@ pub struct ValidConfig {
     pub files: Vec<FilesDef>,
     /// Zone jobs, each after the jobs it depends on.
     pub jobs: Vec<JobDef>,
+    /// Access tokens; empty: no authentication.
+    pub tokens: Vec<TokenDef>,
+    /// Serve a non-loopback address without tokens.
+    pub allow_unauthenticated: bool,
+    /// Postgres wire protocol listen address.
+    pub pg_listen: Option<String>,
+    /// TLS for every listener.
+    pub tls: Option<TlsConfig>,
 }
 
 impl ValidConfig {
+    /// Refuses to serve every table to anyone who can reach a listener:
+    /// without tokens, only loopback addresses, unless
+    /// `allow_unauthenticated`. Checked again after `--http`/`--pg`.
+    pub fn check_exposure(&self) -> Result<(), String> {
+        if !self.tokens.is_empty() || self.allow_unauthenticated {
+            return Ok(());
+        }
+        for (key, addr) in [("server.listen", Some(&self.listen)), ("server.pg_listen", self.pg_listen.as_ref())] {
+            if let Some(addr) = addr.filter(|a| !is_loopback(a)) {
+                return Err(format!(
+                    "{key} = '{addr}' is reachable from other machines, and no [[tokens]] are configured: anyone \
+                     could read and write every table. Add [[tokens]] (`tributary token hash` makes one), listen on \
+                     127.0.0.1, or set server.allow_unauthenticated = true if something in front authenticates"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The maintenance of `table`; `[maintenance]` for a table the config
     /// does not declare.
     pub fn maintenance_for(&self, table: &crate::TableName) -> MaintenancePolicy {
@@ -343,7 +397,13 @@ impl Config {
             files.push(def);
         }
         let jobs = jobs::validate_jobs(&self.jobs, &tables)?;
-        Ok(ValidConfig {
+        let tokens = auth::validate_tokens(&self.tokens)?;
+        if let Some(pg) = &self.server.pg_listen
+            && !matches!(pg.rsplit_once(':').map(|(_, p)| p.parse::<u16>()), Some(Ok(_)))
+        {
+            return Err(format!("server.pg_listen = '{pg}' needs a numeric port, e.g. \"127.0.0.1:5433\""));
+        }
+        let valid = ValidConfig {
             catalog_url,
             catalog_name: self.catalog.name.clone(),
             warehouse,
@@ -358,7 +418,13 @@ impl Config {
             kafka,
             files,
             jobs,
-        })
+            tokens,
+            allow_unauthenticated: self.server.allow_unauthenticated,
+            pg_listen: self.server.pg_listen.clone(),
+            tls: self.server.tls.clone(),
+        };
+        valid.check_exposure()?;
+        Ok(valid)
     }
 }
 
@@ -538,6 +604,21 @@ fields = [
         }
         let ok = Config::from_toml("[server]\nlisten = \"localhost:8080\"\n").unwrap();
         assert!(ok.validate(Path::new("/d")).is_ok());
+    }
+
+    #[test]
+    fn an_open_server_stays_on_loopback_unless_told_otherwise() {
+        let open = Config::from_toml("[server]\nlisten = \"0.0.0.0:8080\"\n").unwrap();
+        let err = open.validate(Path::new("/d")).unwrap_err();
+        assert!(err.contains("server.listen = '0.0.0.0:8080'") && err.contains("[[tokens]]"), "{err}");
+        let allowed = Config::from_toml("[server]\nlisten = \"0.0.0.0:8080\"\nallow_unauthenticated = true\n").unwrap();
+        assert!(allowed.validate(Path::new("/d")).is_ok());
+        let guarded = format!(
+            "[server]\nlisten = \"0.0.0.0:8080\"\n[[tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nscopes = {{ \"*\" = \"admin\" }}\n",
+            "0f".repeat(32)
+        );
+        let v = Config::from_toml(&guarded).unwrap().validate(Path::new("/d")).unwrap();
+        assert_eq!(v.tokens[0].access("raw"), Some(Access::Admin));
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub enum QueryError {
         /// What to do instead.
         hint: &'static str,
     },
+    /// A value bound to a `$n` placeholder does not fit it.
+    #[error("{0}")]
+    Parameter(String),
     /// The query runtime is gone (the process is shutting down).
     #[error("query engine is shutting down")]
     ShuttingDown,
@@ -36,7 +39,7 @@ impl Classify for QueryError {
                 DataFusionError::Internal(_) => ErrorClass::Internal,
                 _ => ErrorClass::User,
             },
-            Self::ReadOnly { .. } => ErrorClass::User,
+            Self::ReadOnly { .. } | Self::Parameter(_) => ErrorClass::User,
             Self::ShuttingDown => ErrorClass::External,
             Self::Encode(_) => ErrorClass::Internal,
         }

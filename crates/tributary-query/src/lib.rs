@@ -10,18 +10,20 @@ pub mod describe;
 pub mod error;
 mod metadata;
 pub mod output;
+pub mod params;
 pub mod read_only;
 
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
+use arrow_schema::{DataType, SchemaRef};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tributary_core::metrics as m;
 use tributary_table::Lake;
 
 use crate::catalog::LakeCatalog;
 pub use crate::error::QueryError;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement;
 
 /// The DataFusion catalog name under which the lake's namespaces appear.
@@ -84,37 +86,104 @@ impl QueryEngine {
     /// Plans and runs `sql` on the query runtime. Only reads are allowed
     /// ([`read_only`]).
     pub async fn sql(&self, sql: &str) -> Result<QueryResult, QueryError> {
-        let statement = match read_only::check(sql) {
-            Ok(statement) => statement,
-            Err(e) => {
-                metrics::counter!(m::QUERIES, "outcome" => "refused").increment(1);
-                return Err(e);
-            }
-        };
-        let lake = self.lake.clone();
-        let rt = self.runtime.handle().ok_or(QueryError::ShuttingDown)?;
-        let result = rt
-            .spawn(async move {
+        self.sql_with_params(sql, &[]).await
+    }
+
+    /// [`QueryEngine::sql`] with `values` bound to the statement's `$1`,
+    /// `$2`, … placeholders ([`params`]); `None` is SQL NULL.
+    pub async fn sql_with_params(&self, sql: &str, values: &[Option<String>]) -> Result<QueryResult, QueryError> {
+        let statement = gate(sql)?;
+        let values = values.to_vec();
+        let result = self
+            .on_runtime(statement, move |lake, statement| async move {
                 if let Some(parts) = read_only::describe_target(&statement)
                     && let Some(result) = describe::describe(&lake, &parts).await?
                 {
                     return Ok(result);
                 }
-                run(&lake, statement).await
+                run(&lake, statement, &values).await
             })
-            .await
-            .map_err(|_| QueryError::ShuttingDown)?;
+            .await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::counter!(m::QUERIES, "outcome" => outcome).increment(1);
         result
     }
+
+    /// Plans `sql` without running it: the types of its placeholders and
+    /// the columns it returns (the extended protocol's Describe).
+    pub async fn prepare(&self, sql: &str) -> Result<Prepared, QueryError> {
+        self.on_runtime(gate(sql)?, |lake, statement| async move {
+            if let Some(parts) = read_only::describe_target(&statement)
+                && let Some(result) = describe::describe(&lake, &parts).await?
+            {
+                return Ok(Prepared { params: Vec::new(), schema: result.schema });
+            }
+            let plan = plan(&lake, statement).await?.0;
+            read_only::options().verify_plan(&plan)?;
+            let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+            Ok(Prepared { params: params::types(&plan)?, schema })
+        })
+        .await
+    }
+
+    /// Runs `work` on `statement` on the query runtime.
+    async fn on_runtime<T, F, Fut>(&self, statement: Statement, work: F) -> Result<T, QueryError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Lake, Statement) -> Fut,
+        Fut: Future<Output = Result<T, QueryError>> + Send + 'static,
+    {
+        let rt = self.runtime.handle().ok_or(QueryError::ShuttingDown)?;
+        rt.spawn(work(self.lake.clone(), statement)).await.map_err(|_| QueryError::ShuttingDown)?
+    }
 }
 
-async fn run(lake: &Lake, statement: Statement) -> Result<QueryResult, QueryError> {
+/// What a statement takes and returns, from [`QueryEngine::prepare`].
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Each `$n` placeholder's type, `$1` first; `None`: unconstrained
+    /// (bound as text).
+    pub params: Vec<Option<DataType>>,
+    /// The result's columns.
+    pub schema: SchemaRef,
+}
+
+/// The namespaces `sql` reads (a name without one is in `raw`, the
+/// session's default), so access can be checked before anything runs.
+/// `information_schema` (table names and columns only) is not a namespace.
+pub fn namespaces(sql: &str) -> Result<Vec<String>, QueryError> {
+    let statement = gate(sql)?;
+    let (tables, _ctes) = datafusion::sql::resolve::resolve_table_references(&statement, true)?;
+    let mut out: Vec<String> =
+        tables.iter().map(|t| t.schema().unwrap_or("raw").to_owned()).filter(|ns| ns != "information_schema").collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// [`read_only::check`], counting a statement it refuses (`refused`) or
+/// cannot parse (`error`) once, whether the access check ([`namespaces`])
+/// or the engine meets it first; what passes is counted when it has run.
+fn gate(sql: &str) -> Result<Statement, QueryError> {
+    read_only::check(sql).inspect_err(|e| {
+        let outcome = if matches!(e, QueryError::ReadOnly { .. }) { "refused" } else { "error" };
+        metrics::counter!(m::QUERIES, "outcome" => outcome).increment(1);
+    })
+}
+
+async fn plan(lake: &Lake, statement: Statement) -> Result<(LogicalPlan, SessionContext), QueryError> {
     let config = SessionConfig::new().with_default_catalog_and_schema(CATALOG, "raw").with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
     ctx.register_catalog(CATALOG, Arc::new(LakeCatalog::load(lake).await?));
     let plan = ctx.state().statement_to_plan(statement).await?;
+    Ok((plan, ctx))
+}
+
+async fn run(lake: &Lake, statement: Statement, values: &[Option<String>]) -> Result<QueryResult, QueryError> {
+    let (mut plan, ctx) = plan(lake, statement).await?;
+    if !values.is_empty() || !plan.get_parameter_types()?.is_empty() {
+        plan = params::bind(plan, values)?;
+    }
     read_only::options().verify_plan(&plan)?;
     let df = ctx.execute_logical_plan(plan).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());

@@ -19,7 +19,9 @@ use tributary_ingest::{Body, BodyEncoding, BodyFormat, IngestService, Receipt};
 use tributary_query::QueryEngine;
 use tributary_table::Lake;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
+use tributary_core::config::Access;
 
 /// Shared state of the HTTP handlers.
 #[derive(Debug, Clone)]
@@ -34,6 +36,8 @@ pub struct AppState {
     pub jobs: Option<tributary_transform::schedule::Scheduler>,
     /// The warehouse, whose client settings the REST catalog hands out.
     pub warehouse: tributary_core::config::Warehouse,
+    /// Who may do what.
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 /// Named in the answer to an unknown path, so a typo is fixed without docs.
@@ -41,11 +45,15 @@ const ENDPOINTS: &str = "the endpoints are POST /v1/tables/{namespace.table}/eve
                          GET /v1/tables/{namespace.table}/snapshots, GET /v1/jobs, the Iceberg REST catalog under /iceberg/v1/, GET /healthz, GET /readyz and GET /metrics";
 
 /// `GET /v1/jobs`: every zone job's state, in dependency order.
-async fn jobs(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn jobs(State(state): State<AppState>, caller: Caller) -> Result<Json<serde_json::Value>, ApiError> {
     let jobs = match &state.jobs {
         Some(scheduler) => scheduler.statuses().await?,
         None => Vec::new(),
     };
+    let jobs: Vec<_> = jobs
+        .into_iter()
+        .filter(|j| j.output.split_once('.').is_some_and(|(ns, _)| caller.can(ns, Access::Read)))
+        .collect();
     Ok(Json(serde_json::json!({ "jobs": jobs })))
 }
 
@@ -72,10 +80,12 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
 async fn ingest(
     State(state): State<AppState>,
     Path(table): Path<String>,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Receipt>, ApiError> {
     let name = TableName::parse(&table).map_err(ApiError::bad_request)?;
+    caller.require(&name.namespace, Access::Write)?;
     let body = body.map_err(ApiError::from)?;
     let header = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
     let body = Body {
@@ -101,11 +111,13 @@ struct SqlRequest {
 
 async fn sql(
     State(state): State<AppState>,
+    caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let body = body.map_err(ApiError::from)?;
     let req: SqlRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("body must be {{\"sql\": \"...\"}}: {e}")))?;
+    caller.require_all(&tributary_query::namespaces(&req.sql)?, Access::Read)?;
     let result = state.query.sql(&req.sql).await?;
     Ok(Json(tributary_query::output::to_json(&result)?))
 }

@@ -15,10 +15,12 @@ use tributary_table::TableError;
 #[non_exhaustive]
 pub enum ServerError {
     /// The listen address cannot be bound.
-    #[error("cannot listen on {addr}: {source}; pick a free address with --http or [server] listen")]
+    #[error("cannot listen on {addr}: {source}; pick a free address with {setting}")]
     Bind {
         /// The address.
         addr: String,
+        /// Where it is set: `--http or [server] listen`, `--pg or [server] pg_listen`.
+        setting: &'static str,
         /// The OS error.
         #[source]
         source: std::io::Error,
@@ -35,12 +37,16 @@ pub enum ServerError {
     /// A source failed and stopped the process.
     #[error("stopped because {0}")]
     Fatal(String),
+    /// The configuration cannot be served as it is (an exposed listener
+    /// without tokens, an unreadable certificate).
+    #[error("{0}")]
+    Config(String),
 }
 
 impl Classify for ServerError {
     fn class(&self) -> ErrorClass {
         match self {
-            Self::Bind { .. } => ErrorClass::User,
+            Self::Bind { .. } | Self::Config(_) => ErrorClass::User,
             Self::Table(e) => e.class(),
             Self::Ingest(e) => e.class(),
             Self::Io(_) | Self::Fatal(_) => ErrorClass::External,
@@ -51,7 +57,7 @@ impl Classify for ServerError {
         match self {
             Self::Table(e) => e.is_retryable(),
             Self::Ingest(e) => e.is_retryable(),
-            Self::Bind { .. } | Self::Io(_) | Self::Fatal(_) => false,
+            Self::Bind { .. } | Self::Io(_) | Self::Fatal(_) | Self::Config(_) => false,
         }
     }
 }
@@ -96,6 +102,22 @@ impl From<IngestError> for ApiError {
             _ => None,
         };
         Self::classified(&e, status)
+    }
+}
+
+impl From<crate::auth::Denied> for ApiError {
+    fn from(e: crate::auth::Denied) -> Self {
+        let status = match e {
+            crate::auth::Denied::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            crate::auth::Denied::Forbidden(_) => StatusCode::FORBIDDEN,
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl axum::response::IntoResponse for crate::auth::Denied {
+    fn into_response(self) -> axum::response::Response {
+        ApiError::from(self).into_response()
     }
 }
 

@@ -10,6 +10,8 @@
 //! side loses the other's snapshot, and a requirement that no longer holds
 //! is a 409 `CommitFailedException` the client retries after a refresh.
 //! Errors follow the spec: `{"error": {"message", "type", "code"}}`.
+//! Access: loading needs `read` on the namespace, committing `write`,
+//! creating or dropping tables and namespaces `admin` (see `auth`).
 
 use std::collections::HashMap;
 
@@ -28,6 +30,8 @@ use tributary_core::table_name::is_identifier;
 use tributary_table::{LoadedTable, TableError, external};
 
 use crate::api::AppState;
+use crate::auth::{Caller, Denied};
+use tributary_core::config::Access;
 
 /// The routes, nested under `/iceberg` by [`crate::app`].
 pub fn routes() -> Router<AppState> {
@@ -91,7 +95,23 @@ impl From<TableError> for RestError {
     }
 }
 
+impl From<Denied> for RestError {
+    fn from(e: Denied) -> Self {
+        match e {
+            Denied::Unauthenticated(m) => Self::new(StatusCode::UNAUTHORIZED, "NotAuthorizedException", m),
+            Denied::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "ForbiddenException", m),
+        }
+    }
+}
+
 type Rest<T> = Result<T, RestError>;
+
+/// The caller, who must have `need` on `namespace`.
+fn allowed(caller: Result<Caller, Denied>, namespace: &str, need: Access) -> Rest<Caller> {
+    let caller = caller?;
+    caller.require(namespace, need)?;
+    Ok(caller)
+}
 
 /// A one-level namespace: Tributary's are `raw`, `cleansed`, ….
 fn namespace_of(ns: &str) -> Rest<String> {
@@ -112,9 +132,10 @@ async fn config() -> Json<Value> {
     Json(json!({ "defaults": {}, "overrides": {} }))
 }
 
-async fn namespaces(State(state): State<AppState>) -> Rest<Json<Value>> {
+async fn namespaces(State(state): State<AppState>, caller: Result<Caller, Denied>) -> Rest<Json<Value>> {
+    let caller = caller?;
     let all = state.lake.store().namespaces().await?;
-    let list: Vec<Value> = all.iter().map(|ns| json!([ns])).collect();
+    let list: Vec<Value> = all.iter().filter(|ns| caller.can(ns, Access::Read)).map(|ns| json!([ns])).collect();
     Ok(Json(json!({ "namespaces": list })))
 }
 
@@ -125,11 +146,16 @@ struct CreateNamespace {
     properties: HashMap<String, String>,
 }
 
-async fn create_namespace(State(state): State<AppState>, Json(body): Json<CreateNamespace>) -> Rest<Json<Value>> {
+async fn create_namespace(
+    State(state): State<AppState>,
+    caller: Result<Caller, Denied>,
+    Json(body): Json<CreateNamespace>,
+) -> Rest<Json<Value>> {
     let [ns] = body.namespace.as_slice() else {
         return Err(RestError::bad_request("a namespace is one level, e.g. [\"analytics\"]"));
     };
     let ns = namespace_of(ns)?;
+    allowed(caller, &ns, Access::Admin)?;
     if state.lake.store().namespaces().await?.contains(&ns) {
         return Err(RestError::new(StatusCode::CONFLICT, "AlreadyExistsException", format!("namespace '{ns}' exists")));
     }
@@ -137,8 +163,13 @@ async fn create_namespace(State(state): State<AppState>, Json(body): Json<Create
     Ok(Json(json!({ "namespace": [ns], "properties": body.properties })))
 }
 
-async fn namespace(State(state): State<AppState>, Path(ns): Path<String>) -> Rest<Json<Value>> {
+async fn namespace(
+    State(state): State<AppState>,
+    caller: Result<Caller, Denied>,
+    Path(ns): Path<String>,
+) -> Rest<Json<Value>> {
     let ns = namespace_of(&ns)?;
+    allowed(caller, &ns, Access::Read)?;
     if !state.lake.store().namespaces().await?.contains(&ns) {
         return Err(RestError::new(
             StatusCode::NOT_FOUND,
@@ -149,8 +180,13 @@ async fn namespace(State(state): State<AppState>, Path(ns): Path<String>) -> Res
     Ok(Json(json!({ "namespace": [ns], "properties": {} })))
 }
 
-async fn tables(State(state): State<AppState>, Path(ns): Path<String>) -> Rest<Json<Value>> {
+async fn tables(
+    State(state): State<AppState>,
+    caller: Result<Caller, Denied>,
+    Path(ns): Path<String>,
+) -> Rest<Json<Value>> {
     let ns = namespace_of(&ns)?;
+    allowed(caller, &ns, Access::Read)?;
     let identifiers: Vec<Value> = state
         .lake
         .list()
@@ -168,8 +204,14 @@ fn loaded(state: &AppState, table: &LoadedTable) -> Rest<Json<Value>> {
     Ok(Json(json!({ "metadata-location": table.location, "metadata": &*table.metadata, "config": config })))
 }
 
-async fn load(State(state): State<AppState>, Path((ns, table)): Path<(String, String)>) -> Rest<Json<Value>> {
-    let table = state.lake.load(&table_of(&ns, &table)?).await?;
+async fn load(
+    State(state): State<AppState>,
+    caller: Result<Caller, Denied>,
+    Path((ns, table)): Path<(String, String)>,
+) -> Rest<Json<Value>> {
+    let name = table_of(&ns, &table)?;
+    allowed(caller, &name.namespace, Access::Read)?;
+    let table = state.lake.load(&name).await?;
     loaded(&state, &table)
 }
 
@@ -190,9 +232,11 @@ struct CreateTable {
 
 async fn create_table(
     State(state): State<AppState>,
+    caller: Result<Caller, Denied>,
     Path(ns): Path<String>,
     body: Result<Json<CreateTable>, axum::extract::rejection::JsonRejection>,
 ) -> Rest<Json<Value>> {
+    allowed(caller, &namespace_of(&ns)?, Access::Admin)?;
     let Json(body) = body.map_err(|e| RestError::bad_request(format!("create table: {}", e.body_text())))?;
     if body.stage_create {
         return Err(RestError::new(
@@ -219,11 +263,13 @@ struct Commit {
 
 async fn commit(
     State(state): State<AppState>,
+    caller: Result<Caller, Denied>,
     Path((ns, table)): Path<(String, String)>,
     body: Result<Json<Commit>, axum::extract::rejection::JsonRejection>,
 ) -> Rest<Json<Value>> {
-    let Json(body) = body.map_err(|e| RestError::bad_request(format!("commit: {}", e.body_text())))?;
     let name = table_of(&ns, &table)?;
+    allowed(caller, &name.namespace, Access::Write)?;
+    let Json(body) = body.map_err(|e| RestError::bad_request(format!("commit: {}", e.body_text())))?;
     let table = external::apply(&state.lake, &name, &body.requirements, &body.updates).await?;
     Ok(Json(json!({ "metadata-location": table.location, "metadata": &*table.metadata })))
 }
@@ -237,9 +283,12 @@ struct DropOptions {
 
 async fn drop(
     State(state): State<AppState>,
+    caller: Result<Caller, Denied>,
     Path((ns, table)): Path<(String, String)>,
     Query(opts): Query<DropOptions>,
 ) -> Rest<StatusCode> {
-    state.lake.drop_table(&table_of(&ns, &table)?, opts.purge_requested).await?;
+    let name = table_of(&ns, &table)?;
+    allowed(caller, &name.namespace, Access::Admin)?;
+    state.lake.drop_table(&name, opts.purge_requested).await?;
     Ok(StatusCode::NO_CONTENT)
 }

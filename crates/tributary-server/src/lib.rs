@@ -8,11 +8,14 @@
 //! is committed, so a shutdown at any moment loses nothing acknowledged.
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod iceberg_rest;
 pub mod maintenance;
 pub mod metrics;
+pub mod pg;
 mod tables;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +36,8 @@ pub use error::ServerError;
 pub struct Server {
     /// The bound HTTP address (useful with port 0).
     pub addr: SocketAddr,
+    /// The bound Postgres wire protocol address, when `pg_listen` is set.
+    pub pg_addr: Option<SocketAddr>,
     /// The lake it serves.
     pub lake: Lake,
     ingest: Arc<IngestService>,
@@ -51,6 +56,7 @@ pub async fn start_with_clock(
     shutdown: CancellationToken,
     clock: Arc<dyn Clock>,
 ) -> Result<Server, ServerError> {
+    config.check_exposure().map_err(ServerError::Config)?;
     metrics::handle();
     metrics::describe();
     let lake = Lake::open(&config.catalog_url, &config.catalog_name, &config.warehouse).await?;
@@ -60,20 +66,45 @@ pub async fn start_with_clock(
     let jobs = tributary_transform::schedule::Scheduler::spawn(&lake, config, &shutdown, &tasks)?;
     let query = QueryEngine::new(lake.clone(), 2).map_err(ServerError::Io)?;
     let ingest = Arc::new(ingest);
+    let auth = Arc::new(auth::Auth::new(config.tokens.clone()));
+    let pg_lake = pg::Lakeside { query: query.clone(), lake: lake.clone() };
+    let pg_auth = auth.clone();
     let state =
-        AppState { ingest: ingest.clone(), query, lake: lake.clone(), jobs, warehouse: config.warehouse.clone() };
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|source| ServerError::Bind { addr: config.listen.clone(), source })?;
+        AppState { ingest: ingest.clone(), query, lake: lake.clone(), jobs, warehouse: config.warehouse.clone(), auth };
+    let listener = tokio::net::TcpListener::bind(&config.listen).await.map_err(|source| ServerError::Bind {
+        addr: config.listen.clone(),
+        setting: "--http or [server] listen",
+        source,
+    })?;
     let addr = listener.local_addr()?;
+    let pg_addr = pg::spawn(config, pg_lake, pg_auth, &shutdown, &tasks).await?;
     let router = app(state, config.max_body_bytes);
     let stop = shutdown.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await
-    });
+    let http = match &config.tls {
+        None => tokio::spawn(async move {
+            axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await
+        }),
+        Some(tls) => {
+            let acceptor = tls::acceptor(tls)?;
+            tokio::spawn(async move {
+                tls::serve(listener, acceptor, router, stop).await;
+                Ok(())
+            })
+        }
+    };
     tracing::info!(%addr, tables = config.tables.len(), "serving");
+    if config.tokens.is_empty() {
+        tracing::info!(
+            "no [[tokens]] configured: no authentication; {}",
+            if config.allow_unauthenticated {
+                "server.allow_unauthenticated is set, so whatever reaches this address may read and write every table"
+            } else {
+                "serving the loopback interface only"
+            }
+        );
+    }
     tasks.close();
-    Ok(Server { addr, lake, ingest, tasks, http })
+    Ok(Server { addr, pg_addr, lake, ingest, tasks, http })
 }
 
 impl Server {

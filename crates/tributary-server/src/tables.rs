@@ -12,11 +12,14 @@ use tributary_table::history::snapshot_log;
 use tributary_table::schema::from_iceberg_schema;
 
 use crate::api::AppState;
+use crate::auth::Caller;
 use crate::error::ApiError;
+use tributary_core::config::Access;
 
-pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let mut tables = Vec::new();
-    for name in state.lake.list().await.map_err(ApiError::from)? {
+    let all = state.lake.list().await.map_err(ApiError::from)?;
+    for name in all.into_iter().filter(|t| caller.can(&t.namespace, Access::Read)) {
         // A table dropped between the listing and the load is skipped.
         let Some(loaded) = state.lake.try_load(&name).await.map_err(ApiError::from)? else { continue };
         let meta = &loaded.metadata;
@@ -48,9 +51,11 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, A
 
 pub(crate) async fn snapshots(
     State(state): State<AppState>,
+    caller: Caller,
     Path(table): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let name = TableName::parse(&table).map_err(ApiError::bad_request)?;
+    caller.require(&name.namespace, Access::Read)?;
     let loaded = state.lake.load(&name).await.map_err(ApiError::from)?;
     let snapshots: Vec<Value> = snapshot_log(&loaded)
         .into_iter()

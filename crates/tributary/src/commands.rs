@@ -57,14 +57,25 @@ pub async fn check(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn serve(path: &Path, data_dir: &Path, http: Option<String>) -> anyhow::Result<ExitCode> {
+pub async fn serve(path: &Path, data_dir: &Path, http: Option<String>, pg: Option<String>) -> anyhow::Result<ExitCode> {
     let mut config = load_config(path, data_dir)?;
     if let Some(addr) = http {
         config.listen = addr;
     }
+    if let Some(addr) = pg {
+        config.pg_listen = Some(addr);
+    }
+    config.check_exposure().map_err(|e| anyhow::anyhow!("{e}"))?;
     let shutdown = crate::shutdown_on_signal();
     let server = tributary_server::start(&config, shutdown).await?;
     crate::logging::say(format_args!("tributary listening on http://{}", server.addr));
+    if let Some(pg) = server.pg_addr {
+        crate::logging::say(format_args!(
+            "postgres wire protocol on {pg}: psql \"host={} port={} dbname=tributary\"",
+            pg.ip(),
+            pg.port()
+        ));
+    }
     server.wait().await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -230,4 +241,10 @@ pub async fn drop_table(
         println!("its rejects are still in {}; drop that too if you no longer need them", name.quarantine());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The hex SHA-256 of `token`: what `[[tokens]] sha256` holds.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,5 +1,5 @@
 //! The `tributary` command line: `check`, `serve`, `sql`, `load`,
-//! `maintain`, `rollback`, `table`, `jobs`, `backfill` and `quickstart`.
+//! `maintain`, `rollback`, `table`, `jobs`, `backfill`, `token` and `quickstart`.
 //!
 //! Each command is a thin function over the library crates, so the same code
 //! paths run under the CLI, the tests and the benchmarks.
@@ -69,6 +69,10 @@ pub enum Command {
         /// HTTP listen address (overrides [server] listen).
         #[arg(long)]
         http: Option<String>,
+        /// Postgres wire protocol listen address, e.g. 127.0.0.1:5433
+        /// (overrides [server] pg_listen).
+        #[arg(long, value_name = "ADDR")]
+        pg: Option<String>,
     },
     /// Run one SQL statement against the lake, without a server.
     Sql {
@@ -182,6 +186,13 @@ pub enum Command {
         #[arg(long)]
         to: String,
     },
+    /// Access tokens: `tributary token new` makes one and prints its hash for
+    /// `[[tokens]]`; `tributary token hash TOKEN` hashes an existing one.
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Create a demo lake, post events through the real HTTP path and report.
     Quickstart {
         /// Where the demo lake lives.
@@ -196,6 +207,22 @@ pub enum Command {
         /// Exit after the report instead of serving until Ctrl-C.
         #[arg(long)]
         exit: bool,
+    },
+}
+
+/// `tributary token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// A new random token, and the `[[tokens]]` entry that admits it.
+    New {
+        /// Who will hold it.
+        #[arg(long, default_value = "me")]
+        name: String,
+    },
+    /// The SHA-256 of a token, as `[[tokens]] sha256` wants it.
+    Hash {
+        /// The token.
+        token: String,
     },
 }
 
@@ -233,6 +260,7 @@ pub fn init_logging(cli: &Cli) -> logging::DrainOnDrop {
             | Command::Table { .. }
             | Command::Maintain { .. }
             | Command::Rollback { .. }
+            | Command::Token { .. }
             | Command::Jobs { .. }
             | Command::Backfill { .. }
     );
@@ -260,7 +288,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backfill { config, data_dir, job, from, to } => {
             jobs::backfill(&config, &data_dir, &job, &from, &to).await
         }
-        Command::Serve { config, data_dir, http } => commands::serve(&config, &data_dir, http).await,
+        Command::Serve { config, data_dir, http, pg } => commands::serve(&config, &data_dir, http, pg).await,
         Command::Sql { data_dir, config, format, sql } => {
             commands::sql(&data_dir, config.as_deref(), format, &sql).await
         }
@@ -277,6 +305,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Table { action: TableAction::Drop { table, data_dir, config, purge, yes } } => {
             commands::drop_table(&data_dir, config.as_deref(), &table, purge, yes).await
+        }
+        Command::Token { action: TokenAction::New { name } } => {
+            let token = format!("trb_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+            println!("token (give it to '{name}', keep it secret; it is not stored anywhere): {token}\n");
+            println!("[[tokens]]\nname = \"{name}\"\nsha256 = \"{}\"", commands::token_hash(&token));
+            println!("scopes = {{ raw = \"write\" }}   # namespace (or \"*\") = \"read\" | \"write\" | \"admin\"");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { action: TokenAction::Hash { token } } => {
+            println!("{}", commands::token_hash(&token));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Quickstart { data_dir, events, http, exit } => {
             quickstart::run(quickstart::Options { data_dir, events, http, exit }).await

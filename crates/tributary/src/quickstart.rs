@@ -41,13 +41,22 @@ pub async fn run(opts: Options) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("examples/ecommerce.toml: {e}"))?;
     config.listen = opts.http.clone();
     let shutdown = if opts.exit { CancellationToken::new() } else { crate::shutdown_on_signal() };
-    let server = match tributary_server::start(&config, shutdown.clone()).await {
-        Err(tributary_server::ServerError::Bind { .. }) => {
-            note(format_args!("{} is busy; using a free port instead", opts.http));
-            config.listen = "127.0.0.1:0".to_owned();
-            tributary_server::start(&config, shutdown.clone()).await?
+    // A busy port (HTTP's 8080, the Postgres protocol's 5433) is replaced by
+    // a free one: the demo must run beside whatever else is running.
+    let mut tries = 0;
+    let server = loop {
+        match tributary_server::start(&config, shutdown.clone()).await {
+            Err(tributary_server::ServerError::Bind { addr, .. }) if tries < 2 => {
+                note(format_args!("{addr} is busy; using a free port instead"));
+                if config.pg_listen.as_ref() == Some(&addr) {
+                    config.pg_listen = Some("127.0.0.1:0".to_owned());
+                } else {
+                    config.listen = "127.0.0.1:0".to_owned();
+                }
+                tries += 1;
+            }
+            other => break other?,
         }
-        other => other?,
     };
     let base = format!("http://{}", server.addr);
     let engine = QueryEngine::new(server.lake.clone(), 2)?;
@@ -164,9 +173,17 @@ pub async fn run(opts: Options) -> anyhow::Result<ExitCode> {
     );
     if opts.exit {
         println!(
-            "  (the server has stopped; `tributary serve --config examples/ecommerce.toml --data-dir {dir}` serves this lake again)"
+            "  (the server has stopped; `tributary serve --config examples/ecommerce.toml --data-dir {dir}` serves this lake \
+             again, over HTTP and the postgres protocol)"
         );
     } else {
+        if let Some(pg) = server.pg_addr {
+            println!(
+                "  psql \"host={} port={} dbname=tributary\" -c \"SELECT count(*) FROM raw.transactions\"",
+                pg.ip(),
+                pg.port()
+            );
+        }
         println!("  curl -s {base}/v1/sql -d '{{\"sql\":\"SELECT count(*) FROM raw.transactions\"}}'");
         println!(
             "  curl -s {base}/v1/tables/raw.transactions/events -H 'Content-Type: application/x-ndjson' --data-binary \

@@ -19,7 +19,9 @@ fn free_port() -> u16 {
 
 fn serve(dir: &Path, port: u16) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--config", &example(), "--http", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(dir);
+    // `--pg`: the example's Postgres port, 5433, would be taken by a parallel test.
+    cmd.args(["serve", "--config", &example(), "--http", &format!("127.0.0.1:{port}"), "--pg", "127.0.0.1:0"]);
+    cmd.arg("--data-dir").arg(dir);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd
 }

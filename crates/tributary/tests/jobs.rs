@@ -91,8 +91,12 @@ impl Lake {
         std::fs::create_dir_all(&dir).unwrap();
         let toml = example()
             .replace("listen = \"127.0.0.1:8080\"", &format!("listen = \"127.0.0.1:{}\"", free_port()))
-            .replace("max_latency = \"200ms\"", "max_latency = \"20ms\"");
-        assert!(toml.contains("max_latency = \"20ms\"") && !toml.contains(":8080"), "{toml}");
+            .replace("max_latency = \"200ms\"", "max_latency = \"20ms\"")
+            .replace("pg_listen = \"127.0.0.1:5433\"", "pg_listen = \"127.0.0.1:0\"");
+        assert!(
+            toml.contains("max_latency = \"20ms\"") && !toml.contains(":8080") && !toml.contains(":5433"),
+            "{toml}"
+        );
         let config = dir.join("tributary.toml");
         std::fs::write(&config, toml).unwrap();
         Self { log: dir.join("serve.log"), config, dir: dir.join("data") }
