@@ -145,17 +145,7 @@ async fn an_open_server_refuses_to_listen_beyond_loopback() {
 #[tokio::test]
 async fn https_serves_with_a_certificate_made_for_the_test() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is installed by dev/test.sh");
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let tls = format!("tls = {{ cert = \"{}\", key = \"{}\" }}\n", cert.display(), key.display());
+    let (cert, tls) = crate::common::test_certificate(dir.path());
     let data = tempfile::tempdir().unwrap();
     let srv = start(&config(&lake_toml(&tls), data.path())).await;
     let https = srv.base.replace("http://", "https://");

@@ -153,3 +153,20 @@ pub async fn scan_all(lake: &Lake, table: &LoadedTable) -> Vec<RecordBatch> {
 pub fn rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(RecordBatch::num_rows).sum()
 }
+
+/// A self-signed certificate for 127.0.0.1 made with openssl in `dir`; its
+/// path, and the `[server]` line that serves it.
+pub fn test_certificate(dir: &Path) -> (std::path::PathBuf, String) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed by dev/test.sh");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let line = format!("tls = {{ cert = \"{}\", key = \"{}\" }}\n", cert.display(), key.display());
+    (cert, line)
+}
