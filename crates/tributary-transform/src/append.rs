@@ -76,6 +76,7 @@ pub(crate) async fn step(ctx: &Ctx<'_>) -> Result<Step> {
                 let query = query(ctx).await?;
                 Ok(Step {
                     query,
+                    more: Vec::new(),
                     replace: Replace::Nothing,
                     rejects: Vec::new(),
                     watermark: None,
@@ -96,7 +97,7 @@ async fn recompute(ctx: &Ctx<'_>, days: Option<BTreeSet<i64>>, mode: &'static st
     let query = query(ctx).await?;
     let rows_read = if days.is_none() { ctx.input.total_records() } else { 0 };
     let replace = days.map_or(Replace::All, Replace::Days);
-    Ok(Step { query, replace, rejects: Vec::new(), watermark: None, rows_read, late: 0, mode })
+    Ok(Step { query, more: Vec::new(), replace, rejects: Vec::new(), watermark: None, rows_read, late: 0, mode })
 }
 
 async fn query(ctx: &Ctx<'_>) -> Result<datafusion::prelude::DataFrame> {

@@ -72,17 +72,58 @@ fn days_of<'a>(ctx: &Ctx<'_>, batches: impl Iterator<Item = &'a RecordBatch>) ->
     Ok(days)
 }
 
-/// Computes the `days` (all without) again from the input.
+/// Computes the `days` (all without) again from the input, one day at a
+/// time: a key is unique within a day, so each day's query is exact on its
+/// own, and the sort behind "latest per key" holds one day's rows, not the
+/// table's (a whole 10-million-row table exhausted the job's memory).
 async fn recompute(ctx: &Ctx<'_>, days: Option<BTreeSet<i64>>, rejects: bool, mode: &'static str) -> Result<Step> {
-    let ranges: Option<Vec<(i64, i64)>> =
-        days.as_ref().map(|d| crate::units::day_runs(d).into_iter().map(|(a, b)| (a, b + DAY_US)).collect());
-    ctx.session.register("_input", ctx.input_at(ranges.as_deref()).await?)?;
-    let rejects = if rejects { collect_rejects(ctx, "_input").await? } else { Vec::new() };
-    let conformed = plan::cleanse_conformed(ctx.job, &ctx.input_columns(), "_input");
-    let query = ctx.session.sql(&plan::cleanse_latest(ctx.job, &output_columns(ctx), &conformed)).await?;
-    let rows_read = if days.is_none() { ctx.input.total_records() } else { 0 };
-    let replace = days.map_or(Replace::All, Replace::Days);
-    Ok(Step { query, replace, rejects, watermark: None, rows_read, late: 0, mode })
+    let replace = match &days {
+        Some(d) => Replace::Days(d.clone()),
+        None => Replace::All,
+    };
+    let days = match days {
+        Some(d) => d,
+        None => input_days(ctx).await?,
+    };
+    let mut queries = Vec::with_capacity(days.len().max(1));
+    let mut all_rejects = Vec::new();
+    // No day at all (an empty input) still plans one query: its schema
+    // makes the output.
+    let ranges: Vec<Option<(i64, i64)>> =
+        if days.is_empty() { vec![None] } else { days.iter().map(|d| Some((*d, d + DAY_US))).collect() };
+    for (i, range) in ranges.into_iter().enumerate() {
+        let name = format!("_input_{i}");
+        let input = match range {
+            Some(r) => ctx.input_at(Some(&[r])).await?,
+            None => ctx.input_at(None).await?,
+        };
+        ctx.session.register(&name, input)?;
+        if rejects {
+            all_rejects.extend(collect_rejects(ctx, &name).await?);
+        }
+        let conformed = plan::cleanse_conformed(ctx.job, &ctx.input_columns(), &name);
+        queries.push(ctx.session.sql(&plan::cleanse_latest(ctx.job, &output_columns(ctx), &conformed)).await?);
+    }
+    let query = queries.remove(0);
+    let rows_read = if matches!(replace, Replace::All) { ctx.input.total_records() } else { 0 };
+    Ok(Step { query, more: queries, replace, rejects: all_rejects, watermark: None, rows_read, late: 0, mode })
+}
+
+/// The days (day starts) holding an event of the input, read from its
+/// event-time column alone.
+async fn input_days(ctx: &Ctx<'_>) -> Result<BTreeSet<i64>> {
+    ctx.session.register("_days", ctx.input_at(None).await?)?;
+    let t = plan::q(ctx.time());
+    let sql = format!("SELECT DISTINCT CAST(date_trunc('day', {t}) AS BIGINT) FROM _days WHERE {t} IS NOT NULL");
+    let batches = ctx.session.sql(&sql).await?.collect().await.map_err(TransformError::query(&ctx.job.name))?;
+    ctx.session.deregister("_days")?;
+    let mut days = BTreeSet::new();
+    for b in &batches {
+        if let Some(col) = b.column(0).as_primitive_opt::<arrow_array::types::Int64Type>() {
+            days.extend(col.iter().flatten());
+        }
+    }
+    Ok(days)
 }
 
 /// Merges the new rows `added` into the days they fall in.
@@ -109,7 +150,16 @@ async fn merge(ctx: &Ctx<'_>, added: Vec<RecordBatch>) -> Result<Step> {
         plan::cleanse_conformed(ctx.job, &ctx.input_columns(), "_delta")
     );
     let query = ctx.session.sql(&plan::cleanse_latest(ctx.job, &out, &rows)).await?;
-    Ok(Step { query, replace: Replace::Days(days), rejects, watermark: None, rows_read, late: 0, mode: "incremental" })
+    Ok(Step {
+        query,
+        more: Vec::new(),
+        replace: Replace::Days(days),
+        rejects,
+        watermark: None,
+        rows_read,
+        late: 0,
+        mode: "incremental",
+    })
 }
 
 /// The rows of `from` that break a rule, as quarantine records: the row as

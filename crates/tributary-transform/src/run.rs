@@ -111,7 +111,11 @@ pub(crate) enum Replace {
 
 /// What a kind's step decided.
 pub(crate) struct Step {
+    /// The rows to write; then `more`, written in turn into the same
+    /// commit (a recomputation cut into days, so that memory follows a
+    /// day's rows, not the table's).
     pub query: DataFrame,
+    pub more: Vec<DataFrame>,
     pub replace: Replace,
     pub rejects: Vec<Reject>,
     pub watermark: Option<i64>,
@@ -260,7 +264,12 @@ async fn finish(ctx: Ctx<'_>, step: Step, opts: &RunOptions, s: Stamped) -> Resu
     if output.current_snapshot_id() != planned {
         return Err(TransformError::Raced(job.name.clone()));
     }
-    let (files, rows_written) = output::write(lake, &job.name, &output, step.query, opts).await?;
+    let (mut files, mut rows_written) = output::write(lake, &job.name, &output, step.query, opts).await?;
+    for query in step.more {
+        let (more, rows) = output::write(lake, &job.name, &output, query, opts).await?;
+        files.extend(more);
+        rows_written += rows;
+    }
     let removed = match &step.replace {
         Replace::Nothing => Default::default(),
         Replace::Days(days) => output::files_in_days(lake, &output, days).await?,

@@ -105,7 +105,7 @@ async fn compute(
     let query = ctx.session.sql(&plan::window_query(ctx.job, starts.runs(), with_current)).await?;
     let replace = if starts.is_empty() { Replace::Nothing } else { Replace::Days(days) };
     let mode = if matches!(ctx.scope, Scope::Backfill { .. }) { "backfill" } else { "incremental" };
-    Ok(Step { query, replace, rejects, watermark, rows_read, late, mode })
+    Ok(Step { query, more: Vec::new(), replace, rejects, watermark, rows_read, late, mode })
 }
 
 /// Every event time of the input as of the run's snapshot.

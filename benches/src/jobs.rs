@@ -1,0 +1,384 @@
+//! Zone jobs: what an incremental run costs after a small append to a large
+//! table, against a full recomputation of the same state in the same run.
+//!
+//! `jobs-bench [DIR] [ROWS]` (default a temporary directory, 10,000,000):
+//! raw.orders gets ROWS rows over 30 days, committed in time order in
+//! commits of 1,000,000 rows (as an ingest pipeline would, written directly,
+//! not over HTTP); a cleanse job (`key = ["id"]`, `amount >= 0`) and an
+//! hourly window job (count and sum per user, 5 min grace, 30 d retention)
+//! read it. Then, each timed in a child process of its own (so its CPU
+//! time, bytes read and peak RSS are its own): both jobs' first run; their
+//! incremental run after 1,000 rows in the latest hour, then after 1,000
+//! late rows spread over 3 days 7 to 10 days back; a backfill of every
+//! day (a full recomputation, one commit); then ROWS/2 more rows over 15
+//! new days, the catch-up run, and the 1,000-row append, incremental run and
+//! full recomputation again, to show what grows with the table and what
+//! does not. The promise of zone jobs is that an incremental run costs what
+//! the days it touches hold, not what the table holds; this measures it.
+//!
+//! "MiB read" is the bytes the phase's process read from files (`rchar` of
+//! `/proc/self/io`; the warehouse is local disk): unlike `rows read` (the
+//! new input rows a run counts), it includes the output days a run merges
+//! into and the input a window recomputation scans. Nothing here asserts
+//! on time.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray, new_null_array};
+use serde_json::{Value, json};
+use tributary_benches::{cpu_seconds, dir_bytes, peak_rss_mib};
+use tributary_core::Positions;
+use tributary_core::config::{Config, ValidConfig};
+use tributary_table::{Lake, PipelineStamp};
+use tributary_transform::RunOptions;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const H: i64 = 3_600_000_000;
+const DAY: i64 = 24 * H;
+/// 2026-11-20T00:00:00Z in microseconds: the first day of raw.orders.
+const DAY0: i64 = 1_795_132_800_000_000;
+const COMMIT_ROWS: usize = 1_000_000;
+const SMALL: usize = 1_000;
+
+const CONFIG: &str = r#"
+[[tables]]
+name = "raw.orders"
+partition = ["day(ts)"]
+event_time = "ts"
+fields = [
+  { name = "id", type = "string", required = true },
+  { name = "user_id", type = "string" },
+  { name = "amount", type = "double" },
+  { name = "ts", type = "timestamptz", required = true },
+]
+
+[[jobs]]
+name = "clean"
+kind = "cleanse"
+input = "raw.orders"
+output = "cleansed.orders"
+key = ["id"]
+rules = ["amount >= 0"]
+
+[[jobs]]
+name = "hourly"
+kind = "window"
+input = "raw.orders"
+output = "curated.hourly"
+window = "1h"
+group_by = ["user_id"]
+aggregates = { orders = "count(*)", revenue = "sum(amount)" }
+grace = "5m"
+retention = "30d"
+"#;
+
+const JOBS: [&str; 2] = ["clean", "hourly"];
+
+fn config(dir: &Path) -> anyhow::Result<ValidConfig> {
+    Config::from_toml(CONFIG).and_then(|c| c.validate(dir)).map_err(anyhow::Error::msg)
+}
+
+/// Bytes this process has read through read(2) and friends, in MiB.
+fn mib_read() -> f64 {
+    std::fs::read_to_string("/proc/self/io")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0.0, |b| b / 1048576.0)
+}
+
+/// Tiny deterministic generator (xorshift).
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// Rows `first..first + n` of `total` orders `{tag}-{i}` whose event times
+/// rise evenly through `[from, to)`: users u0..u999, one amount in a
+/// thousand negative (the cleanse rule refuses it).
+fn orders(
+    schema: &arrow_schema::SchemaRef,
+    tag: &str,
+    first: usize,
+    n: usize,
+    total: usize,
+    span: (i64, i64),
+) -> RecordBatch {
+    let mut rng = Rng((first as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ tag.len() as u64);
+    let (from, to) = span;
+    let step = (to - from) / total as i64;
+    let mut ts = Vec::with_capacity(n);
+    let (mut users, mut amounts) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in first..first + n {
+        ts.push(from + ((i as i128 * (to - from) as i128) / total as i128) as i64 + rng.below(step as u64) as i64);
+        users.push(format!("u{}", rng.below(1000)));
+        let amount = rng.below(50_000) as f64 / 100.0;
+        amounts.push(if rng.below(1000) == 0 { -amount } else { amount });
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| -> ArrayRef {
+            match f.name().as_str() {
+                "id" => Arc::new(StringArray::from_iter_values((first..first + n).map(|i| format!("{tag}-{i}")))),
+                "user_id" => Arc::new(StringArray::from(std::mem::take(&mut users))),
+                "amount" => Arc::new(Float64Array::from(std::mem::take(&mut amounts))),
+                "ts" => Arc::new(TimestampMicrosecondArray::from(std::mem::take(&mut ts)).with_timezone("+00:00")),
+                "_ingested_at" => Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("+00:00")),
+                _ => new_null_array(f.data_type(), n),
+            }
+        })
+        .collect();
+    RecordBatch::try_new(schema.clone(), columns).expect("an orders batch")
+}
+
+/// Appends `n` orders over `span` to raw.orders, a commit per 1,000,000.
+async fn append(lake: &Lake, cfg: &ValidConfig, tag: &str, n: usize, span: (i64, i64)) -> anyhow::Result<Value> {
+    let def = cfg.tables.iter().find(|t| t.name.to_string() == "raw.orders").context("raw.orders")?;
+    let mut table = lake.ensure_table(def).await?;
+    let schema = Arc::new(tributary_table::iceberg::arrow::schema_to_arrow_schema(table.metadata.current_schema())?);
+    let stamp = PipelineStamp::new("bench", Positions::default(), 0);
+    let mut commits = 0;
+    for first in (0..n).step_by(COMMIT_ROWS) {
+        let batch = orders(&schema, tag, first, COMMIT_ROWS.min(n - first), n, span);
+        let slices: Vec<RecordBatch> =
+            (0..batch.num_rows()).step_by(65_536).map(|o| batch.slice(o, 65_536.min(batch.num_rows() - o))).collect();
+        let files = tributary_table::write_data_files(lake, &table, &slices, cfg.commit.target_file_size_bytes).await?;
+        table = tributary_table::commit(lake, &table, &files, &stamp).await?;
+        commits += 1;
+    }
+    Ok(json!({ "commits": commits, "input_rows": table.total_records() }))
+}
+
+/// One incremental run of `job`, or with `full` a backfill of `[from, to)`.
+async fn run(lake: &Lake, cfg: &ValidConfig, job: &str, full: Option<(i64, i64)>) -> anyhow::Result<Value> {
+    let def = cfg.jobs.iter().find(|j| j.name == job).context("no such job")?;
+    let opts = RunOptions::new(cfg.commit.target_file_size_bytes);
+    let input_rows = lake.try_load(&def.input).await?.map_or(0, |t| t.total_records());
+    let report = match full {
+        None => tributary_transform::schedule::run_job(lake, def, &opts).await,
+        Some((from, to)) => tributary_transform::backfill::backfill(lake, def, from, to, &opts).await.map(Some),
+    };
+    // A failed run is a figure too: how long it took to fail, and why.
+    let report = match report {
+        Ok(r) => r.unwrap_or_default(),
+        Err(e) => {
+            let error: String = e.to_string().lines().next().unwrap_or_default().chars().take(150).collect();
+            return Ok(json!({ "mode": "FAILED", "error": error, "input_rows": input_rows }));
+        }
+    };
+    Ok(json!({
+        "mode": report.mode, "rows_read": report.rows_read, "rows_written": report.rows_written,
+        "days": report.days, "quarantined": report.quarantined, "input_rows": input_rows,
+    }))
+}
+
+/// The child's side: one phase on the lake in `dir`, its measurements as JSON.
+fn phase(dir: &Path, args: &[String]) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let cfg = config(dir)?;
+    let lake = rt.block_on(Lake::open(&cfg.catalog_url, &cfg.catalog_name, &cfg.warehouse))?;
+    let num = |i: usize| -> anyhow::Result<i64> { Ok(args.get(i).context("missing argument")?.parse()?) };
+    let (cpu0, read0, t0) = (cpu_seconds(), mib_read(), Instant::now());
+    let mut v = match args.first().map(String::as_str) {
+        Some("append") => rt.block_on(append(&lake, &cfg, &args[1], num(2)? as usize, (num(3)?, num(4)?)))?,
+        Some("run") => rt.block_on(run(&lake, &cfg, &args[1], None))?,
+        Some("full") => rt.block_on(run(&lake, &cfg, &args[1], Some((num(2)?, num(3)?))))?,
+        other => anyhow::bail!("unknown phase {other:?}"),
+    };
+    v["secs"] = json!(t0.elapsed().as_secs_f64());
+    v["cpu_s"] = json!(cpu_seconds() - cpu0);
+    v["mib_read"] = json!(mib_read() - read0);
+    v["peak_rss_mib"] = json!(peak_rss_mib());
+    println!("{v}");
+    Ok(())
+}
+
+fn child(lake_dir: &Path, args: &[&str]) -> anyhow::Result<Value> {
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    let out = cmd.arg("phase").arg(lake_dir).args(args).output()?;
+    anyhow::ensure!(out.status.success(), "phase {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// One measured job phase.
+struct Row {
+    job: &'static str,
+    op: String,
+    v: Value,
+    /// The rows its CPU time is divided by: those appended, or the input's.
+    per: u64,
+    /// The stage whose full recomputation it is compared with.
+    stage: usize,
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or(0.0)
+}
+
+fn u(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or(0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("phase") {
+        return phase(Path::new(args.get(2).context("phase DIR")?), &args[3..]);
+    }
+    let temp = tempfile::tempdir()?;
+    let dir = args.get(1).map_or_else(|| temp.path().to_path_buf(), PathBuf::from);
+    let rows: usize = args.get(2).map(|r| r.replace('_', "").parse()).transpose()?.unwrap_or(10_000_000);
+    let lake = dir.join("lake");
+    let _ = std::fs::remove_dir_all(&lake);
+    std::fs::create_dir_all(&lake)?;
+    let end = DAY0 + 30 * DAY;
+    let s = |v: i64| v.to_string();
+    let mut table: Vec<Row> = Vec::new();
+    let mut measure = |job: &'static str, op: String, phase: &[&str], per: u64, stage: usize| -> anyhow::Result<()> {
+        let v = child(&lake, phase)?;
+        let per = if per == 0 { u(&v, "input_rows") } else { per };
+        eprintln!("  {job} {op}: {v}");
+        table.push(Row { job, op, v, per, stage });
+        Ok(())
+    };
+
+    let t0 = Instant::now();
+    let base = child(&lake, &["append", "b", &rows.to_string(), &s(DAY0), &s(end - 2 * H)])?;
+    println!(
+        "raw.orders: {} rows over 30 days in {} commits, {:.0} MiB of Parquet, written in {:.0} s",
+        thousands(u(&base, "input_rows")),
+        u(&base, "commits"),
+        dir_bytes(&lake.join("warehouse")) as f64 / 1048576.0,
+        t0.elapsed().as_secs_f64()
+    );
+    let small = SMALL.to_string();
+    let latest = format!("incremental, {} rows in the latest hour", thousands(SMALL as u64));
+    let late = format!("incremental, {} late rows (3 days)", thousands(SMALL as u64));
+    let more = rows / 2;
+    let catch_up = format!("catch-up, {} rows over 15 new days", thousands(more as u64));
+    for job in JOBS {
+        measure(job, "initial build".into(), &["run", job], 0, 0)?;
+    }
+    child(&lake, &["append", "l1", &small, &s(end - 2 * H), &s(end - H)])?;
+    for job in JOBS {
+        measure(job, latest.clone(), &["run", job], SMALL as u64, 0)?;
+    }
+    child(&lake, &["append", "late", &small, &s(end - 10 * DAY), &s(end - 7 * DAY)])?;
+    for job in JOBS {
+        measure(job, late.clone(), &["run", job], SMALL as u64, 0)?;
+    }
+    for job in JOBS {
+        measure(job, "full recompute (backfill, all days)".into(), &["full", job, &s(DAY0), &s(end + DAY)], 0, 0)?;
+    }
+    let grown = end + 15 * DAY;
+    child(&lake, &["append", "g", &more.to_string(), &s(end), &s(grown - 2 * H)])?;
+    for job in JOBS {
+        measure(job, catch_up.clone(), &["run", job], more as u64, 1)?;
+    }
+    child(&lake, &["append", "l2", &small, &s(grown - 2 * H), &s(grown - H)])?;
+    for job in JOBS {
+        measure(job, latest.clone(), &["run", job], SMALL as u64, 1)?;
+    }
+    for job in JOBS {
+        measure(job, "full recompute (backfill, all days)".into(), &["full", job, &s(DAY0), &s(grown + DAY)], 0, 1)?;
+    }
+
+    let full = |job: &str, stage: usize| {
+        table
+            .iter()
+            .find(|r| r.job == job && r.stage == stage && r.op.starts_with("full") && r.v.get("error").is_none())
+            .map(|r| f(&r.v, "secs"))
+    };
+    println!(
+        "\n{:<7} {:>11} {:<45} {:>7} {:>7} {:>10} {:>10} {:>10} {:>5} {:>9} {:>9} {:<11} {:>9}",
+        "job",
+        "input rows",
+        "operation",
+        "wall s",
+        "CPU s",
+        "CPU µs/row",
+        "rows read",
+        "written",
+        "days",
+        "MiB read",
+        "peak MiB",
+        "mode",
+        "full/this"
+    );
+    for r in &table {
+        let ratio = match (r.op.as_str(), full(r.job, r.stage)) {
+            (_, _) if r.v.get("error").is_some() => String::new(),
+            (o, Some(full)) if o.starts_with("incremental") || o.starts_with("catch-up") => {
+                format!("{:.1}×", full / f(&r.v, "secs"))
+            }
+            (o, None) if o.starts_with("incremental") || o.starts_with("catch-up") => "n/a".into(),
+            _ => String::new(),
+        };
+        println!(
+            "{:<7} {:>11} {:<45} {:>7.2} {:>7.2} {:>10.2} {:>10} {:>10} {:>5} {:>9.0} {:>9.0} {:<11} {:>9}",
+            r.job,
+            thousands(u(&r.v, "input_rows")),
+            r.op,
+            f(&r.v, "secs"),
+            f(&r.v, "cpu_s"),
+            f(&r.v, "cpu_s") * 1e6 / r.per.max(1) as f64,
+            thousands(u(&r.v, "rows_read")),
+            thousands(u(&r.v, "rows_written")),
+            u(&r.v, "days"),
+            f(&r.v, "mib_read"),
+            f(&r.v, "peak_rss_mib"),
+            r.v["mode"].as_str().unwrap_or(""),
+            ratio
+        );
+    }
+    for r in table.iter().filter(|r| r.v.get("error").is_some()) {
+        println!("FAILED: {} {} after {:.1} s: {}", r.job, r.op, f(&r.v, "secs"), r.v["error"].as_str().unwrap_or(""));
+    }
+    println!("\nCPU µs/row: per appended row for incremental runs, per input row for builds and recomputes.");
+    println!("rows read: the new input rows a run counts (a backfill counts none); MiB read: every file byte read.");
+    println!("full/this: wall time of the full recompute of the same job at the same table size over this run's.");
+    println!("\nThe same {}-row latest-hour append as the table grows:", thousands(SMALL as u64));
+    for job in JOBS {
+        let line: Vec<String> = table
+            .iter()
+            .filter(|r| r.job == job && r.op == latest)
+            .map(|r| match r.v.get("error") {
+                Some(_) => format!("{} rows: FAILED", thousands(u(&r.v, "input_rows"))),
+                None => format!(
+                    "{} rows: {:.2} s, {:.2} CPU s, {:.1} MiB read",
+                    thousands(u(&r.v, "input_rows")),
+                    f(&r.v, "secs"),
+                    f(&r.v, "cpu_s"),
+                    f(&r.v, "mib_read")
+                ),
+            })
+            .collect();
+        println!("  {job:<7} {}", line.join(" | "));
+    }
+    Ok(())
+}
