@@ -144,7 +144,7 @@ pub async fn run(opts: Options) -> anyhow::Result<ExitCode> {
         expected.accepted, expected.quarantined, expected.duplicates
     );
     println!(
-        "reconciled: posted {} = accepted + quarantined + duplicates -> {}",
+        "reconciled: posted {} = accepted + quarantined + duplicates, and the zones with raw (below) -> {}",
         opts.events,
         if reconciled { "OK" } else { "MISMATCH" }
     );
