@@ -86,16 +86,15 @@ impl QueryEngine {
     /// Plans and runs `sql` on the query runtime. Only reads are allowed
     /// ([`read_only`]).
     pub async fn sql(&self, sql: &str) -> Result<QueryResult, QueryError> {
-        self.sql_with_params(sql, &[]).await
+        self.run(check(sql)?, &[]).await
     }
 
-    /// [`QueryEngine::sql`] with `values` bound to the statement's `$1`,
-    /// `$2`, … placeholders ([`params`]); `None` is SQL NULL.
-    pub async fn sql_with_params(&self, sql: &str, values: &[Option<String>]) -> Result<QueryResult, QueryError> {
-        let statement = gate(sql)?;
+    /// Runs a checked statement with `values` bound to its `$1`, `$2`, …
+    /// placeholders ([`params`]); `None` is SQL NULL.
+    pub async fn run(&self, checked: Checked, values: &[Option<String>]) -> Result<QueryResult, QueryError> {
         let values = values.to_vec();
         let result = self
-            .on_runtime(statement, move |lake, statement| async move {
+            .on_runtime(checked.statement, move |lake, statement| async move {
                 if let Some(parts) = read_only::describe_target(&statement)
                     && let Some(result) = describe::describe(&lake, &parts).await?
                 {
@@ -109,10 +108,11 @@ impl QueryEngine {
         result
     }
 
-    /// Plans `sql` without running it: the types of its placeholders and
-    /// the columns it returns (the extended protocol's Describe).
-    pub async fn prepare(&self, sql: &str) -> Result<Prepared, QueryError> {
-        self.on_runtime(gate(sql)?, |lake, statement| async move {
+    /// Plans a checked statement without running it: the types of its
+    /// placeholders and the columns it returns (the extended protocol's
+    /// Describe).
+    pub async fn prepare(&self, checked: Checked) -> Result<Prepared, QueryError> {
+        self.on_runtime(checked.statement, |lake, statement| async move {
             if let Some(parts) = read_only::describe_target(&statement)
                 && let Some(result) = describe::describe(&lake, &parts).await?
             {
@@ -148,22 +148,31 @@ pub struct Prepared {
     pub schema: SchemaRef,
 }
 
-/// The namespaces `sql` reads (a name without one is in `raw`, the
-/// session's default), so access can be checked before anything runs.
-/// `information_schema` (table names and columns only) is not a namespace.
-pub fn namespaces(sql: &str) -> Result<Vec<String>, QueryError> {
+/// A statement the read-only gate let through, parsed once, with the
+/// namespaces it reads, so that access is checked before anything runs.
+#[derive(Debug)]
+pub struct Checked {
+    statement: Statement,
+    /// The namespaces read (a name without one is in `raw`, the session's
+    /// default); `information_schema` (table names and columns only) is
+    /// not one.
+    pub namespaces: Vec<String>,
+}
+
+/// Parses `sql` through the read-only gate ([`read_only::check`]) and
+/// resolves the namespaces it reads.
+pub fn check(sql: &str) -> Result<Checked, QueryError> {
     let statement = gate(sql)?;
     let (tables, _ctes) = datafusion::sql::resolve::resolve_table_references(&statement, true)?;
-    let mut out: Vec<String> =
+    let mut namespaces: Vec<String> =
         tables.iter().map(|t| t.schema().unwrap_or("raw").to_owned()).filter(|ns| ns != "information_schema").collect();
-    out.sort();
-    out.dedup();
-    Ok(out)
+    namespaces.sort();
+    namespaces.dedup();
+    Ok(Checked { statement, namespaces })
 }
 
 /// [`read_only::check`], counting a statement it refuses (`refused`) or
-/// cannot parse (`error`) once, whether the access check ([`namespaces`])
-/// or the engine meets it first; what passes is counted when it has run.
+/// cannot parse (`error`); what passes is counted when it has run.
 fn gate(sql: &str) -> Result<Statement, QueryError> {
     read_only::check(sql).inspect_err(|e| {
         let outcome = if matches!(e, QueryError::ReadOnly { .. }) { "refused" } else { "error" };

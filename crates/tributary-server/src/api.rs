@@ -117,8 +117,9 @@ async fn sql(
     let body = body.map_err(ApiError::from)?;
     let req: SqlRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("body must be {{\"sql\": \"...\"}}: {e}")))?;
-    caller.require_all(&tributary_query::namespaces(&req.sql)?, Access::Read)?;
-    let result = state.query.sql(&req.sql).await?;
+    let checked = tributary_query::check(&req.sql)?;
+    caller.require_all(&checked.namespaces, Access::Read)?;
+    let result = state.query.run(checked, &[]).await?;
     Ok(Json(tributary_query::output::to_json(&result)?))
 }
 

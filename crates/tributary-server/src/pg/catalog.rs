@@ -216,7 +216,8 @@ pub async fn answer(
             let mut rows = Vec::new();
             if let Some(table) = by_oid(*oid) {
                 let sql = format!("SELECT * FROM \"{}\".\"{}\"", table.namespace, table.name);
-                let prepared = engine.prepare(&sql).await.map_err(error::query)?;
+                let checked = tributary_query::check(&sql).map_err(error::query)?;
+                let prepared = engine.prepare(checked).await.map_err(error::query)?;
                 for f in prepared.schema.fields() {
                     let not_null = if f.is_nullable() { "f" } else { "t" };
                     let mut row =

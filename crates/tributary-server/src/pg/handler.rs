@@ -97,9 +97,9 @@ async fn run(
         Route::Fixed(result) => result.clone(),
         Route::Catalog(query) => catalog::answer(query, &lake.lake, &lake.query, caller).await?,
         Route::Lake => {
-            let namespaces = tributary_query::namespaces(sql).map_err(error::query)?;
-            caller.require_all(&namespaces, Access::Read).map_err(error::denied)?;
-            lake.query.sql_with_params(sql, values).await.map_err(error::query)?
+            let checked = tributary_query::check(sql).map_err(error::query)?;
+            caller.require_all(&checked.namespaces, Access::Read).map_err(error::denied)?;
+            lake.query.run(checked, values).await.map_err(error::query)?
         }
     };
     let tag = if sql.trim_start().get(..4).is_some_and(|w| w.eq_ignore_ascii_case("show")) { "SHOW" } else { "SELECT" };
@@ -161,9 +161,9 @@ impl QueryParser for Parser {
                 (Vec::new(), catalog::answer(query, &self.lake.lake, &self.lake.query, &caller).await?.schema)
             }
             Route::Lake => {
-                let namespaces = tributary_query::namespaces(sql).map_err(error::query)?;
-                caller.require_all(&namespaces, Access::Read).map_err(error::denied)?;
-                let prepared = self.lake.query.prepare(sql).await.map_err(error::query)?;
+                let checked = tributary_query::check(sql).map_err(error::query)?;
+                caller.require_all(&checked.namespaces, Access::Read).map_err(error::denied)?;
+                let prepared = self.lake.query.prepare(checked).await.map_err(error::query)?;
                 let params = prepared.params.iter().map(|t| t.as_ref().map_or(Type::TEXT, encode::pg_type)).collect();
                 (params, prepared.schema)
             }
