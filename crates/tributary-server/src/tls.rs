@@ -11,7 +11,9 @@ use std::sync::Arc;
 use axum::Router;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,20 +43,9 @@ pub fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, ServerError> {
 /// Serves `router` over TLS on `listener` until `shutdown`, then waits for
 /// the open connections to finish.
 pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, router: Router, shutdown: CancellationToken) {
-    let connections = TaskTracker::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a TLS connection failed");
-                    continue;
-                }
-            },
-        };
-        let (acceptor, router, stop) = (acceptor.clone(), router.clone(), shutdown.clone());
-        connections.spawn(async move {
+    accept_each(listener, shutdown, "TLS", move |tcp, peer, stop| {
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        async move {
             let tls = match acceptor.accept(tcp).await {
                 Ok(tls) => tls,
                 Err(e) => {
@@ -74,7 +65,32 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, router: Router,
                     let _ = conn.await;
                 }
             }
-        });
+        }
+    })
+    .await;
+}
+
+/// Accepts connections on `listener` until `shutdown`, each served by
+/// `connection` on a task of its own (a slow client holds up no one), then
+/// waits for those tasks: the loop both listeners (HTTPS, Postgres) share.
+pub(crate) async fn accept_each<F, Fut>(listener: TcpListener, shutdown: CancellationToken, what: &str, connection: F)
+where
+    F: Fn(TcpStream, SocketAddr, CancellationToken) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let connections = TaskTracker::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a {what} connection failed");
+                    continue;
+                }
+            },
+        };
+        connections.spawn(connection(tcp, peer, shutdown.clone()));
     }
     connections.close();
     connections.wait().await;

@@ -92,20 +92,9 @@ pub async fn serve(
         queries: Arc::new(handler::Handler::new(lake)),
         startup: Arc::new(startup::Startup::new(auth, tls.is_some())),
     });
-    let connections = TaskTracker::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a postgres connection failed");
-                    continue;
-                }
-            },
-        };
-        let (tls, handlers, stop) = (tls.clone(), handlers.clone(), shutdown.clone());
-        connections.spawn(async move {
+    crate::tls::accept_each(listener, shutdown, "postgres", move |tcp, peer, stop| {
+        let (tls, handlers) = (tls.clone(), handlers.clone());
+        async move {
             tokio::select! {
                 served = pgwire::tokio::process_socket(tcp, tls, handlers) => {
                     if let Err(e) = served {
@@ -114,8 +103,7 @@ pub async fn serve(
                 }
                 () = stop.cancelled() => {}
             }
-        });
-    }
-    connections.close();
-    connections.wait().await;
+        }
+    })
+    .await;
 }
