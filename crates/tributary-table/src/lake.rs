@@ -49,6 +49,14 @@ impl LoadedTable {
         self.metadata.current_snapshot_id()
     }
 
+    /// The current schema as Arrow, with Iceberg field ids: what batches
+    /// written to the table are in.
+    pub fn arrow_schema(&self) -> Result<arrow_schema::SchemaRef> {
+        let arrow = iceberg::arrow::schema_to_arrow_schema(self.metadata.current_schema())
+            .map_err(TableError::iceberg("arrow schema"))?;
+        Ok(Arc::new(arrow))
+    }
+
     /// Rows in the current snapshot, from its summary (0 for an empty table).
     pub fn total_records(&self) -> u64 {
         self.metadata

@@ -163,8 +163,7 @@ pub async fn write_stream(
     let meta = &table.metadata;
     let schema = meta.current_schema().clone();
     // Batches may come from a writer that validated under an earlier schema.
-    let arrow = iceberg::arrow::schema_to_arrow_schema(&schema).map_err(TableError::iceberg("arrow schema"))?;
-    let arrow = std::sync::Arc::new(arrow);
+    let arrow = table.arrow_schema()?;
     let locations = DefaultLocationGenerator::new(meta).map_err(TableError::iceberg("locating data files"))?;
     let names = DefaultFileNameGenerator::new(Uuid::now_v7().to_string(), None, DataFileFormat::Parquet);
     let rolling = RollingFileWriterBuilder::new(

@@ -15,14 +15,12 @@
 
 use std::collections::BTreeSet;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::TimestampMicrosecondType;
 use tributary_core::config::JobKind;
 
 use crate::error::{Result, TransformError};
 use crate::plan;
 use crate::run::{Ctx, Replace, Scope, Step};
-use crate::units::{DAY_US, day_runs, floor};
+use crate::units::{day_ranges, days_between};
 
 pub(crate) async fn step(ctx: &Ctx<'_>) -> Result<Step> {
     let columns = ctx.input_columns();
@@ -36,8 +34,7 @@ pub(crate) async fn step(ctx: &Ctx<'_>) -> Result<Step> {
                     "backfill replaces days of event time; this job's output has none (an enrich job with an event time has)",
                 ));
             }
-            let days: BTreeSet<i64> = (floor(from, DAY_US)..to).step_by(DAY_US as usize).collect();
-            recompute(ctx, Some(days), "backfill").await
+            recompute(ctx, Some(days_between(from, to)), "backfill").await
         }
         Scope::Incremental if ctx.since == 0 || ctx.output.is_none() => recompute(ctx, None, "recompute").await,
         Scope::Incremental => match ctx.changes(&refs).await? {
@@ -53,26 +50,11 @@ pub(crate) async fn step(ctx: &Ctx<'_>) -> Result<Step> {
                         ),
                     ));
                 }
-                let mut days = BTreeSet::new();
-                for b in c.added.iter().chain(&c.removed) {
-                    if let Some(t) =
-                        b.column_by_name(ctx.time()).and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
-                    {
-                        days.extend(t.iter().flatten().map(|t| floor(t, DAY_US)));
-                    }
-                }
-                recompute(ctx, Some(days), "recompute").await
+                recompute(ctx, Some(ctx.days_of(c.added.iter().chain(&c.removed))?), "recompute").await
             }
             Some(c) => {
                 let rows_read = c.added.iter().map(|b| b.num_rows() as u64).sum();
-                let schema = match c.added.first() {
-                    Some(b) => b.schema(),
-                    None => std::sync::Arc::new(
-                        iceberg::arrow::schema_to_arrow_schema(ctx.input.metadata.current_schema())
-                            .map_err(tributary_table::TableError::iceberg("arrow schema"))?,
-                    ),
-                };
-                ctx.session.pin(&ctx.job.input, ctx.session.memory(schema, c.added)?);
+                ctx.session.pin(&ctx.job.input, ctx.delta(c.added)?);
                 let query = query(ctx).await?;
                 Ok(Step {
                     query,
@@ -91,8 +73,7 @@ pub(crate) async fn step(ctx: &Ctx<'_>) -> Result<Step> {
 
 /// The query over the input's rows of `days` (all without), replacing them.
 async fn recompute(ctx: &Ctx<'_>, days: Option<BTreeSet<i64>>, mode: &'static str) -> Result<Step> {
-    let ranges: Option<Vec<(i64, i64)>> =
-        days.as_ref().map(|d| day_runs(d).into_iter().map(|(a, b)| (a, b + DAY_US)).collect());
+    let ranges = days.as_ref().map(day_ranges);
     ctx.session.pin(&ctx.job.input, ctx.input_at(ranges.as_deref()).await?);
     let query = query(ctx).await?;
     let rows_read = if days.is_none() { ctx.input.total_records() } else { 0 };

@@ -18,7 +18,6 @@ use std::collections::BTreeSet;
 
 use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
-use arrow_array::types::TimestampMicrosecondType;
 use tributary_core::config::JobKind;
 use tributary_ingest::prepare::Reject;
 use tributary_ingest::validate::Rejection;
@@ -26,21 +25,18 @@ use tributary_ingest::validate::Rejection;
 use crate::error::{Result, TransformError};
 use crate::plan;
 use crate::run::{Ctx, Replace, Scope, Step};
-use crate::units::{DAY_US, floor};
+use crate::units::{DAY_US, days_between};
 
 pub(crate) async fn step(ctx: &Ctx<'_>) -> Result<Step> {
     let columns = ctx.input_columns();
     let refs: Vec<&str> = columns.iter().map(String::as_str).collect();
     match ctx.scope {
-        Scope::Backfill { from, to } => {
-            let days: BTreeSet<i64> = (floor(from, DAY_US)..to).step_by(DAY_US as usize).collect();
-            recompute(ctx, Some(days), false, "backfill").await
-        }
+        Scope::Backfill { from, to } => recompute(ctx, Some(days_between(from, to)), false, "backfill").await,
         Scope::Incremental if ctx.since == 0 || ctx.output.is_none() => recompute(ctx, None, true, "recompute").await,
         Scope::Incremental => match ctx.changes(&refs).await? {
             None => recompute(ctx, None, false, "recompute").await,
             Some(c) if !c.removed.is_empty() => {
-                let days = days_of(ctx, c.added.iter().chain(&c.removed))?;
+                let days = ctx.days_of(c.added.iter().chain(&c.removed))?;
                 recompute(ctx, Some(days), false, "recompute").await
             }
             Some(c) => merge(ctx, c.added).await,
@@ -55,21 +51,6 @@ fn output_columns(ctx: &Ctx<'_>) -> Vec<String> {
         out.extend(columns.iter().map(|(c, _)| c.clone()).filter(|c| !out.contains(c)).collect::<Vec<_>>());
     }
     out
-}
-
-/// The days (day starts) of the event times in `batches`.
-fn days_of<'a>(ctx: &Ctx<'_>, batches: impl Iterator<Item = &'a RecordBatch>) -> Result<BTreeSet<i64>> {
-    let mut days = BTreeSet::new();
-    for b in batches {
-        let Some(col) = b.column_by_name(ctx.time()) else {
-            return Err(TransformError::definition(&ctx.job.name, format!("the input has no column '{}'", ctx.time())));
-        };
-        let Some(times) = col.as_primitive_opt::<TimestampMicrosecondType>() else {
-            return Err(TransformError::definition(&ctx.job.name, format!("'{}' is not a timestamp", ctx.time())));
-        };
-        days.extend(times.iter().flatten().map(|t| floor(t, DAY_US)));
-    }
-    Ok(days)
 }
 
 /// Computes the `days` (all without) again from the input, one day at a
@@ -129,15 +110,8 @@ async fn input_days(ctx: &Ctx<'_>) -> Result<BTreeSet<i64>> {
 /// Merges the new rows `added` into the days they fall in.
 async fn merge(ctx: &Ctx<'_>, added: Vec<RecordBatch>) -> Result<Step> {
     let rows_read = added.iter().map(|b| b.num_rows() as u64).sum();
-    let days = days_of(ctx, added.iter())?;
-    let schema = match added.first() {
-        Some(b) => b.schema(),
-        None => std::sync::Arc::new(
-            iceberg::arrow::schema_to_arrow_schema(ctx.input.metadata.current_schema())
-                .map_err(tributary_table::TableError::iceberg("arrow schema"))?,
-        ),
-    };
-    ctx.session.register("_delta", ctx.session.memory(schema, added)?)?;
+    let days = ctx.days_of(&added)?;
+    ctx.session.register("_delta", ctx.delta(added)?)?;
     let rejects = collect_rejects(ctx, "_delta").await?;
     let out = output_columns(ctx);
     let current =

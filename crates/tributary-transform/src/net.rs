@@ -53,7 +53,7 @@ pub(crate) fn net_times(job: &str, changes: &Changes, time: &str) -> Result<(Vec
 }
 
 /// The non-null event times of `batches`.
-pub(crate) fn times(job: &str, batches: &[RecordBatch], time: &str) -> Result<Vec<i64>> {
+pub(crate) fn times<'a>(job: &str, batches: impl IntoIterator<Item = &'a RecordBatch>, time: &str) -> Result<Vec<i64>> {
     let mut out = Vec::new();
     for b in batches {
         out.extend(time_column(job, b, time)?.iter().flatten());

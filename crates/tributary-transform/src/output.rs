@@ -116,10 +116,7 @@ pub async fn write(
     df: DataFrame,
     opts: &crate::run::RunOptions,
 ) -> Result<(Vec<iceberg::spec::DataFile>, u64)> {
-    let target: SchemaRef = Arc::new(
-        iceberg::arrow::schema_to_arrow_schema(output.metadata.current_schema())
-            .map_err(TableError::iceberg("arrow schema"))?,
-    );
+    let target: SchemaRef = output.arrow_schema()?;
     let stream = df.execute_stream().await.map_err(TransformError::query(job))?;
     let rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (counted, progress) = (rows.clone(), opts.progress.clone());

@@ -157,9 +157,7 @@ impl Ctx<'_> {
     pub async fn current_in(&self, column: &str, days: &BTreeSet<i64>) -> Result<Option<Arc<dyn TableProvider>>> {
         let Some(output) = &self.output else { return Ok(None) };
         let provider = self.session.snapshot(self.lake, output).await?;
-        let ranges: Vec<(i64, i64)> =
-            crate::units::day_runs(days).into_iter().map(|(a, b)| (a, b + crate::units::DAY_US)).collect();
-        let filter = time_filter(&self.job.name, &provider.schema(), column, &ranges)?;
+        let filter = time_filter(&self.job.name, &provider.schema(), column, &crate::units::day_ranges(days))?;
         Ok(Some(self.session.filtered(provider, Some(filter))?))
     }
 
@@ -167,6 +165,25 @@ impl Ctx<'_> {
     /// the run's snapshot; `None` when expiry removed that history.
     pub async fn changes(&self, columns: &[&str]) -> Result<Option<Changes>> {
         Ok(changed_between(self.lake, &self.input, self.since, self.upto.snapshot_id(), columns).await?)
+    }
+
+    /// The input's new rows `added` as a table (in the input's schema when
+    /// there are none).
+    pub fn delta(&self, added: Vec<arrow_array::RecordBatch>) -> Result<Arc<dyn TableProvider>> {
+        let schema = match added.first() {
+            Some(b) => b.schema(),
+            None => self.input.arrow_schema()?,
+        };
+        self.session.memory(schema, added)
+    }
+
+    /// The days (day starts) of the input event times in `batches`.
+    pub fn days_of<'b>(
+        &self,
+        batches: impl IntoIterator<Item = &'b arrow_array::RecordBatch>,
+    ) -> Result<BTreeSet<i64>> {
+        let times = crate::net::times(&self.job.name, batches, self.time())?;
+        Ok(times.into_iter().map(|t| crate::units::floor(t, crate::units::DAY_US)).collect())
     }
 
     /// Every input column, in order.
@@ -337,10 +354,7 @@ async fn quarantine(
     opts: &RunOptions,
 ) -> Result<u64> {
     let table = lake.ensure_quarantine_table(&job.quarantine()).await?;
-    let schema = Arc::new(
-        iceberg::arrow::schema_to_arrow_schema(table.metadata.current_schema())
-            .map_err(TableError::iceberg("arrow schema"))?,
-    );
+    let schema = table.arrow_schema()?;
     let now = chrono::Utc::now().timestamp_micros();
     let batch = quarantine_batch(&schema, rejects, &format!("job:{}", job.name), now)
         .map_err(|e| TableError::Internal(e.to_string()))?;

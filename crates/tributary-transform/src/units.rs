@@ -109,9 +109,14 @@ impl Starts {
     }
 }
 
-/// Days `[first, last]` as runs of day starts, merged where adjacent.
-pub fn day_runs(days: &BTreeSet<i64>) -> Vec<(i64, i64)> {
-    Starts::new(DAY_US, days, &[]).runs().to_vec()
+/// `days` (day starts) as time ranges `[from, to)`, adjacent days merged.
+pub fn day_ranges(days: &BTreeSet<i64>) -> Vec<(i64, i64)> {
+    Starts::new(DAY_US, days, &[]).runs().iter().map(|(first, last)| (*first, last + DAY_US)).collect()
+}
+
+/// The days (day starts) that times in `[from, to)` fall in.
+pub fn days_between(from: i64, to: i64) -> BTreeSet<i64> {
+    (floor(from, DAY_US)..to).step_by(usize::try_from(DAY_US).unwrap_or(usize::MAX)).collect()
 }
 
 #[cfg(test)]
@@ -151,6 +156,7 @@ mod tests {
         assert_eq!(across.days(), [0, DAY_US].into());
         across.retain_days(|d| d == DAY_US, H);
         assert_eq!(across.runs(), &[(DAY_US, DAY_US + H)]);
-        assert_eq!(day_runs(&[0, DAY_US, 3 * DAY_US].into()), vec![(0, DAY_US), (3 * DAY_US, 3 * DAY_US)]);
+        assert_eq!(day_ranges(&[0, DAY_US, 3 * DAY_US].into()), vec![(0, 2 * DAY_US), (3 * DAY_US, 4 * DAY_US)]);
+        assert_eq!(days_between(DAY_US + 5, 3 * DAY_US), [DAY_US, 2 * DAY_US].into());
     }
 }

@@ -55,10 +55,7 @@ pub(super) async fn record(
     };
     let name = TableName::parse(JOB_RUNS_TABLE).map_err(TableError::Config)?;
     let table = lake.ensure_derived(&name, &fields(), &[]).await?;
-    let schema = Arc::new(
-        iceberg::arrow::schema_to_arrow_schema(table.metadata.current_schema())
-            .map_err(TableError::iceberg("arrow schema"))?,
-    );
+    let schema = table.arrow_schema()?;
     let text = |v: Option<&str>| -> ArrayRef { Arc::new(StringArray::from(vec![v])) };
     let long = |v: Option<i64>| -> ArrayRef { Arc::new(Int64Array::from(vec![v])) };
     let time =
