@@ -118,7 +118,7 @@ impl Scheduler {
                 }
                 let input_at = self.lake.store().load(&job.input).await.ok().flatten();
                 if input_at.is_some() && input_at == read_at[i] {
-                    due[i] = Instant::now() + self.after(job, &Ok(None));
+                    due[i] = Instant::now() + interval(job);
                     continue;
                 }
                 let started = (Instant::now(), chrono::Utc::now());
@@ -128,14 +128,28 @@ impl Scheduler {
                     r = run_job(&self.lake, job, &opts) => r,
                 };
                 let took = started.0.elapsed();
-                self.update(&job.name, |l| l.running = false);
+                let mut failures = 0;
+                self.update(&job.name, |l| {
+                    l.running = false;
+                    (l.failures, l.last_error) = match &result {
+                        Ok(_) => (0, None),
+                        Err(e) => (l.failures + 1, Some(e.to_string())),
+                    };
+                    failures = l.failures;
+                });
                 // Caught up with what it saw (a run reads to the newest
                 // snapshot, or stops early and runs again at once).
                 read_at[i] = match &result {
                     Ok(None) => input_at,
                     _ => None,
                 };
-                due[i] = Instant::now() + self.after(job, &result);
+                // A failure waits 1 s, doubling up to MAX_BACKOFF.
+                let wait = if failures == 0 {
+                    interval(job)
+                } else {
+                    Duration::from_secs(1u64 << failures.min(9)).min(MAX_BACKOFF)
+                };
+                due[i] = Instant::now() + wait;
                 self.report(job, &result, took);
                 if let Err(e) = runs::record(&self.lake, job, started.1, &result, &opts).await {
                     tracing::warn!(job = %job.name, error = %e, "cannot record the run in {JOB_RUNS_TABLE}");
@@ -148,29 +162,6 @@ impl Scheduler {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep_until(next.max(Instant::now() + Duration::from_millis(50))) => {}
-            }
-        }
-    }
-
-    /// How long until `job` runs again after `result`.
-    fn after(&self, job: &JobDef, result: &Result<Option<RunReport>>) -> Duration {
-        let interval = match job.trigger {
-            Trigger::OnCommit => POLL,
-            Trigger::Every(d) => d,
-        };
-        match result {
-            Ok(_) => {
-                self.update(&job.name, |l| (l.failures, l.last_error) = (0, None));
-                interval
-            }
-            Err(e) => {
-                let mut failures = 0;
-                self.update(&job.name, |l| {
-                    l.failures += 1;
-                    l.last_error = Some(e.to_string());
-                    failures = l.failures;
-                });
-                Duration::from_secs(1u64 << failures.min(9)).min(MAX_BACKOFF)
             }
         }
     }
@@ -198,6 +189,14 @@ impl Scheduler {
                 tracing::warn!(job = %name, error = %e, failures, "job run failed; the output is as it was, retrying with backoff");
             }
         }
+    }
+}
+
+/// How often `job` looks for work while it succeeds.
+fn interval(job: &JobDef) -> Duration {
+    match job.trigger {
+        Trigger::OnCommit => POLL,
+        Trigger::Every(d) => d,
     }
 }
 
