@@ -285,9 +285,7 @@ async fn sums(engine: &QueryEngine, sql: &str) -> anyhow::Result<(String, String
 }
 
 async fn count(engine: &QueryEngine, table: &str) -> anyhow::Result<usize> {
-    let r = engine.sql(&format!("SELECT count(*) FROM {table}")).await?;
-    let text = r.batches.first().map(|b| output::cell_text(b, 0, 0)).unwrap_or_default();
-    text.parse().with_context(|| format!("counting {table}"))
+    number(engine, &format!("SELECT count(*) FROM {table}")).await
 }
 
 async fn section(engine: &QueryEngine, title: &str, sql: &str) -> anyhow::Result<()> {
