@@ -17,6 +17,7 @@ mod maintenance;
 mod metadata_tables;
 mod pg_wire;
 mod postgres_catalog;
+mod query_scan;
 mod readiness;
 mod rollback;
 mod s3_warehouse;

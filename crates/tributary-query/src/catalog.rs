@@ -1,8 +1,9 @@
 //! Exposes the lake to DataFusion as catalog `tributary`, one schema per
 //! namespace, so that SQL names tables `namespace.table`.
 //!
-//! Every query re-reads table metadata from the catalog, so a query always
-//! sees the latest committed snapshot. Two suffixes reach further:
+//! Every query asks the catalog for each table's current metadata, so a
+//! query always sees the latest committed snapshot; the manifests behind it
+//! are kept between queries ([`crate::scan`]). Two suffixes reach further:
 //! `"table@<snapshot_id>"` or `"table@<RFC 3339 time>"` reads an older
 //! snapshot (time travel) and
 //! `"table$snapshots"`, `$history`, `$manifests` and `$files` are metadata
@@ -15,11 +16,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result};
-use iceberg_datafusion::IcebergStaticTableProvider;
 use tributary_core::TableName;
 use tributary_table::{Lake, LoadedTable};
 
 use crate::metadata::MetadataTable;
+use crate::scan::{self, ScanCache};
 
 /// The lake as a DataFusion catalog, with table names read once per session.
 #[derive(Debug)]
@@ -28,15 +29,19 @@ pub struct LakeCatalog {
 }
 
 impl LakeCatalog {
-    /// Lists the lake's tables and builds the namespace schemas.
-    pub async fn load(lake: &Lake) -> Result<Self> {
+    /// Lists the lake's tables and builds the namespace schemas; their
+    /// scans share `cache`.
+    pub async fn load(lake: &Lake, cache: Arc<ScanCache>) -> Result<Self> {
         let mut schemas: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for t in lake.list().await.map_err(|e| DataFusionError::External(Box::new(e)))? {
             schemas.entry(t.namespace).or_default().push(t.name);
         }
         let schemas = schemas
             .into_iter()
-            .map(|(ns, tables)| (ns.clone(), Arc::new(LakeSchema { lake: lake.clone(), namespace: ns, tables })))
+            .map(|(ns, tables)| {
+                let schema = LakeSchema { lake: lake.clone(), cache: cache.clone(), namespace: ns.clone(), tables };
+                (ns, Arc::new(schema))
+            })
             .collect();
         Ok(Self { schemas })
     }
@@ -60,6 +65,7 @@ impl CatalogProvider for LakeCatalog {
 #[derive(Debug)]
 pub struct LakeSchema {
     lake: Lake,
+    cache: Arc<ScanCache>,
     namespace: String,
     tables: Vec<String>,
 }
@@ -84,18 +90,18 @@ impl SchemaProvider for LakeSchema {
         }
         let ext = |e| DataFusionError::External(Box::new(e));
         let loaded = self.lake.load(&TableName::new(&self.namespace, base)).await.map_err(ext)?;
-        let table = self.lake.iceberg_table(&loaded).map_err(ext)?;
         let provider: Arc<dyn TableProvider> = match suffix {
-            None => Arc::new(IcebergStaticTableProvider::try_new_from_table(table).await.map_err(iceberg_err)?),
+            None => scan::provider(&self.lake, &self.cache, &loaded, None).await?,
             Some(s)
                 if s.starts_with('$')
                     && let Some(kind) = MetadataTable::of(&s[1..]) =>
             {
+                let table = self.lake.iceberg_table(&loaded).map_err(ext)?;
                 Arc::new(kind.read(&loaded, &table).await?)
             }
             Some(s) if s.starts_with('@') => {
                 let id = self.snapshot_at(&loaded, name, base, &s[1..])?;
-                Arc::new(IcebergStaticTableProvider::try_new_from_table_snapshot(table, id).await.map_err(iceberg_err)?)
+                scan::provider(&self.lake, &self.cache, &loaded, Some(id)).await?
             }
             Some(s) => {
                 return Err(DataFusionError::Plan(format!(

@@ -12,6 +12,7 @@ mod metadata;
 pub mod output;
 pub mod params;
 pub mod read_only;
+pub mod scan;
 
 use std::sync::Arc;
 
@@ -23,6 +24,8 @@ use tributary_table::Lake;
 
 use crate::catalog::LakeCatalog;
 pub use crate::error::QueryError;
+use crate::scan::ScanCache;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement;
 
@@ -43,6 +46,15 @@ pub struct QueryResult {
 pub struct QueryEngine {
     lake: Lake,
     runtime: Arc<CpuRuntime>,
+    shared: Shared,
+}
+
+/// What every query of an engine shares: the manifests read so far and
+/// DataFusion's runtime, whose cache keeps the Parquet footers read so far.
+#[derive(Debug, Clone)]
+struct Shared {
+    cache: Arc<ScanCache>,
+    env: Arc<RuntimeEnv>,
 }
 
 /// A Tokio runtime for CPU work (queries, zone jobs), apart from the one
@@ -80,7 +92,9 @@ impl Drop for CpuRuntime {
 impl QueryEngine {
     /// An engine with `threads` worker threads of its own.
     pub fn new(lake: Lake, threads: usize) -> std::io::Result<Self> {
-        Ok(Self { lake, runtime: Arc::new(CpuRuntime::new(threads, "tributary-query")?) })
+        let runtime = Arc::new(CpuRuntime::new(threads, "tributary-query")?);
+        let shared = Shared { cache: Arc::default(), env: Arc::new(RuntimeEnv::default()) };
+        Ok(Self { lake, runtime, shared })
     }
 
     /// Plans and runs `sql` on the query runtime. Only reads are allowed
@@ -94,13 +108,13 @@ impl QueryEngine {
     pub async fn run(&self, checked: Checked, values: &[Option<String>]) -> Result<QueryResult, QueryError> {
         let values = values.to_vec();
         let result = self
-            .on_runtime(checked.statement, move |lake, statement| async move {
+            .on_runtime(checked.statement, move |lake, shared, statement| async move {
                 if let Some(parts) = read_only::describe_target(&statement)
                     && let Some(result) = describe::describe(&lake, &parts).await?
                 {
                     return Ok(result);
                 }
-                run(&lake, statement, &values).await
+                run(&lake, &shared, statement, &values).await
             })
             .await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
@@ -112,13 +126,13 @@ impl QueryEngine {
     /// placeholders and the columns it returns (the extended protocol's
     /// Describe).
     pub async fn prepare(&self, checked: Checked) -> Result<Prepared, QueryError> {
-        self.on_runtime(checked.statement, |lake, statement| async move {
+        self.on_runtime(checked.statement, |lake, shared, statement| async move {
             if let Some(parts) = read_only::describe_target(&statement)
                 && let Some(result) = describe::describe(&lake, &parts).await?
             {
                 return Ok(Prepared { params: Vec::new(), schema: result.schema });
             }
-            let plan = plan(&lake, statement).await?.0;
+            let plan = plan(&lake, &shared, statement).await?.0;
             read_only::options().verify_plan(&plan)?;
             let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
             Ok(Prepared { params: params::types(&plan)?, schema })
@@ -130,11 +144,12 @@ impl QueryEngine {
     async fn on_runtime<T, F, Fut>(&self, statement: Statement, work: F) -> Result<T, QueryError>
     where
         T: Send + 'static,
-        F: FnOnce(Lake, Statement) -> Fut,
+        F: FnOnce(Lake, Shared, Statement) -> Fut,
         Fut: Future<Output = Result<T, QueryError>> + Send + 'static,
     {
         let rt = self.runtime.handle().ok_or(QueryError::ShuttingDown)?;
-        rt.spawn(work(self.lake.clone(), statement)).await.map_err(|_| QueryError::ShuttingDown)?
+        let work = work(self.lake.clone(), self.shared.clone(), statement);
+        rt.spawn(work).await.map_err(|_| QueryError::ShuttingDown)?
     }
 }
 
@@ -180,16 +195,21 @@ fn gate(sql: &str) -> Result<Statement, QueryError> {
     })
 }
 
-async fn plan(lake: &Lake, statement: Statement) -> Result<(LogicalPlan, SessionContext), QueryError> {
+async fn plan(lake: &Lake, shared: &Shared, statement: Statement) -> Result<(LogicalPlan, SessionContext), QueryError> {
     let config = SessionConfig::new().with_default_catalog_and_schema(CATALOG, "raw").with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
-    ctx.register_catalog(CATALOG, Arc::new(LakeCatalog::load(lake).await?));
+    let ctx = SessionContext::new_with_config_rt(config, shared.env.clone());
+    ctx.register_catalog(CATALOG, Arc::new(LakeCatalog::load(lake, shared.cache.clone()).await?));
     let plan = ctx.state().statement_to_plan(statement).await?;
     Ok((plan, ctx))
 }
 
-async fn run(lake: &Lake, statement: Statement, values: &[Option<String>]) -> Result<QueryResult, QueryError> {
-    let (mut plan, ctx) = plan(lake, statement).await?;
+async fn run(
+    lake: &Lake,
+    shared: &Shared,
+    statement: Statement,
+    values: &[Option<String>],
+) -> Result<QueryResult, QueryError> {
+    let (mut plan, ctx) = plan(lake, shared, statement).await?;
     if !values.is_empty() || !plan.get_parameter_types()?.is_empty() {
         plan = params::bind(plan, values)?;
     }

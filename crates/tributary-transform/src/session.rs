@@ -21,10 +21,10 @@ use datafusion::datasource::MemTable;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext};
-use iceberg_datafusion::IcebergStaticTableProvider;
 use tributary_core::TableName;
 use tributary_query::CATALOG;
 use tributary_query::catalog::LakeCatalog;
+use tributary_query::scan::{self, ScanCache};
 use tributary_table::{Lake, LoadedTable};
 
 use crate::error::{Result, TransformError};
@@ -40,6 +40,8 @@ pub(crate) struct JobSession {
     pub ctx: SessionContext,
     scratch: Arc<MemorySchemaProvider>,
     pins: Arc<std::sync::Mutex<HashMap<TableName, Arc<dyn TableProvider>>>>,
+    /// The manifests this run has read, for the snapshots it pins.
+    cache: Arc<ScanCache>,
     job: String,
 }
 
@@ -56,15 +58,16 @@ impl JobSession {
             .build_arc()
             .map_err(TransformError::query(job))?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let cache = Arc::new(ScanCache::default());
         let lake_catalog = match lake {
-            Some(lake) => Some(LakeCatalog::load(lake).await.map_err(TransformError::query(job))?),
+            Some(lake) => Some(LakeCatalog::load(lake, cache.clone()).await.map_err(TransformError::query(job))?),
             None => None,
         };
         let scratch = Arc::new(MemorySchemaProvider::new());
         let pins = Arc::default();
         let overlay = Overlay { lake: lake_catalog, scratch: scratch.clone(), pins: Arc::clone(&pins) };
         ctx.register_catalog(CATALOG, Arc::new(overlay));
-        Ok(Self { ctx, scratch, pins, job: job.to_owned() })
+        Ok(Self { ctx, scratch, pins, cache, job: job.to_owned() })
     }
 
     /// Makes `name` resolve to `provider` in this session's SQL.
@@ -91,28 +94,16 @@ impl JobSession {
 
     /// `table` as of its current snapshot (empty before its first commit).
     pub async fn snapshot(&self, lake: &Lake, table: &LoadedTable) -> Result<Arc<dyn TableProvider>> {
-        match table.current_snapshot_id() {
-            Some(id) => self.snapshot_at(lake, table, id).await,
-            None => {
-                let iceberg = lake.iceberg_table(table)?;
-                let provider = IcebergStaticTableProvider::try_new_from_table(iceberg).await;
-                let provider =
-                    provider.map_err(|e| TransformError::Query { job: self.job.clone(), message: e.to_string() })?;
-                Ok(Arc::new(provider))
-            }
-        }
+        scan::provider(lake, &self.cache, table, None).await.map_err(TransformError::query(&self.job))
     }
 
     /// `table` as of snapshot `id`.
     pub async fn snapshot_at(&self, lake: &Lake, table: &LoadedTable, id: i64) -> Result<Arc<dyn TableProvider>> {
-        let iceberg = lake.iceberg_table(table)?;
-        let provider = IcebergStaticTableProvider::try_new_from_table_snapshot(iceberg, id).await;
-        let provider = provider.map_err(|e| TransformError::Query { job: self.job.clone(), message: e.to_string() })?;
-        Ok(Arc::new(provider))
+        scan::provider(lake, &self.cache, table, Some(id)).await.map_err(TransformError::query(&self.job))
     }
 
     /// `provider` filtered by `filter`, as a view (the filter reaches the
-    /// Iceberg scan, which prunes files by partition and column bounds).
+    /// scan, which prunes files by their column bounds).
     pub fn filtered(&self, provider: Arc<dyn TableProvider>, filter: Option<Expr>) -> Result<Arc<dyn TableProvider>> {
         let Some(filter) = filter else { return Ok(provider) };
         let df =

@@ -65,6 +65,24 @@ impl Lister {
     }
 }
 
+impl Lister {
+    /// The `object_store` client holding `location`, with the URL it
+    /// answers for (`s3://bucket`), for readers that go through
+    /// `object_store` rather than `FileIO` (DataFusion's Parquet scan).
+    /// `None` on local disk, which DataFusion reads itself.
+    pub fn object_store(&self, location: &str) -> Result<Option<(String, Arc<dyn object_store::ObjectStore>)>> {
+        match self {
+            Self::Local => Ok(None),
+            Self::S3(s3) => {
+                let (client, _key) = s3.locate(location).map_err(TableError::iceberg("reaching the bucket"))?;
+                let (scheme, rest) = location.split_once("://").unwrap_or(("s3", location));
+                let bucket = rest.split('/').next().unwrap_or(rest);
+                Ok(Some((format!("{scheme}://{bucket}"), client)))
+            }
+        }
+    }
+}
+
 /// Every file under `root`, as `file://` locations.
 fn walk(root: &Path) -> Result<Vec<Listed>> {
     let mut out = Vec::new();

@@ -69,7 +69,7 @@ impl S3Storage {
     }
 
     /// The bucket's client and the object's key, for `s3://bucket/key`.
-    fn locate(&self, path: &str) -> iceberg::Result<(Arc<dyn ObjectStore>, Key)> {
+    pub(crate) fn locate(&self, path: &str) -> iceberg::Result<(Arc<dyn ObjectStore>, Key)> {
         let rest = path
             .strip_prefix("s3://")
             .or_else(|| path.strip_prefix("s3a://"))
