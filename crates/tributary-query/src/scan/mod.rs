@@ -76,7 +76,9 @@ pub async fn provider(
     // added since the last commit reads as NULL at once; an older snapshot
     // under the schema it was written with, as the Iceberg spec says.
     let schema = match snapshot {
-        Some(s) if metadata.current_snapshot_id() != Some(s.snapshot_id()) => s.schema(metadata).map_err(iceberg_err)?,
+        Some(s) if metadata.current_snapshot_id() != Some(s.snapshot_id()) => {
+            s.schema(metadata).map_err(iceberg_err)?
+        }
         _ => metadata.current_schema().clone(),
     };
     let arrow: SchemaRef = Arc::new(iceberg::arrow::schema_to_arrow_schema(&schema).map_err(iceberg_err)?);
