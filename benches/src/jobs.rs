@@ -23,40 +23,23 @@
 //! on time.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray, new_null_array};
 use serde_json::{Value, json};
-use tributary_benches::{cpu_seconds, dir_bytes, peak_rss_mib};
-use tributary_core::Positions;
+use tributary_benches::lake::{DAY, DAY0, H, ORDERS_TABLE, orders};
+use tributary_benches::{cpu_seconds, dir_bytes, mib_read, peak_rss_mib, thousands};
 use tributary_core::config::{Config, ValidConfig};
-use tributary_table::{Lake, PipelineStamp};
+use tributary_table::Lake;
 use tributary_transform::RunOptions;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const H: i64 = 3_600_000_000;
-const DAY: i64 = 24 * H;
-/// 2026-11-20T00:00:00Z in microseconds: the first day of raw.orders.
-const DAY0: i64 = 1_795_132_800_000_000;
-const COMMIT_ROWS: usize = 1_000_000;
 const SMALL: usize = 1_000;
 
-const CONFIG: &str = r#"
-[[tables]]
-name = "raw.orders"
-partition = ["day(ts)"]
-event_time = "ts"
-fields = [
-  { name = "id", type = "string", required = true },
-  { name = "user_id", type = "string" },
-  { name = "amount", type = "double" },
-  { name = "ts", type = "timestamptz", required = true },
-]
-
+/// The jobs over raw.orders ([`ORDERS_TABLE`]).
+const JOBS_CONFIG: &str = r#"
 [[jobs]]
 name = "clean"
 kind = "cleanse"
@@ -80,86 +63,15 @@ retention = "30d"
 const JOBS: [&str; 2] = ["clean", "hourly"];
 
 fn config(dir: &Path) -> anyhow::Result<ValidConfig> {
-    Config::from_toml(CONFIG).and_then(|c| c.validate(dir)).map_err(anyhow::Error::msg)
+    Config::from_toml(&format!("{ORDERS_TABLE}{JOBS_CONFIG}")).and_then(|c| c.validate(dir)).map_err(anyhow::Error::msg)
 }
 
-/// Bytes this process has read through read(2) and friends, in MiB.
-fn mib_read() -> f64 {
-    std::fs::read_to_string("/proc/self/io")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("rchar:"))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0.0, |b| b / 1048576.0)
-}
-
-/// Tiny deterministic generator (xorshift).
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
-
-/// Rows `first..first + n` of `total` orders `{tag}-{i}` whose event times
-/// rise evenly through `[from, to)`: users u0..u999, one amount in a
-/// thousand negative (the cleanse rule refuses it).
-fn orders(
-    schema: &arrow_schema::SchemaRef,
-    tag: &str,
-    first: usize,
-    n: usize,
-    total: usize,
-    span: (i64, i64),
-) -> RecordBatch {
-    let mut rng = Rng((first as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ tag.len() as u64);
-    let (from, to) = span;
-    let step = (to - from) / total as i64;
-    let mut ts = Vec::with_capacity(n);
-    let (mut users, mut amounts) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for i in first..first + n {
-        ts.push(from + ((i as i128 * (to - from) as i128) / total as i128) as i64 + rng.below(step as u64) as i64);
-        users.push(format!("u{}", rng.below(1000)));
-        let amount = rng.below(50_000) as f64 / 100.0;
-        amounts.push(if rng.below(1000) == 0 { -amount } else { amount });
-    }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|f| -> ArrayRef {
-            match f.name().as_str() {
-                "id" => Arc::new(StringArray::from_iter_values((first..first + n).map(|i| format!("{tag}-{i}")))),
-                "user_id" => Arc::new(StringArray::from(std::mem::take(&mut users))),
-                "amount" => Arc::new(Float64Array::from(std::mem::take(&mut amounts))),
-                "ts" => Arc::new(TimestampMicrosecondArray::from(std::mem::take(&mut ts)).with_timezone("+00:00")),
-                "_ingested_at" => Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("+00:00")),
-                _ => new_null_array(f.data_type(), n),
-            }
-        })
-        .collect();
-    RecordBatch::try_new(schema.clone(), columns).expect("an orders batch")
-}
-
-/// Appends `n` orders over `span` to raw.orders, a commit per 1,000,000.
+/// Appends `n` orders `{tag}-{i}` over `span` to raw.orders, a commit per 1,000,000.
 async fn append(lake: &Lake, cfg: &ValidConfig, tag: &str, n: usize, span: (i64, i64)) -> anyhow::Result<Value> {
-    let def = cfg.tables.iter().find(|t| t.name.to_string() == "raw.orders").context("raw.orders")?;
-    let mut table = lake.ensure_table(def).await?;
-    let schema = Arc::new(tributary_table::iceberg::arrow::schema_to_arrow_schema(table.metadata.current_schema())?);
-    let stamp = PipelineStamp::new("bench", Positions::default(), 0);
-    let mut commits = 0;
-    for first in (0..n).step_by(COMMIT_ROWS) {
-        let batch = orders(&schema, tag, first, COMMIT_ROWS.min(n - first), n, span);
-        let slices: Vec<RecordBatch> =
-            (0..batch.num_rows()).step_by(65_536).map(|o| batch.slice(o, 65_536.min(batch.num_rows() - o))).collect();
-        let files = tributary_table::write_data_files(lake, &table, &slices, cfg.commit.target_file_size_bytes).await?;
-        table = tributary_table::commit(lake, &table, &files, &stamp).await?;
-        commits += 1;
-    }
-    Ok(json!({ "commits": commits, "input_rows": table.total_records() }))
+    tributary_benches::lake::append(lake, cfg, "raw.orders", n, |schema, first, len| {
+        orders(schema, tag, first, len, n, span)
+    })
+    .await
 }
 
 /// One incremental run of `job`, or with `full` a backfill of `[from, to)`.
@@ -211,19 +123,6 @@ fn child(lake_dir: &Path, args: &[&str]) -> anyhow::Result<Value> {
     let out = cmd.arg("phase").arg(lake_dir).args(args).output()?;
     anyhow::ensure!(out.status.success(), "phase {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     Ok(serde_json::from_slice(&out.stdout)?)
-}
-
-/// `1234567` as `1,234,567`.
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// One measured job phase.

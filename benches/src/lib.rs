@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+pub mod lake;
+
 /// Peak resident set size of this process (VmHWM), in MiB.
 pub fn peak_rss_mib() -> f64 {
     status_mib("VmHWM:")
@@ -48,6 +50,44 @@ pub fn cpu_seconds() -> f64 {
     ticks.iter().sum::<f64>() / 100.0
 }
 
+/// Bytes this process has read through read(2) and friends (`rchar` of
+/// `/proc/self/io`), in MiB.
+pub fn mib_read() -> f64 {
+    std::fs::read_to_string("/proc/self/io")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0.0, |b| b / 1048576.0)
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Tiny deterministic generator (xorshift), so that every run generates
+/// the same rows.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next value below `n` (below 1 if `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
 /// The `p` quantile (0..=1) of sorted values, nearest rank.
 pub fn quantile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -73,6 +113,14 @@ mod tests {
         assert_eq!(quantile(&v, 0.5), 51.0);
         assert_eq!(quantile(&v, 0.99), 99.0);
         assert_eq!(quantile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn thousands_groups_digits_by_three() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(10_000_000), "10,000,000");
     }
 
     #[test]
