@@ -15,6 +15,9 @@
 //! process) over views on `read_parquet` of the table's live data files,
 //! listed by our `raw."orders$files"`.
 //!
+//! To profile one query of ours: `perf record -g query-bench phase
+//! DIR/lake queries NAME`.
+//!
 //! Our time is `engine.sql` to the collected batches: it includes loading
 //! the table's metadata and planning, as every query does. DuckDB's is
 //! `execute` to `fetch_arrow_table`, the Arrow result ours also returns.
@@ -252,11 +255,11 @@ async fn status(lake: Lake, cfg: &ValidConfig) -> anyhow::Result<Value> {
     Ok(v)
 }
 
-/// Every query [`RUNS`] times in our engine.
-async fn ours(lake: Lake) -> anyhow::Result<Value> {
+/// Every query (or just `only`) [`RUNS`] times in our engine.
+async fn ours(lake: Lake, only: Option<&str>) -> anyhow::Result<Value> {
     let engine = QueryEngine::new(lake, THREADS)?;
     let mut out = Vec::new();
-    for (name, template) in QUERIES {
+    for (name, template) in QUERIES.into_iter().filter(|(n, _)| only.is_none_or(|o| o == *n)) {
         let sql = OURS.spell(template);
         let (mut times, mut last, cpu0) = (Vec::new(), None, cpu_seconds());
         for _ in 0..RUNS {
@@ -302,7 +305,7 @@ fn phase(dir: &Path, args: &[String]) -> anyhow::Result<()> {
             })?
         }
         Some("status") => rt.block_on(status(lake, &cfg))?,
-        Some("queries") => rt.block_on(ours(lake))?,
+        Some("queries") => rt.block_on(ours(lake, args.get(1).map(String::as_str)))?,
         other => anyhow::bail!("unknown phase {other:?}"),
     };
     println!("{v}");
