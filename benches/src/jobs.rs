@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use tributary_benches::lake::{DAY, DAY0, H, ORDERS_TABLE, orders};
+use tributary_benches::lake::{COMMIT_ROWS, DAY, DAY0, H, ORDERS_TABLE, orders};
 use tributary_benches::{cpu_seconds, dir_bytes, mib_read, peak_rss_mib, thousands};
 use tributary_core::config::{Config, ValidConfig};
 use tributary_table::Lake;
@@ -68,7 +68,7 @@ fn config(dir: &Path) -> anyhow::Result<ValidConfig> {
 
 /// Appends `n` orders `{tag}-{i}` over `span` to raw.orders, a commit per 1,000,000.
 async fn append(lake: &Lake, cfg: &ValidConfig, tag: &str, n: usize, span: (i64, i64)) -> anyhow::Result<Value> {
-    tributary_benches::lake::append(lake, cfg, "raw.orders", n, |schema, first, len| {
+    tributary_benches::lake::append(lake, cfg, "raw.orders", n, COMMIT_ROWS, |schema, first, len| {
         orders(schema, tag, first, len, n, span)
     })
     .await

@@ -22,7 +22,7 @@ pub const H: i64 = 3_600_000_000;
 pub const DAY: i64 = 24 * H;
 /// 2026-11-20T00:00:00Z in microseconds: the first day of raw.orders.
 pub const DAY0: i64 = 1_795_132_800_000_000;
-/// Rows per commit of [`append`].
+/// Rows per commit of [`append`], unless told otherwise.
 pub const COMMIT_ROWS: usize = 1_000_000;
 
 /// The `[[tables]]` entry of raw.orders, partitioned by day.
@@ -73,13 +73,14 @@ pub fn orders(schema: &SchemaRef, tag: &str, first: usize, n: usize, total: usiz
 }
 
 /// Appends `n` rows to `table` (created from `cfg` if need be), a commit
-/// per [`COMMIT_ROWS`]; `rows(schema, first, len)` generates each commit's.
+/// per `per_commit` rows; `rows(schema, first, len)` generates each commit's.
 /// Returns the commits made and the table's rows after them.
 pub async fn append(
     lake: &Lake,
     cfg: &ValidConfig,
     table: &str,
     n: usize,
+    per_commit: usize,
     rows: impl Fn(&SchemaRef, usize, usize) -> RecordBatch,
 ) -> anyhow::Result<Value> {
     let def = cfg.tables.iter().find(|t| t.name.to_string() == table).with_context(|| format!("no table {table}"))?;
@@ -87,8 +88,8 @@ pub async fn append(
     let schema = loaded.arrow_schema()?;
     let stamp = PipelineStamp::new("bench", Positions::default(), 0);
     let mut commits = 0;
-    for first in (0..n).step_by(COMMIT_ROWS) {
-        let batch = rows(&schema, first, COMMIT_ROWS.min(n - first));
+    for first in (0..n).step_by(per_commit.max(1)) {
+        let batch = rows(&schema, first, per_commit.min(n - first));
         let slices: Vec<RecordBatch> =
             (0..batch.num_rows()).step_by(65_536).map(|o| batch.slice(o, 65_536.min(batch.num_rows() - o))).collect();
         let files =

@@ -1,10 +1,12 @@
 //! Analytical SQL: what our query engine costs over a large table, against
 //! DuckDB reading the very same Parquet files in the same run.
 //!
-//! `query-bench [DIR] [ROWS] [PYTHON]` (default a temporary directory,
-//! 10,000,000, `$TRIBUTARY_PYTHON` or `.dev/venv/bin/python`): raw.orders
-//! gets ROWS rows over 30 days, partitioned by day and committed in commits
-//! of 1,000,000 rows as `jobs-bench` writes it, and raw.users 1,000 users
+//! `query-bench [DIR] [ROWS] [PYTHON] [COMMIT_ROWS]` (default a temporary
+//! directory, 10,000,000, `$TRIBUTARY_PYTHON` or `.dev/venv/bin/python`,
+//! 1,000,000): raw.orders gets ROWS rows over 30 days, partitioned by day
+//! and committed COMMIT_ROWS at a time as `jobs-bench` writes it (a few
+//! thousand rows a commit gives the many small files of a lake fed by
+//! frequent small commits, before compaction), and raw.users 1,000 users
 //! (20 countries, 3 tiers) in one commit. A lake in `DIR/lake` that already
 //! holds both with those row counts is reused, so that two builds of the
 //! engine can be compared on one lake. Seven queries (aggregates by hour
@@ -40,7 +42,7 @@ use arrow_array::types::{
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, new_null_array};
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
 use serde_json::{Value, json};
-use tributary_benches::lake::{DAY, DAY0, ORDERS_TABLE, orders};
+use tributary_benches::lake::{COMMIT_ROWS, DAY, DAY0, ORDERS_TABLE, orders};
 use tributary_benches::{cpu_seconds, peak_rss_mib, quantile, sorted_ms, thousands};
 use tributary_core::TableName;
 use tributary_core::config::{Config, ValidConfig};
@@ -294,13 +296,15 @@ fn phase(dir: &Path, args: &[String]) -> anyhow::Result<()> {
     let v = match args.first().map(String::as_str) {
         Some("build") => {
             let rows: usize = args.get(1).context("build ROWS")?.parse()?;
+            let per_commit: usize = args.get(2).context("build ROWS COMMIT_ROWS")?.parse()?;
             let span = (DAY0, DAY0 + 30 * DAY);
             rt.block_on(async {
-                let o = tributary_benches::lake::append(&lake, &cfg, "raw.orders", rows, |schema, first, n| {
-                    orders(schema, "b", first, n, rows, span)
-                })
-                .await?;
-                let u = tributary_benches::lake::append(&lake, &cfg, "raw.users", USERS, users).await?;
+                let o =
+                    tributary_benches::lake::append(&lake, &cfg, "raw.orders", rows, per_commit, |schema, first, n| {
+                        orders(schema, "b", first, n, rows, span)
+                    })
+                    .await?;
+                let u = tributary_benches::lake::append(&lake, &cfg, "raw.users", USERS, USERS, users).await?;
                 anyhow::Ok(json!({ "orders": o, "users": u }))
             })?
         }
@@ -348,7 +352,11 @@ fn main() -> anyhow::Result<()> {
     }
     let temp = tempfile::tempdir()?;
     let dir = args.get(1).map_or_else(|| temp.path().to_path_buf(), PathBuf::from);
-    let rows: usize = args.get(2).map(|r| r.replace('_', "").parse()).transpose()?.unwrap_or(10_000_000);
+    let number = |i: usize, default: usize| -> anyhow::Result<usize> {
+        Ok(args.get(i).map(|r| r.replace('_', "").parse()).transpose()?.unwrap_or(default))
+    };
+    let rows = number(2, 10_000_000)?;
+    let per_commit = number(4, COMMIT_ROWS)?;
     let python = args
         .get(3)
         .cloned()
@@ -363,7 +371,7 @@ fn main() -> anyhow::Result<()> {
     if !reused {
         let _ = std::fs::remove_dir_all(&lake);
         std::fs::create_dir_all(&lake)?;
-        child(&lake, &["build", &rows.to_string()])?;
+        child(&lake, &["build", &rows.to_string(), &per_commit.to_string()])?;
         status = child(&lake, &["status"])?;
     }
     for t in ["orders", "users"] {
