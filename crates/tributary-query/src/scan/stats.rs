@@ -108,6 +108,7 @@ fn scalar(v: &PrimitiveLiteral, ty: &DataType) -> Option<ScalarValue> {
         (DataType::Decimal128(p, s), L::Int128(v)) => ScalarValue::Decimal128(Some(*v), *p, *s),
         (DataType::Utf8, L::String(s)) => ScalarValue::Utf8(Some(s.clone())),
         (DataType::LargeUtf8, L::String(s)) => ScalarValue::LargeUtf8(Some(s.clone())),
+        (DataType::Utf8View, L::String(s)) => ScalarValue::Utf8View(Some(s.clone())),
         _ => return None,
     })
 }
