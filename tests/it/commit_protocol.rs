@@ -5,6 +5,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, new_null_array};
 use tributary_core::Positions;
 use tributary_core::config::TableDef;
+use tributary_core::error::Classify;
 use tributary_table::iceberg::arrow::schema_to_arrow_schema;
 use tributary_table::{
     Lake, LoadedTable, Outcome, PipelineStamp, TableError, commit, commit_with_retry, last_pipeline_state,
@@ -268,4 +269,43 @@ async fn changed_since_reads_only_what_later_snapshots_added() {
     assert_eq!(n, (10..20).collect::<Vec<_>>(), "the first commit's rows are not re-read");
     let none = tributary_table::changes::changed_since(&lake, &t, sequence[2], &["n"]).await.unwrap().unwrap();
     assert!(none.added.is_empty() && none.removed.is_empty());
+}
+
+#[tokio::test]
+async fn a_writer_whose_base_was_expired_by_another_retries_instead_of_failing() {
+    let (_dir, lake, def) = setup().await;
+    let first = lake.load(&def.name).await.unwrap();
+    let files = write_data_files(&lake, &first, &[batch(&first, 0, 10)], 1 << 20).await.unwrap();
+    let stale = commit(&lake, &first, &files, &stamp("a", "src/0", 10, 0)).await.unwrap();
+    // Another worker commits twice and expires every snapshot but its
+    // newest: the manifest list `stale` points at is deleted.
+    let mut now = stale.clone();
+    for i in 1..3 {
+        let files = write_data_files(&lake, &now, &[batch(&now, i * 10, i * 10 + 10)], 1 << 20).await.unwrap();
+        now = commit(&lake, &now, &files, &stamp("b", "src/1", 10 * i as u64, 0)).await.unwrap();
+    }
+    let retention = tributary_table::maintain::Retention { max_age: std::time::Duration::ZERO, min_snapshots: 1 };
+    let expired =
+        tributary_table::maintain::expire_snapshots(&lake, &def.name, retention, i64::MAX, false).await.unwrap();
+    assert!(expired.files_deleted > 0, "{expired:?}");
+    let list = stale.metadata.current_snapshot().unwrap().manifest_list().trim_start_matches("file://").to_owned();
+    assert!(!std::path::Path::new(&list).exists(), "the stale base's manifest list is gone");
+
+    let files = write_data_files(&lake, &stale, &[batch(&stale, 100, 110)], 1 << 20).await.unwrap();
+    match commit(&lake, &stale, &files, &stamp("a", "src/0", 20, 0)).await {
+        Err(e @ TableError::CommitConflict { .. }) => assert!(e.is_retryable()),
+        other => panic!("a stale base is a conflict, not a failure: {other:?}"),
+    }
+    let (outcome, _) = commit_with_retry(
+        &lake,
+        stale,
+        &files,
+        |b| stamp_unless_zombie(b, "a", &Positions::default(), &Positions::default(), 0, true),
+        5,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(outcome, Outcome::Committed(_)));
+    let now = lake.load(&def.name).await.unwrap();
+    assert_eq!(rows(&scan_all(&lake, &now).await), 40);
 }

@@ -10,6 +10,8 @@
 //!  base = load()  ─────────────────────────────────────────────► metadata_location = M0
 //!  write data files  ─────────────────► data/*.parquet  (orphans until referenced)
 //!  write manifests + manifest list ───► metadata/*.avro (carried manifests merged, `snapshot`)
+//!     (M0's list or manifests gone, and M0 no longer current: another
+//!      writer expired them → CommitConflict)
 //!  fsync everything written so far, and its directories
 //!  build metadata M1 from M0:
 //!     snapshot.parent  = M0.current
@@ -163,6 +165,21 @@ pub async fn publish(lake: &Lake, base: &LoadedTable, change: Change<'_>) -> Res
     publish_snapshot(lake, base, SnapshotChange { added, removed, operation, summary, expire: &[] }).await
 }
 
+/// `e`, an error building on `base`, or a [`TableError::CommitConflict`]
+/// if `base` is no longer current. A stale base's manifest list and
+/// manifests may be gone: another writer's snapshot expiry deleted the
+/// snapshots that only it still pointed at. That is a lost race, retried
+/// from the current table like any other, not damage that stops a source.
+async fn stale_or(lake: &Lake, base: &LoadedTable, e: TableError) -> TableError {
+    match lake.store().load(&base.name).await {
+        Ok(Some(now)) if now != base.location => {
+            tracing::debug!(table = %base.name, error = %e, "base went stale while the commit read it");
+            TableError::CommitConflict { table: base.name.clone(), expected: base.location.clone() }
+        }
+        _ => e,
+    }
+}
+
 /// What [`publish_snapshot`] adds: a snapshot of `operation` adding `added`
 /// and removing `removed`, with `summary`; `expire` lists older snapshots
 /// removed in the same swap (snapshot expiry's).
@@ -178,7 +195,10 @@ pub(crate) struct SnapshotChange<'a> {
 /// the steps every commit kind shares.
 pub(crate) async fn publish_snapshot(lake: &Lake, base: &LoadedTable, s: SnapshotChange<'_>) -> Result<LoadedTable> {
     let started = std::time::Instant::now();
-    let next = snapshot::build(lake, base, s.added, s.removed, s.operation.clone()).await?;
+    let next = match snapshot::build(lake, base, s.added, s.removed, s.operation.clone()).await {
+        Ok(next) => next,
+        Err(e) => return Err(stale_or(lake, base, e).await),
+    };
     let built_at = started.elapsed();
     crate::durable::sync(next.written.clone()).await?;
     let synced_at = started.elapsed();
