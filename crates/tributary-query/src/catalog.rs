@@ -89,7 +89,8 @@ impl SchemaProvider for LakeSchema {
             return Ok(None);
         }
         let ext = |e| DataFusionError::External(Box::new(e));
-        let loaded = self.lake.load(&TableName::new(&self.namespace, base)).await.map_err(ext)?;
+        let table = TableName::new(&self.namespace, base);
+        let Some(loaded) = self.cache.table(&self.lake, &table).await.map_err(ext)? else { return Ok(None) };
         let provider: Arc<dyn TableProvider> = match suffix {
             None => scan::provider(&self.lake, &self.cache, &loaded, None).await?,
             Some(s)

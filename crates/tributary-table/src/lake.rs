@@ -235,9 +235,16 @@ impl Lake {
 
     /// Loads the table, or `None` if it does not exist.
     pub async fn try_load(&self, name: &TableName) -> Result<Option<LoadedTable>> {
-        let Some(location) = self.store.load(name).await? else {
-            return Ok(None);
-        };
+        match self.store.load(name).await? {
+            Some(location) => Ok(Some(self.read_metadata(name, location).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The state of `name` in the metadata file at `location` (which the
+    /// catalog named current at some point: readers that cache metadata by
+    /// location ask the catalog, then read only what they have not seen).
+    pub async fn read_metadata(&self, name: &TableName, location: String) -> Result<LoadedTable> {
         let bytes = self
             .file_io
             .new_input(&location)
@@ -247,7 +254,7 @@ impl Lake {
             .map_err(TableError::iceberg("reading metadata file"))?;
         let metadata: TableMetadata = serde_json::from_slice(&bytes)
             .map_err(|e| TableError::Corrupt { table: name.clone(), reason: format!("{location}: {e}") })?;
-        Ok(Some(LoadedTable { name: name.clone(), location, metadata: Arc::new(metadata) }))
+        Ok(LoadedTable { name: name.clone(), location, metadata: Arc::new(metadata) })
     }
 
     /// Loads the table; `NotFound` if it does not exist.

@@ -1,7 +1,7 @@
-//! Manifest lists and manifests kept between queries.
+//! Table metadata, manifest lists and manifests kept between queries.
 //!
-//! Iceberg never rewrites a manifest list or a manifest: a new snapshot
-//! writes new ones under new names. So a file read once is good for as long
+//! Iceberg never rewrites a metadata file, a manifest list or a manifest: a
+//! new commit writes new ones under new names. So a file read once is good for as long
 //! as it is kept, and caching by path needs no invalidation. A query still
 //! asks the catalog for each table's current metadata, so it always sees
 //! the latest commit; what it no longer does is re-read and re-parse the
@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::error::{DataFusionError, Result};
 use iceberg::io::FileIO;
-use iceberg::spec::{DataFile, FormatVersion, ManifestFile, ManifestList};
+use iceberg::spec::{DataFile, FormatVersion, ManifestFile, ManifestList, TableMetadataRef};
+use tributary_core::TableName;
+use tributary_table::{Lake, LoadedTable, Result as TableResult};
 
 /// How many file entries (manifest-list entries plus data-file entries)
 /// the cache holds, oldest first out: at a few hundred bytes to a few KiB
@@ -20,15 +22,30 @@ use iceberg::spec::{DataFile, FormatVersion, ManifestFile, ManifestList};
 /// MiB at the most.
 const BUDGET: usize = 100_000;
 
-/// Manifest lists and the live files of manifests, by path; shared by
-/// every query of an engine.
+/// Table metadata, manifest lists and the live files of manifests, by
+/// path; shared by every query of an engine.
 #[derive(Debug, Default)]
 pub struct ScanCache {
+    metadata: Mutex<Fifo<TableMetadataRef>>,
     lists: Mutex<Fifo<Arc<ManifestList>>>,
     manifests: Mutex<Fifo<Arc<[DataFile]>>>,
 }
 
 impl ScanCache {
+    /// `name` as the catalog has it now: one catalog lookup, and the
+    /// metadata file read only if this is a commit not seen before (a
+    /// table with a long snapshot log has a metadata file of megabytes).
+    pub(crate) async fn table(&self, lake: &Lake, name: &TableName) -> TableResult<Option<LoadedTable>> {
+        let Some(location) = lake.store().load(name).await? else { return Ok(None) };
+        if let Some(metadata) = lock(&self.metadata).get(&location) {
+            return Ok(Some(LoadedTable { name: name.clone(), location, metadata }));
+        }
+        let loaded = lake.read_metadata(name, location).await?;
+        let weight = loaded.metadata.snapshots().len();
+        lock(&self.metadata).insert(&loaded.location, loaded.metadata.clone(), weight);
+        Ok(Some(loaded))
+    }
+
     /// The manifest list at `path`.
     pub(crate) async fn list(&self, io: &FileIO, path: &str, version: FormatVersion) -> Result<Arc<ManifestList>> {
         if let Some(list) = lock(&self.lists).get(path) {
