@@ -28,7 +28,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::{Value, json};
 use tributary_benches::lake::{COMMIT_ROWS, DAY, DAY0, H, ORDERS_TABLE, orders};
-use tributary_benches::{cpu_seconds, dir_bytes, mib_read, peak_rss_mib, thousands};
+use tributary_benches::{child, cpu_seconds, dir_bytes, mib_read, num, peak_rss_mib, thousands};
 use tributary_core::config::{Config, ValidConfig};
 use tributary_table::Lake;
 use tributary_transform::RunOptions;
@@ -118,13 +118,6 @@ fn phase(dir: &Path, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn child(lake_dir: &Path, args: &[&str]) -> anyhow::Result<Value> {
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    let out = cmd.arg("phase").arg(lake_dir).args(args).output()?;
-    anyhow::ensure!(out.status.success(), "phase {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
 /// One measured job phase.
 struct Row {
     job: &'static str,
@@ -134,10 +127,6 @@ struct Row {
     per: u64,
     /// The stage whose full recomputation it is compared with.
     stage: usize,
-}
-
-fn f(v: &Value, k: &str) -> f64 {
-    v[k].as_f64().unwrap_or(0.0)
 }
 
 fn u(v: &Value, k: &str) -> u64 {
@@ -211,7 +200,7 @@ fn main() -> anyhow::Result<()> {
         table
             .iter()
             .find(|r| r.job == job && r.stage == stage && r.op.starts_with("full") && r.v.get("error").is_none())
-            .map(|r| f(&r.v, "secs"))
+            .map(|r| num(&r.v, "secs"))
     };
     println!(
         "\n{:<7} {:>11} {:<45} {:>7} {:>7} {:>10} {:>10} {:>10} {:>5} {:>9} {:>9} {:<11} {:>9}",
@@ -233,7 +222,7 @@ fn main() -> anyhow::Result<()> {
         let ratio = match (r.op.as_str(), full(r.job, r.stage)) {
             (_, _) if r.v.get("error").is_some() => String::new(),
             (o, Some(full)) if o.starts_with("incremental") || o.starts_with("catch-up") => {
-                format!("{:.1}×", full / f(&r.v, "secs"))
+                format!("{:.1}×", full / num(&r.v, "secs"))
             }
             (o, None) if o.starts_with("incremental") || o.starts_with("catch-up") => "n/a".into(),
             _ => String::new(),
@@ -243,20 +232,26 @@ fn main() -> anyhow::Result<()> {
             r.job,
             thousands(u(&r.v, "input_rows")),
             r.op,
-            f(&r.v, "secs"),
-            f(&r.v, "cpu_s"),
-            f(&r.v, "cpu_s") * 1e6 / r.per.max(1) as f64,
+            num(&r.v, "secs"),
+            num(&r.v, "cpu_s"),
+            num(&r.v, "cpu_s") * 1e6 / r.per.max(1) as f64,
             thousands(u(&r.v, "rows_read")),
             thousands(u(&r.v, "rows_written")),
             u(&r.v, "days"),
-            f(&r.v, "mib_read"),
-            f(&r.v, "peak_rss_mib"),
+            num(&r.v, "mib_read"),
+            num(&r.v, "peak_rss_mib"),
             r.v["mode"].as_str().unwrap_or(""),
             ratio
         );
     }
     for r in table.iter().filter(|r| r.v.get("error").is_some()) {
-        println!("FAILED: {} {} after {:.1} s: {}", r.job, r.op, f(&r.v, "secs"), r.v["error"].as_str().unwrap_or(""));
+        println!(
+            "FAILED: {} {} after {:.1} s: {}",
+            r.job,
+            r.op,
+            num(&r.v, "secs"),
+            r.v["error"].as_str().unwrap_or("")
+        );
     }
     println!("\nCPU µs/row: per appended row for incremental runs, per input row for builds and recomputes.");
     println!("rows read: the new input rows a run counts (a backfill counts none); MiB read: every file byte read.");
@@ -271,9 +266,9 @@ fn main() -> anyhow::Result<()> {
                 None => format!(
                     "{} rows: {:.2} s, {:.2} CPU s, {:.1} MiB read",
                     thousands(u(&r.v, "input_rows")),
-                    f(&r.v, "secs"),
-                    f(&r.v, "cpu_s"),
-                    f(&r.v, "mib_read")
+                    num(&r.v, "secs"),
+                    num(&r.v, "cpu_s"),
+                    num(&r.v, "mib_read")
                 ),
             })
             .collect();

@@ -88,6 +88,20 @@ impl Rng {
     }
 }
 
+/// Runs this program again as `phase LAKE_DIR ARGS…` and parses the JSON
+/// it prints: each benchmark phase in a process of its own, so that its
+/// CPU time and peak RSS are its own.
+pub fn child(lake_dir: &std::path::Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let out = std::process::Command::new(std::env::current_exe()?).arg("phase").arg(lake_dir).args(args).output()?;
+    anyhow::ensure!(out.status.success(), "phase {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// A number field of a phase's JSON, 0 if absent.
+pub fn num(v: &serde_json::Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or(0.0)
+}
+
 /// The `p` quantile (0..=1) of sorted values, nearest rank.
 pub fn quantile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

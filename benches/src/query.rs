@@ -43,7 +43,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, new_null_array};
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
 use serde_json::{Value, json};
 use tributary_benches::lake::{COMMIT_ROWS, DAY, DAY0, ORDERS_TABLE, orders};
-use tributary_benches::{cpu_seconds, peak_rss_mib, quantile, sorted_ms, thousands};
+use tributary_benches::{child, cpu_seconds, num, peak_rss_mib, quantile, sorted_ms, thousands};
 use tributary_core::TableName;
 use tributary_core::config::{Config, ValidConfig};
 use tributary_query::{QueryEngine, QueryResult};
@@ -316,12 +316,6 @@ fn phase(dir: &Path, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn child(lake_dir: &Path, args: &[&str]) -> anyhow::Result<Value> {
-    let out = Command::new(std::env::current_exe()?).arg("phase").arg(lake_dir).args(args).output()?;
-    anyhow::ensure!(out.status.success(), "phase {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
 /// DuckDB over the files `status` listed, in `python`'s process.
 fn duckdb(python: &Path, status: &Value) -> anyhow::Result<Value> {
     let queries: Vec<(&str, String)> = QUERIES.iter().map(|(name, t)| (*name, DUCKDB.spell(t))).collect();
@@ -339,10 +333,6 @@ fn duckdb(python: &Path, status: &Value) -> anyhow::Result<Value> {
     let out = proc.wait_with_output()?;
     anyhow::ensure!(out.status.success(), "duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
     Ok(serde_json::from_slice(&out.stdout)?)
-}
-
-fn f(v: &Value, k: &str) -> f64 {
-    v[k].as_f64().unwrap_or(0.0)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -380,7 +370,7 @@ fn main() -> anyhow::Result<()> {
             "raw.{t}: {} rows in {files} file{}, {:.2} MiB of Parquet",
             thousands(rows_of(&status, t)),
             if files == 1 { "" } else { "s" },
-            f(&status[t], "bytes") / 1048576.0
+            num(&status[t], "bytes") / 1048576.0
         );
     }
     let how = if reused { "reused" } else { "written" };
@@ -403,11 +393,11 @@ fn main() -> anyhow::Result<()> {
         let (ratio, answers) = if failed(&a) || failed(&b) {
             (String::new(), "FAILED")
         } else if same(&a["rows"], &b["rows"]) {
-            (format!("{:.2}×", f(&a, "best_ms") / f(&b, "best_ms")), "yes")
+            (format!("{:.2}×", num(&a, "best_ms") / num(&b, "best_ms")), "yes")
         } else {
-            (format!("{:.2}×", f(&a, "best_ms") / f(&b, "best_ms")), "NO")
+            (format!("{:.2}×", num(&a, "best_ms") / num(&b, "best_ms")), "NO")
         };
-        let ms = |v: &Value, k: &str| if failed(v) { "FAILED".to_owned() } else { format!("{:.1}", f(v, k)) };
+        let ms = |v: &Value, k: &str| if failed(v) { "FAILED".to_owned() } else { format!("{:.1}", num(v, k)) };
         println!(
             "| {name} | {} | {} | {} | {} | {} | {ratio} | {answers} |",
             ms(&a, "best_ms"),
@@ -428,8 +418,8 @@ fn main() -> anyhow::Result<()> {
     }
     println!(
         "\npeak RSS: ours {:.0} MiB, DuckDB {:.0} MiB (each its whole process)",
-        f(&ours, "peak_rss_mib"),
-        f(&theirs, "peak_rss_mib")
+        num(&ours, "peak_rss_mib"),
+        num(&theirs, "peak_rss_mib")
     );
     println!("ours/DuckDB: best time over best time; CPU ms: user + system per run (ours in 10 ms ticks).\n\nanswers:");
     for n in notes {

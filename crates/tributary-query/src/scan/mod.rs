@@ -5,8 +5,8 @@
 //! Arrow reader and tells DataFusion nothing about them, so `count(*)`
 //! reads every row and each query re-reads every manifest. This provider
 //! instead:
-//! - lists the snapshot's data files from manifests kept between queries
-//!   ([`ScanCache`]);
+//! - lists the snapshot's data files from metadata, manifest lists and
+//!   manifests kept between queries ([`ScanCache`]);
 //! - prunes files whose column bounds rule a filter out (the partition
 //!   column's bounds are a day's, an hour's, … so this is partition pruning
 //!   too), and tells DataFusion a filter is *exact* when the bounds decide
