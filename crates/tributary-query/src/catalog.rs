@@ -2,8 +2,8 @@
 //! namespace, so that SQL names tables `namespace.table`.
 //!
 //! Every query asks the catalog for each table's current metadata, so a
-//! query always sees the latest committed snapshot; the manifests behind it
-//! are kept between queries ([`crate::scan`]). Two suffixes reach further:
+//! query always sees the latest committed snapshot; the metadata files and
+//! manifests behind it are kept between queries ([`crate::scan`]). Two suffixes reach further:
 //! `"table@<snapshot_id>"` or `"table@<RFC 3339 time>"` reads an older
 //! snapshot (time travel) and
 //! `"table$snapshots"`, `$history`, `$manifests` and `$files` are metadata

@@ -49,8 +49,9 @@ pub struct QueryEngine {
     shared: Shared,
 }
 
-/// What every query of an engine shares: the manifests read so far and
-/// DataFusion's runtime, whose cache keeps the Parquet footers read so far.
+/// What every query of an engine shares: the table metadata and manifests
+/// read so far, and DataFusion's runtime, whose cache keeps the Parquet
+/// footers read so far.
 #[derive(Debug, Clone)]
 struct Shared {
     cache: Arc<ScanCache>,

@@ -40,8 +40,8 @@ pub struct Listed {
     pub tag: String,
 }
 
-/// Listing, which `FileIO` does not offer: orphan cleanup and landing
-/// areas need it.
+/// What `FileIO` does not offer: listing (orphan cleanup and landing areas
+/// need it) and the `object_store` client DataFusion's scan reads through.
 #[derive(Debug, Clone)]
 pub enum Lister {
     /// Walks local directories.
@@ -63,9 +63,7 @@ impl Lister {
             }
         }
     }
-}
 
-impl Lister {
     /// The `object_store` client holding `location`, with the URL it
     /// answers for (`s3://bucket`), for readers that go through
     /// `object_store` rather than `FileIO` (DataFusion's Parquet scan).
