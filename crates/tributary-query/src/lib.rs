@@ -166,7 +166,7 @@ pub struct Prepared {
 
 /// A statement the read-only gate let through, parsed once, with the
 /// namespaces it reads, so that access is checked before anything runs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Checked {
     statement: Statement,
     /// The namespaces read (a name without one is in `raw`, the session's
@@ -211,9 +211,7 @@ async fn run(
     values: &[Option<String>],
 ) -> Result<QueryResult, QueryError> {
     let (mut plan, ctx) = plan(lake, shared, statement).await?;
-    if !values.is_empty() || !plan.get_parameter_types()?.is_empty() {
-        plan = params::bind(plan, values)?;
-    }
+    plan = params::bind(plan, values)?;
     read_only::options().verify_plan(&plan)?;
     let df = ctx.execute_logical_plan(plan).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());

@@ -24,6 +24,9 @@ pub fn types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, QueryError> {
 /// `plan` with `values` (`None`: SQL NULL) bound to its placeholders.
 pub fn bind(plan: LogicalPlan, values: &[Option<String>]) -> Result<LogicalPlan, QueryError> {
     let types = types(&plan)?;
+    if types.is_empty() && values.is_empty() {
+        return Ok(plan);
+    }
     if types.len() > values.len() {
         return Err(QueryError::Parameter(format!(
             "the statement uses ${} but {} value(s) were bound; bind one value per placeholder",

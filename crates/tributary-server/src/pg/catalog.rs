@@ -16,7 +16,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use tributary_core::TableName;
 use tributary_core::config::Access;
-use tributary_query::{QueryEngine, QueryResult};
+use tributary_query::QueryResult;
 use tributary_table::Lake;
 
 use super::encode::type_name;
@@ -139,12 +139,7 @@ pub fn oid(table: &TableName) -> u32 {
 }
 
 /// Answers `query` for `caller`.
-pub async fn answer(
-    query: &Query,
-    lake: &Lake,
-    engine: &QueryEngine,
-    caller: &Caller,
-) -> pgwire::error::PgWireResult<QueryResult> {
+pub async fn answer(query: &Query, lake: &Lake, caller: &Caller) -> pgwire::error::PgWireResult<QueryResult> {
     let mut tables: Vec<TableName> = match query {
         Query::Databases | Query::Other => Vec::new(),
         _ => lake.list().await.map_err(error::table)?,
@@ -214,11 +209,10 @@ pub async fn answer(
                 names.extend(["attstorage", "attcompression", "attstattarget", "col_description"]);
             }
             let mut rows = Vec::new();
-            if let Some(table) = by_oid(*oid) {
-                let sql = format!("SELECT * FROM \"{}\".\"{}\"", table.namespace, table.name);
-                let checked = tributary_query::check(&sql).map_err(error::query)?;
-                let prepared = engine.prepare(checked).await.map_err(error::query)?;
-                for f in prepared.schema.fields() {
+            if let Some(table) = by_oid(*oid)
+                && let Some(loaded) = lake.try_load(table).await.map_err(error::table)?
+            {
+                for f in loaded.arrow_schema().map_err(error::table)?.fields() {
                     let not_null = if f.is_nullable() { "f" } else { "t" };
                     let mut row =
                         vec![s(f.name()), Some(type_name(f.data_type())), None, s(not_null), None, s(""), s("")];

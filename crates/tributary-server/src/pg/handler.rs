@@ -25,7 +25,7 @@ use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use tributary_core::config::Access;
-use tributary_query::{QueryEngine, QueryResult};
+use tributary_query::{Checked, QueryEngine, QueryResult};
 use tributary_table::Lake;
 
 use super::route::{Command, Route, route, split};
@@ -47,6 +47,9 @@ pub struct Lakeside {
 pub struct Parsed {
     sql: String,
     route: Route,
+    /// A lake query as checked at Parse, so that each Execute does not
+    /// parse it again.
+    checked: Option<Checked>,
     params: Vec<Type>,
     columns: SchemaRef,
 }
@@ -80,12 +83,14 @@ fn caller<C: ClientInfo>(client: &C) -> PgWireResult<Arc<Caller>> {
         .ok_or_else(|| error::fatal("28000", "the connection is not authenticated"))
 }
 
-/// Runs one routed statement and answers it as Postgres would.
+/// Runs one routed statement (a lake query `checked` already, if at
+/// Parse) and answers it as Postgres would.
 async fn run(
     lake: &Lakeside,
     caller: &Caller,
     sql: &str,
     route: &Route,
+    checked: Option<&Checked>,
     values: &[Option<String>],
     format: Option<&Format>,
 ) -> PgWireResult<Response> {
@@ -95,9 +100,12 @@ async fn run(
         Route::Command(Command::Begin) => return Ok(Response::TransactionStart(Tag::new("BEGIN"))),
         Route::Command(Command::End(tag)) => return Ok(Response::TransactionEnd(Tag::new(tag))),
         Route::Fixed(result) => result.clone(),
-        Route::Catalog(query) => catalog::answer(query, &lake.lake, &lake.query, caller).await?,
+        Route::Catalog(query) => catalog::answer(query, &lake.lake, caller).await?,
         Route::Lake => {
-            let checked = tributary_query::check(sql).map_err(error::query)?;
+            let checked = match checked {
+                Some(c) => c.clone(),
+                None => tributary_query::check(sql).map_err(error::query)?,
+            };
             caller.require_all(&checked.namespaces, Access::Read).map_err(error::denied)?;
             lake.query.run(checked, values).await.map_err(error::query)?
         }
@@ -129,7 +137,7 @@ impl SimpleQueryHandler for Handler {
         // Statements run in order; the first error ends the query, and the
         // ones after it are not run, as in Postgres.
         for sql in split(query) {
-            match run(&self.lake, &caller, sql, &route(sql), &[], None).await {
+            match run(&self.lake, &caller, sql, &route(sql), None, &[], None).await {
                 Ok(response) => responses.push(response),
                 Err(e) => {
                     responses.push(Response::Error(Box::new(ErrorInfo::from(e))));
@@ -154,21 +162,22 @@ impl QueryParser for Parser {
     {
         let caller = caller(client)?;
         let route = route(sql);
-        let (params, columns) = match &route {
-            Route::Empty | Route::Command(_) => (Vec::new(), Arc::new(Schema::empty())),
-            Route::Fixed(result) => (Vec::new(), result.schema.clone()),
+        let (params, columns, checked) = match &route {
+            Route::Empty | Route::Command(_) => (Vec::new(), Arc::new(Schema::empty()), None),
+            Route::Fixed(result) => (Vec::new(), result.schema.clone(), None),
             Route::Catalog(query) => {
-                (Vec::new(), catalog::answer(query, &self.lake.lake, &self.lake.query, &caller).await?.schema)
+                let answer = catalog::answer(query, &self.lake.lake, &caller).await?;
+                (Vec::new(), answer.schema, None)
             }
             Route::Lake => {
                 let checked = tributary_query::check(sql).map_err(error::query)?;
                 caller.require_all(&checked.namespaces, Access::Read).map_err(error::denied)?;
-                let prepared = self.lake.query.prepare(checked).await.map_err(error::query)?;
+                let prepared = self.lake.query.prepare(checked.clone()).await.map_err(error::query)?;
                 let params = prepared.params.iter().map(|t| t.as_ref().map_or(Type::TEXT, encode::pg_type)).collect();
-                (params, prepared.schema)
+                (params, prepared.schema, Some(checked))
             }
         };
-        Ok(Parsed { sql: sql.to_owned(), route, params, columns })
+        Ok(Parsed { sql: sql.to_owned(), route, checked, params, columns })
     }
 
     fn get_parameter_types(&self, stmt: &Parsed) -> PgWireResult<Vec<Type>> {
@@ -208,6 +217,7 @@ impl ExtendedQueryHandler for Handler {
                 decode::parameter(i + 1, portal.parameters[i].as_deref(), &ty, binary)
             })
             .collect::<PgWireResult<Vec<_>>>()?;
-        run(&self.lake, &caller, &parsed.sql, &parsed.route, &values, Some(&portal.result_column_format)).await
+        let format = Some(&portal.result_column_format);
+        run(&self.lake, &caller, &parsed.sql, &parsed.route, parsed.checked.as_ref(), &values, format).await
     }
 }
