@@ -77,20 +77,19 @@ pub async fn start_with_clock(
         source,
     })?;
     let addr = listener.local_addr()?;
-    let pg_addr = pg::spawn(config, pg_lake, pg_auth, &shutdown, &tasks).await?;
+    // One acceptor (the certificate read once) for both listeners.
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let pg_addr = pg::spawn(config, tls.clone(), pg_lake, pg_auth, &shutdown, &tasks).await?;
     let router = app(state, config.max_body_bytes);
     let stop = shutdown.clone();
-    let http = match &config.tls {
+    let http = match tls {
         None => tokio::spawn(async move {
             axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await
         }),
-        Some(tls) => {
-            let acceptor = tls::acceptor(tls)?;
-            tokio::spawn(async move {
-                tls::serve(listener, acceptor, router, stop).await;
-                Ok(())
-            })
-        }
+        Some(acceptor) => tokio::spawn(async move {
+            tls::serve(listener, acceptor, router, stop).await;
+            Ok(())
+        }),
     };
     tracing::info!(%addr, tables = config.tables.len(), "serving");
     if config.tokens.is_empty() {

@@ -58,10 +58,11 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-/// Binds `config.pg_listen`, if set, and serves it on `tasks` until
-/// `shutdown`: the bound address.
+/// Binds `config.pg_listen`, if set, and serves it (over `tls`, if any) on
+/// `tasks` until `shutdown`: the bound address.
 pub async fn spawn(
     config: &ValidConfig,
+    tls: Option<TlsAcceptor>,
     lake: Lakeside,
     auth: Arc<Auth>,
     shutdown: &CancellationToken,
@@ -74,7 +75,6 @@ pub async fn spawn(
         source,
     })?;
     let addr = listener.local_addr()?;
-    let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     tracing::info!(%addr, tls = tls.is_some(), "serving the postgres wire protocol");
     tasks.spawn(serve(listener, tls, lake, auth, shutdown.clone()));
     Ok(Some(addr))
