@@ -3,6 +3,7 @@
 //! (drivers send integers, floats, booleans, dates and timestamps so) are
 //! read as their Postgres type and printed.
 
+use super::encode::{PG_EPOCH_DAYS, PG_EPOCH_MICROS};
 use pgwire::api::Type;
 use pgwire::error::PgWireResult;
 
@@ -37,11 +38,11 @@ pub fn parameter(n: usize, raw: Option<&[u8]>, ty: &Type, binary: bool) -> PgWir
         t if *t == Type::FLOAT4 => f32::from_be_bytes(raw.try_into().map_err(|_| bad())?).to_string(),
         t if *t == Type::FLOAT8 => f64::from_be_bytes(raw.try_into().map_err(|_| bad())?).to_string(),
         t if *t == Type::DATE => {
-            let days = int(4)? + 10_957;
+            let days = int(4)? + i64::from(PG_EPOCH_DAYS);
             chrono::DateTime::from_timestamp(days * 86_400, 0).ok_or_else(bad)?.format("%Y-%m-%d").to_string()
         }
         t if *t == Type::TIMESTAMP || *t == Type::TIMESTAMPTZ => {
-            let micros = int(8)? + 946_684_800_000_000;
+            let micros = int(8)? + PG_EPOCH_MICROS;
             let at = chrono::DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
             let zone = if *t == Type::TIMESTAMPTZ { "+00:00" } else { "" };
             format!("{}{zone}", at.format("%Y-%m-%dT%H:%M:%S%.6f"))

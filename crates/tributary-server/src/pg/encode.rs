@@ -26,10 +26,24 @@ use pgwire::api::results::{FieldFormat, FieldInfo};
 use pgwire::messages::data::DataRow;
 
 /// Microseconds from the Unix epoch to Postgres's (2000-01-01).
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+pub(super) const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// Days from the Unix epoch to Postgres's.
-const PG_EPOCH_DAYS: i32 = 10_957;
+pub(super) const PG_EPOCH_DAYS: i32 = 10_957;
 const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// Whether a column of `dt` is answered as JSON text (lists, structs, maps).
+fn as_json(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::ListView(_)
+            | DataType::LargeListView(_)
+            | DataType::FixedSizeList(..)
+            | DataType::Struct(_)
+            | DataType::Map(..)
+    )
+}
 
 /// The Postgres type an Arrow column is answered as.
 pub fn pg_type(dt: &DataType) -> Type {
@@ -47,13 +61,7 @@ pub fn pg_type(dt: &DataType) -> Type {
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
         DataType::Time32(_) | DataType::Time64(_) => Type::TIME,
-        DataType::List(_)
-        | DataType::LargeList(_)
-        | DataType::ListView(_)
-        | DataType::LargeListView(_)
-        | DataType::FixedSizeList(..)
-        | DataType::Struct(_)
-        | DataType::Map(..) => Type::JSON,
+        t if as_json(t) => Type::JSON,
         DataType::Dictionary(_, value) => pg_type(value),
         _ => Type::TEXT,
     }
@@ -230,13 +238,7 @@ fn encode_column(column: &ArrayRef, bin: bool, rows: &mut [BytesMut]) -> Result<
             let plain = arrow_cast::cast(col, value)?;
             encode_column(&plain, bin, rows)?;
         }
-        DataType::List(_)
-        | DataType::LargeList(_)
-        | DataType::ListView(_)
-        | DataType::LargeListView(_)
-        | DataType::FixedSizeList(..)
-        | DataType::Struct(_)
-        | DataType::Map(..) => {
+        t if as_json(t) => {
             let field = Arc::new(Field::new("v", col.data_type().clone(), true));
             let options = arrow_json::writer::EncoderOptions::default().with_explicit_nulls(true);
             let mut encoder = arrow_json::writer::make_encoder(&field, col, &options)?;

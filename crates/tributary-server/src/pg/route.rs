@@ -160,6 +160,11 @@ const PARAMETERS: &[(&str, &str)] = &[
     ("lc_ctype", "C.UTF-8"),
 ];
 
+/// The value of the session parameter `name` ("" if it is not one).
+pub(super) fn parameter(name: &str) -> &'static str {
+    PARAMETERS.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| v)
+}
+
 /// `SHOW <parameter>` of a Postgres parameter; other `SHOW`s (`SHOW
 /// TABLES`) are DataFusion's.
 fn show(text: &str) -> Option<QueryResult> {

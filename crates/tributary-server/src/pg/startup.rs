@@ -24,7 +24,7 @@ use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use super::error;
-use super::route::SERVER_VERSION;
+use super::route::parameter;
 use crate::auth::{Auth, Caller};
 
 /// Authenticates each connection and leaves its [`Caller`] in the
@@ -40,12 +40,13 @@ impl Startup {
     /// Checks connections against `auth`; `tls_only`: refuse plain TCP.
     pub fn new(auth: Arc<Auth>, tls_only: bool) -> Self {
         let mut parameters = DefaultServerParameterProvider::default();
-        parameters.server_version = SERVER_VERSION.to_owned();
-        parameters.time_zone = "UTC".to_owned();
-        parameters.date_style = "ISO, MDY".to_owned();
-        parameters.search_path = "raw".to_owned();
-        parameters.is_superuser = false;
-        parameters.default_transaction_read_only = true;
+        // The values `SHOW` answers with (`route::PARAMETERS`).
+        parameters.server_version = parameter("server_version").to_owned();
+        parameters.time_zone = parameter("timezone").to_owned();
+        parameters.date_style = parameter("datestyle").to_owned();
+        parameters.search_path = parameter("search_path").to_owned();
+        parameters.is_superuser = parameter("is_superuser") == "on";
+        parameters.default_transaction_read_only = parameter("default_transaction_read_only") == "on";
         Self { auth, tls_only, parameters, pids: RandomPidSecretKeyGenerator::default() }
     }
 
