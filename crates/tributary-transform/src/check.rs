@@ -45,7 +45,7 @@ fn arrow_of(fields: &[Field]) -> Result<SchemaRef> {
 
 /// The output schema of `job`'s query over empty tables of `schemas`.
 async fn plan_job(job: &JobDef, schemas: &HashMap<TableName, SchemaRef>) -> Result<arrow_schema::Schema> {
-    let session = JobSession::new(None, &job.name).await?;
+    let session = JobSession::new(None, &job.name, Default::default()).await?;
     for (name, schema) in schemas {
         session.pin(name, session.memory(schema.clone(), Vec::new())?);
     }

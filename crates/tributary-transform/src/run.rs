@@ -27,6 +27,7 @@ use iceberg::spec::SnapshotRef;
 use tributary_core::Positions;
 use tributary_core::config::{JobDef, JobKind};
 use tributary_ingest::prepare::{Reject, quarantine_batch};
+use tributary_query::scan::ScanCache;
 use tributary_table::changes::{Changes, changed_between};
 use tributary_table::{Change, Lake, LoadedTable, PipelineStamp, TableError, last_pipeline_state};
 
@@ -60,12 +61,16 @@ pub struct RunOptions {
     pub target_file_size: usize,
     /// Counts the output rows written as they are (a progress display).
     pub progress: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// The table metadata and manifests read so far: the scheduler keeps
+    /// one set of options, so a run re-reads only what the commits since
+    /// the last one wrote.
+    pub cache: Arc<ScanCache>,
 }
 
 impl RunOptions {
     /// Writing files of `target_file_size`, without progress display.
     pub fn new(target_file_size: usize) -> Self {
-        Self { target_file_size, progress: None }
+        Self { target_file_size, progress: None, cache: Arc::default() }
     }
 }
 
@@ -253,7 +258,7 @@ pub async fn run_once(lake: &Lake, job: &JobDef, opts: &RunOptions, scope: Scope
     if scope == Scope::Incremental && upto.sequence_number() <= since {
         return Ok(None);
     }
-    let session = JobSession::new(Some(lake), &job.name).await?;
+    let session = JobSession::new(Some(lake), &job.name, opts.cache.clone()).await?;
     let ctx = Ctx { lake, job, session, input, upto, since, output, watermark, scope };
     let step = match &job.kind {
         JobKind::Cleanse { .. } => crate::cleanse::step(&ctx).await?,

@@ -40,15 +40,15 @@ pub(crate) struct JobSession {
     pub ctx: SessionContext,
     scratch: Arc<MemorySchemaProvider>,
     pins: Arc<std::sync::Mutex<HashMap<TableName, Arc<dyn TableProvider>>>>,
-    /// The manifests this run has read, for the snapshots it pins.
+    /// The metadata and manifests read so far, for the snapshots it pins.
     cache: Arc<ScanCache>,
     job: String,
 }
 
 impl JobSession {
-    /// A session over `lake`; without one (`tributary check`), only pinned
-    /// names resolve.
-    pub async fn new(lake: Option<&Lake>, job: &str) -> Result<Self> {
+    /// A session over `lake`, whose scans share `cache`; without a lake
+    /// (`tributary check`), only pinned names resolve.
+    pub async fn new(lake: Option<&Lake>, job: &str, cache: Arc<ScanCache>) -> Result<Self> {
         let config = SessionConfig::new().with_default_catalog_and_schema(CATALOG, SCRATCH);
         // A first run or a backfill sorts and groups a whole table: past
         // this much memory DataFusion spills to temporary files instead of
@@ -58,7 +58,6 @@ impl JobSession {
             .build_arc()
             .map_err(TransformError::query(job))?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        let cache = Arc::new(ScanCache::default());
         let lake_catalog = match lake {
             Some(lake) => Some(LakeCatalog::load(lake, cache.clone()).await.map_err(TransformError::query(job))?),
             None => None,
