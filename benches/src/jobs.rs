@@ -28,7 +28,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::{Value, json};
 use tributary_benches::lake::{COMMIT_ROWS, DAY, DAY0, H, ORDERS_TABLE, orders};
-use tributary_benches::{child, cpu_seconds, dir_bytes, mib_read, num, peak_rss_mib, thousands};
+use tributary_benches::{child, count_arg, cpu_seconds, dir_bytes, mib_read, num, peak_rss_mib, thousands};
 use tributary_core::config::{Config, ValidConfig};
 use tributary_table::Lake;
 use tributary_transform::RunOptions;
@@ -140,7 +140,7 @@ fn main() -> anyhow::Result<()> {
     }
     let temp = tempfile::tempdir()?;
     let dir = args.get(1).map_or_else(|| temp.path().to_path_buf(), PathBuf::from);
-    let rows: usize = args.get(2).map(|r| r.replace('_', "").parse()).transpose()?.unwrap_or(10_000_000);
+    let rows = count_arg(&args, 2, 10_000_000)?;
     let lake = dir.join("lake");
     let _ = std::fs::remove_dir_all(&lake);
     std::fs::create_dir_all(&lake)?;

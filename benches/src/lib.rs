@@ -97,6 +97,11 @@ pub fn child(lake_dir: &std::path::Path, args: &[&str]) -> anyhow::Result<serde_
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
+/// Argument `i` as a count (`10_000_000` allowed), `default` if absent.
+pub fn count_arg(args: &[String], i: usize, default: usize) -> anyhow::Result<usize> {
+    Ok(args.get(i).map(|r| r.replace('_', "").parse()).transpose()?.unwrap_or(default))
+}
+
 /// A number field of a phase's JSON, 0 if absent.
 pub fn num(v: &serde_json::Value, k: &str) -> f64 {
     v[k].as_f64().unwrap_or(0.0)

@@ -43,7 +43,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, new_null_array};
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
 use serde_json::{Value, json};
 use tributary_benches::lake::{COMMIT_ROWS, DAY, DAY0, ORDERS_TABLE, orders};
-use tributary_benches::{child, cpu_seconds, num, peak_rss_mib, quantile, sorted_ms, thousands};
+use tributary_benches::{child, count_arg, cpu_seconds, num, peak_rss_mib, quantile, sorted_ms, thousands};
 use tributary_core::TableName;
 use tributary_core::config::{Config, ValidConfig};
 use tributary_query::{QueryEngine, QueryResult};
@@ -342,11 +342,8 @@ fn main() -> anyhow::Result<()> {
     }
     let temp = tempfile::tempdir()?;
     let dir = args.get(1).map_or_else(|| temp.path().to_path_buf(), PathBuf::from);
-    let number = |i: usize, default: usize| -> anyhow::Result<usize> {
-        Ok(args.get(i).map(|r| r.replace('_', "").parse()).transpose()?.unwrap_or(default))
-    };
-    let rows = number(2, 10_000_000)?;
-    let per_commit = number(4, COMMIT_ROWS)?;
+    let rows = count_arg(&args, 2, 10_000_000)?;
+    let per_commit = count_arg(&args, 4, COMMIT_ROWS)?;
     let python = args
         .get(3)
         .cloned()
